@@ -1,0 +1,97 @@
+"""The `moelab` command line. Thin: parse, call library functions, print with rich.
+
+Errors a user can cause (MoelabError) print one line and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from moelab.config import RunConfig, load_config, load_preset, preset_names, validate
+from moelab.errors import MoelabError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="How sparse can a language model be before it forgets facts?")
+console = Console()
+DEFAULT_PRESET = "tiny-dense"
+
+
+def fail(message: str) -> None:
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.callback()
+def main() -> None:
+    """moelab: knowledge capacity of dense and Mixture-of-Experts language models."""
+
+
+def resolve_run_config(config: Path | None, preset: str | None, seed: int | None) -> RunConfig:
+    if config is not None and preset is not None:
+        raise MoelabError("give a CONFIG file or --preset, not both")
+    cfg = load_config(config) if config is not None else load_preset(preset or DEFAULT_PRESET)
+    if seed is not None:
+        cfg.seed = seed
+    return validate(cfg)
+
+
+def metrics_table(m: dict) -> Table:
+    table = Table(title=f"{m['name']}: knowledge stored", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    arch = f"dense (d_ff {m['expert_width']})" if not m["n_experts"] else (
+        f"MoE E={m['n_experts']} k={m['top_k']} expert width {m['expert_width']}")
+    rows = [
+        ("model", arch),
+        ("P_total / P_active", f"{m['p_total']:,} / {m['p_active']:,}  ({m['active_fraction']:.1%} active)"),
+        ("exposures / steps", f"{m['exposures']} / {m['steps']:,}"),
+        ("knowledge base", f"{m['data_kind']}, {m['n_people']:,} people, {m['information_bits']:,.0f} bits"),
+        ("bits stored", f"{m['bits']:,.0f}  ({', '.join(f'{k} {v:,.0f}' for k, v in m['bit_terms'].items())})"),
+        ("bits / param", f"{m['bits_per_param']:.3f}  (R_max {m['r_max']:.2f})"),
+        ("bits / active param", f"{m['bits_per_active_param']:.3f}"),
+        ("recall accuracy", f"{m['accuracy']:.1%}"),
+        ("wall time", f"{m['wall_seconds']:.1f} s  ({m['tokens_per_second']:,.0f} tokens/s)"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Argument(help="run config TOML file")] = None,
+    preset: Annotated[str | None, typer.Option(help=f"a built-in config (default {DEFAULT_PRESET})")] = None,
+    out: Annotated[Path | None, typer.Option(help="run folder (default runs/NAME-TIMESTAMP)")] = None,
+    seed: Annotated[int | None, typer.Option(help="override the run seed")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace a finished run in --out")] = False,
+    list_presets: Annotated[bool, typer.Option("--list-presets", help="print preset names and exit")] = False,
+) -> None:
+    """Train one model on a synthetic knowledge base and measure the bits it stores."""
+    from moelab.run import execute
+
+    if list_presets:
+        console.print("\n".join(preset_names()))
+        return
+    try:
+        cfg = resolve_run_config(config, preset, seed)
+        out = out or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (out / "metrics.json").exists() and not overwrite:
+            raise MoelabError(f"{out} already holds a finished run; pick another --out or pass --overwrite")
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=Console(stderr=True),
+                      disable=not sys.stderr.isatty()) as progress:
+            task = progress.add_task(f"training {cfg.name}", total=None)
+            metrics = execute(cfg, out, on_step=lambda step, steps: progress.update(
+                task, completed=step, total=steps))
+    except MoelabError as err:
+        fail(str(err))
+    console.print(metrics_table(metrics))
+    console.print(f"wrote {out / 'metrics.json'}")

@@ -1,0 +1,278 @@
+"""Run configuration: dataclasses, TOML load/save, and validation with field-naming errors.
+
+A run is described by one `RunConfig`; its TOML form mirrors the dataclasses:
+
+    seed = 0
+    [data]            # the synthetic knowledge base
+    [model]           # the decoder LM
+    [model.moe]       # its feed-forward: n_experts = 0 means dense
+    [train]           # optimisation and exposures
+
+Every error names the dotted field (e.g. `model.moe.top_k`) and what would fix it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from moelab.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """The synthetic knowledge base (SCIENCE.md §2).
+
+    bioD uses every field; bioS uses `n_people`, `name_slots` and `name_vocab` (its six attributes
+    have fixed value sets). Names are `name_slots` tokens, each from `name_vocab` symbols.
+    """
+
+    kind: str = "biod"  # "biod" (compact, default) or "bios" (templated sentences)
+    n_people: int = 2000  # N
+    name_slots: int = 3  # tokens per name
+    name_vocab: int = 64  # symbols per name slot: N0 = name_vocab ** name_slots
+    n_attributes: int = 4  # K (bioD)
+    value_chunks: int = 2  # C: chunks per value (bioD)
+    chunk_length: int = 2  # L: tokens per chunk (bioD)
+    diversity: int = 64  # D: distinct chunks per attribute (bioD)
+    value_vocab: int = 64  # T: value-token alphabet (bioD)
+    seed: int = 0  # the knowledge base's own seed, so model seeds can vary over fixed facts
+
+
+@dataclass
+class MoEConfig:
+    """The feed-forward layer's expert structure. `n_experts = 0` means a dense MLP of width d_ff."""
+
+    n_experts: int = 0  # routed experts E; 0 = dense
+    top_k: int = 1  # experts per token k
+    expert_width: int = 0  # hidden width of one expert; 0 = model.d_ff (coarse experts)
+    n_shared_experts: int = 0  # always-active experts of expert_width each (DeepSeekMoE)
+    score: str = "softmax"  # router score function: "softmax" or "sigmoid"
+    renormalize: bool = False  # renormalise gates over the selected experts (only for top_k >= 2)
+    aux_loss_weight: float = 0.0  # Switch load-balancing loss E * sum_i f_i P_i
+    z_loss_weight: float = 0.0  # router z-loss mean(logsumexp(logits)^2)
+    bias_update_rate: float = 0.0  # DeepSeek-V3 auxiliary-loss-free bias step gamma; 0 = off
+    first_dense_layers: int = 0  # leading layers that keep a dense MLP
+
+
+@dataclass
+class ModelConfig:
+    """A pre-norm decoder-only transformer with RoPE."""
+
+    d_model: int = 48
+    n_layers: int = 2
+    n_heads: int = 4
+    d_ff: int = 192  # dense MLP hidden width
+    mlp: str = "gelu"  # "gelu" or "swiglu"
+    tie_embeddings: bool = True
+    qk_norm: bool = False  # RMSNorm on queries and keys per head (Qwen3)
+    rope_theta: float = 10000.0
+    moe: MoEConfig = field(default_factory=MoEConfig)
+
+    @property
+    def is_moe(self) -> bool:
+        return self.moe.n_experts > 0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation. The step count follows from exposures: ceil(exposures * n_people / batch_size)."""
+
+    exposures: int = 100  # times each person's paragraph is seen
+    batch_size: int = 32  # paragraphs per step
+    lr: float = 1e-2
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.98
+    grad_clip: float = 1.0  # 0 = off
+    threads: int = 1  # torch threads for this run; tiny models are fastest single-threaded
+    device: str = "cpu"  # "cpu", "cuda" or "auto"
+    eval_batch_size: int = 1024
+    log_every: int = 100  # steps between history records
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    seed: int = 0  # model initialisation and data order
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# dict <-> dataclass with type checks
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp`; ints are accepted for floats, bools never for numbers."""
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table of fields, got {value!r}")
+        return from_dict(tp, value, where + ".")
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp in (bool, str):
+        if not isinstance(value, tp):
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config annotation {tp!r} at {where}")  # a bug in this module
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass `cls` from a (TOML) dict, rejecting unknown fields and wrong types."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(
+                f"{prefix}{key}: unknown field; known fields here: {', '.join(sorted(known))}"
+            )
+        kwargs[key] = _coerce(value, hints[key], prefix + key)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check cross-field rules and resolve defaults (expert_width 0 -> d_ff). Returns `cfg`."""
+    d, m, t = cfg.data, cfg.model, cfg.train
+    moe = m.moe
+
+    _require(d.kind in ("biod", "bios"), f"data.kind = {d.kind!r}: use 'biod' or 'bios'")
+    for name in ("n_people", "name_slots", "name_vocab", "n_attributes", "value_chunks",
+                 "chunk_length", "diversity", "value_vocab"):
+        value = getattr(d, name)
+        _require(value >= 1, f"data.{name} = {value}: must be a positive integer")
+    n0 = d.name_vocab**d.name_slots
+    _require(d.n_people <= n0 // 2,
+             f"data.n_people = {d.n_people} needs at least twice as many possible names "
+             f"(name_vocab ** name_slots = {n0}); raise data.name_vocab or data.name_slots")
+    if d.kind == "biod":
+        _require(d.diversity <= d.value_vocab**d.chunk_length,
+                 f"data.diversity = {d.diversity} exceeds the {d.value_vocab ** d.chunk_length} "
+                 "distinct chunks value_vocab ** chunk_length allows; lower data.diversity")
+        _require(d.diversity >= 2, f"data.diversity = {d.diversity}: need at least 2 values")
+
+    for name in ("d_model", "n_layers", "n_heads", "d_ff"):
+        value = getattr(m, name)
+        _require(value >= 1, f"model.{name} = {value}: must be a positive integer")
+    _require(m.d_model % m.n_heads == 0,
+             f"model.d_model = {m.d_model} is not divisible by model.n_heads = {m.n_heads}; "
+             "pick n_heads that divides d_model")
+    _require((m.d_model // m.n_heads) % 2 == 0,
+             f"model.d_model / model.n_heads = {m.d_model // m.n_heads}: RoPE needs an even head "
+             "dimension; change d_model or n_heads")
+    _require(m.mlp in ("gelu", "swiglu"), f"model.mlp = {m.mlp!r}: use 'gelu' or 'swiglu'")
+    _require(m.rope_theta > 0, f"model.rope_theta = {m.rope_theta}: must be positive")
+
+    _require(moe.n_experts >= 0, f"model.moe.n_experts = {moe.n_experts}: must be >= 0 (0 = dense)")
+    if moe.n_experts > 0:
+        _require(1 <= moe.top_k <= moe.n_experts,
+                 f"model.moe.top_k = {moe.top_k} must be between 1 and model.moe.n_experts = "
+                 f"{moe.n_experts}; lower top_k or add experts")
+        _require(moe.expert_width >= 0,
+                 f"model.moe.expert_width = {moe.expert_width}: must be >= 0 (0 = model.d_ff)")
+        if moe.expert_width == 0:
+            moe.expert_width = m.d_ff
+        _require(moe.n_shared_experts >= 0,
+                 f"model.moe.n_shared_experts = {moe.n_shared_experts}: must be >= 0")
+        _require(moe.score in ("softmax", "sigmoid"),
+                 f"model.moe.score = {moe.score!r}: use 'softmax' or 'sigmoid'")
+        _require(not (moe.renormalize and moe.top_k == 1),
+                 "model.moe.renormalize = true with top_k = 1 makes every gate exactly 1, so the "
+                 "router gets no gradient from the task; set renormalize = false for top-1")
+        for name in ("aux_loss_weight", "z_loss_weight", "bias_update_rate"):
+            value = getattr(moe, name)
+            _require(value >= 0 and math.isfinite(value),
+                     f"model.moe.{name} = {value}: must be a finite number >= 0")
+        _require(0 <= moe.first_dense_layers < m.n_layers,
+                 f"model.moe.first_dense_layers = {moe.first_dense_layers}: must be below "
+                 f"model.n_layers = {m.n_layers} (use n_experts = 0 for a dense model)")
+
+    for name in ("exposures", "batch_size", "threads", "eval_batch_size", "log_every"):
+        value = getattr(t, name)
+        _require(value >= 1, f"train.{name} = {value}: must be a positive integer")
+    _require(t.warmup_steps >= 0, f"train.warmup_steps = {t.warmup_steps}: must be >= 0")
+    _require(t.lr > 0 and math.isfinite(t.lr), f"train.lr = {t.lr}: must be a positive number")
+    _require(0 <= t.min_lr_ratio <= 1, f"train.min_lr_ratio = {t.min_lr_ratio}: must be in [0, 1]")
+    _require(t.weight_decay >= 0, f"train.weight_decay = {t.weight_decay}: must be >= 0")
+    _require(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1,
+             f"train.beta1/beta2 = {t.beta1}/{t.beta2}: each must be in [0, 1)")
+    _require(t.grad_clip >= 0, f"train.grad_clip = {t.grad_clip}: must be >= 0 (0 = off)")
+    _require(t.device in ("cpu", "cuda", "auto"),
+             f"train.device = {t.device!r}: use 'cpu', 'cuda' or 'auto'")
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# files and presets
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a run config TOML file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    try:
+        return validate(from_dict(RunConfig, data))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    from moelab.io import atomic_write_text
+
+    atomic_write_text(path, tomli_w.dumps(to_dict(cfg)))
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in resources.files("moelab.presets").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> RunConfig:
+    names = preset_names()
+    if name not in names:
+        raise ConfigError(f"--preset {name!r}: unknown preset; available: {', '.join(names)}")
+    text = resources.files("moelab.presets").joinpath(f"{name}.toml").read_text()
+    try:
+        return validate(from_dict(RunConfig, tomllib.loads(text)))
+    except ConfigError as err:
+        raise ConfigError(f"preset {name}: {err}") from None

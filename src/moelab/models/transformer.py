@@ -1,0 +1,130 @@
+"""A decoder-only language model: token embedding, pre-norm blocks (RoPE attention + dense or MoE
+feed-forward), final RMSNorm and an LM head, optionally tied to the embedding.
+
+Shapes: B batch, S sequence, d = d_model, H heads, d_h = d / H, V vocabulary.
+Module names follow the Llama/Qwen3 layout (q_proj, k_proj, v_proj, o_proj; gate/up/down_proj)
+so that checkpoints map onto Hugging Face architectures.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from moelab.config import ModelConfig
+from moelab.models.moe import MLP, MoE, Experts, Router
+
+
+def rope_tables(seq_len: int, head_dim: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [S, d_h] for rotary embeddings (non-interleaved halves, as in Llama/Qwen)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim)
+    angles = torch.outer(torch.arange(seq_len, device=device).float(), inv_freq)  # [S, d_h/2]
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, H, S, d_h] rotated by position."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.n_heads, self.head_dim = cfg.n_heads, d // cfg.n_heads
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.k_proj = nn.Linear(d, d, bias=False)
+        self.v_proj = nn.Linear(d, d, bias=False)
+        self.o_proj = nn.Linear(d, d, bias=False)
+        self.q_norm = nn.RMSNorm(self.head_dim) if cfg.qk_norm else None
+        self.k_norm = nn.RMSNorm(self.head_dim) if cfg.qk_norm else None
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        B, S, d = x.shape
+        q, k, v = (proj(x).view(B, S, self.n_heads, self.head_dim).transpose(1, 2)
+                   for proj in (self.q_proj, self.k_proj, self.v_proj))  # [B, H, S, d_h]
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o_proj(y.transpose(1, 2).reshape(B, S, d))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(cfg.d_model)
+        self.attn = Attention(cfg)
+        self.ffn_norm = nn.RMSNorm(cfg.d_model)
+        moe_layer = cfg.is_moe and layer >= cfg.moe.first_dense_layers
+        self.ffn = MoE(cfg) if moe_layer else MLP(cfg.d_model, cfg.d_ff, cfg.mlp)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x + self.attn(self.attn_norm(x), cos, sin)
+        h = self.ffn_norm(x)
+        if isinstance(self.ffn, MoE):
+            y, aux = self.ffn(h)
+        else:
+            y, aux = self.ffn(h), x.new_zeros(())
+        return x + y, aux
+
+
+class Transformer(nn.Module):
+    """forward(tokens [B, S]) -> (logits [B, S, V], auxiliary balancing loss, a scalar)."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.cfg, self.vocab_size = cfg, vocab_size
+        self.embed = nn.Embedding(vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        self.norm = nn.RMSNorm(cfg.d_model)
+        self.lm_head = nn.Linear(cfg.d_model, vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self._rope_len = 0
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """GPT-2 initialisation: N(0, 0.02), residual output projections scaled by 1/sqrt(2L)."""
+        residual_std = 0.02 / math.sqrt(2 * self.cfg.n_layers)
+        for name, p in self.named_parameters():
+            if p.dim() < 2:
+                continue  # norm weights keep their ones
+            output_proj = name.endswith(("o_proj.weight", "down_proj.weight", "w_out"))
+            nn.init.normal_(p, std=residual_std if output_proj else 0.02)
+
+    def _rope(self, seq_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        if seq_len > self._rope_len or self._cos.device != device:
+            head_dim = self.cfg.d_model // self.cfg.n_heads
+            self._cos, self._sin = rope_tables(max(seq_len, 64), head_dim, self.cfg.rope_theta, device)
+            self._rope_len = max(seq_len, 64)
+        return self._cos[:seq_len], self._sin[:seq_len]
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = self._rope(tokens.shape[1], tokens.device)
+        x = self.embed(tokens)
+        aux = x.new_zeros(())
+        for block in self.blocks:
+            x, block_aux = block(x, cos, sin)
+            aux = aux + block_aux
+        return self.lm_head(self.norm(x)), aux
+
+    def routers(self) -> list[Router]:
+        return [m for m in self.modules() if isinstance(m, Router)]
+
+    def after_optimizer_step(self) -> None:
+        """Auxiliary-loss-free bias update from this step's loads, then clear the step's stats."""
+        for router in self.routers():
+            if router.cfg.bias_update_rate:
+                router.update_bias()
+            router.reset_stats()
+
+    def routed_expert_modules(self) -> list[Experts]:
+        return [m for m in self.modules() if isinstance(m, Experts)]

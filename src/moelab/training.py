@@ -1,0 +1,119 @@
+"""The training loop: AdamW, linear warmup then cosine decay, a NaN/inf guard, a step history.
+
+The number of steps follows from the exposures asked for: every person's paragraph is seen
+`exposures` times (one shuffled pass over the people per exposure, a fresh attribute order and
+template each time), so steps = ceil(exposures * n_people / batch_size).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from moelab.config import TrainConfig
+from moelab.errors import TrainingDiverged
+from moelab.knowledge import KnowledgeBase
+from moelab.models import Transformer
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    tokens: int  # predicted tokens seen
+    seconds: float
+    final_loss: float  # mean language-model loss over the last `log_every` steps
+    history: list[dict] = field(default_factory=list)
+
+
+def n_steps(cfg: TrainConfig, n_people: int) -> int:
+    return math.ceil(cfg.exposures * n_people / cfg.batch_size)
+
+
+def learning_rate(step: int, steps: int, cfg: TrainConfig) -> float:
+    """Linear warmup over `warmup_steps`, then cosine decay to lr * min_lr_ratio at the last step."""
+    warmup = min(cfg.warmup_steps, steps // 10)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - 1 - warmup)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def make_optimizer(model: Transformer, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices and expert stacks only, fused where the device allows."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    # Fused AdamW is 3-8x faster than the default on CPU (DESIGN.md).
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                             fused=device.type in ("cpu", "cuda"))
+
+
+def people_order(n_people: int, exposures: int, rng: np.random.Generator) -> np.ndarray:
+    """One shuffled pass over the people per exposure, concatenated: [exposures * n_people]."""
+    return np.concatenate([rng.permutation(n_people) for _ in range(exposures)])
+
+
+def train(
+    model: Transformer,
+    kb: KnowledgeBase,
+    cfg: TrainConfig,
+    seed: int,
+    device: torch.device,
+    on_step: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Train `model` on `kb` in place. `on_step(step, steps)` is called after every step."""
+    rng = np.random.default_rng(seed)
+    order = people_order(kb.n_people, cfg.exposures, rng)
+    steps = n_steps(cfg, kb.n_people)
+    optimizer = make_optimizer(model, cfg, device)
+    model.train()
+    history: list[dict] = []
+    recent: list[float] = []
+    tokens = 0
+    start = time.perf_counter()
+    for step in range(steps):
+        batch = kb.training_batch(order[step * cfg.batch_size:(step + 1) * cfg.batch_size], rng)
+        inputs, targets = batch.inputs.to(device), batch.targets.to(device)
+        lr = learning_rate(step, steps, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        logits, aux_loss = model(inputs)
+        lm_loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+        loss = lm_loss + aux_loss
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(
+                f"training loss became {loss_value} at step {step + 1}/{steps} (lr {lr:.3g}); "
+                "lower train.lr, raise train.warmup_steps or keep train.grad_clip on"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+
+        tokens += int((targets != -100).sum())
+        recent.append(lm_loss.item())
+        if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
+            record = {"step": step + 1, "lr": lr, "loss": sum(recent) / len(recent),
+                      "aux_loss": aux_loss.item()}
+            violations = [r.diagnostics()["max_violation"] for r in model.routers()]
+            if violations:
+                record["max_violation"] = max(violations)
+            history.append(record)
+            final_loss = record["loss"]
+            recent = []
+        model.after_optimizer_step()
+        if on_step is not None:
+            on_step(step + 1, steps)
+    return TrainResult(steps=steps, tokens=tokens, seconds=time.perf_counter() - start,
+                       final_loss=final_loss, history=history)

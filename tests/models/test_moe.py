@@ -1,0 +1,145 @@
+"""The MoE layer against a naive per-token reference, and the balancing rules."""
+
+import pytest
+import torch
+
+from moelab.config import ModelConfig, MoEConfig, validate, RunConfig
+from moelab.models.moe import MoE, Router, activation, balancing_loss
+
+
+def make_moe(seed=0, **moe) -> MoE:
+    cfg = RunConfig(model=ModelConfig(d_model=24, n_heads=2, d_ff=48, mlp=moe.pop("mlp", "swiglu"),
+                                      moe=MoEConfig(**moe)))
+    validate(cfg)
+    torch.manual_seed(seed)
+    layer = MoE(cfg.model)
+    for p in layer.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    return layer
+
+
+def naive_moe(layer: MoE, x: torch.Tensor) -> torch.Tensor:
+    """Token by token: route, run each selected expert on that token alone, weight and sum."""
+    flat = x.reshape(-1, x.shape[-1])
+    ex = layer.experts
+    rows = []
+    for t in range(flat.shape[0]):
+        token = flat[t:t + 1]
+        routing = layer.router(token)
+        y = torch.zeros_like(token)
+        for e, g in zip(routing.experts[0].tolist(), routing.gates[0]):
+            up = token @ ex.w_up[e] if ex.w_up is not None else None
+            y = y + g * (activation(ex.mlp, token @ ex.w_in[e], up) @ ex.w_out[e])
+        if layer.shared is not None:
+            y = y + layer.shared(token)
+        rows.append(y)
+    return torch.cat(rows).reshape(x.shape)
+
+
+CASES = [
+    dict(n_experts=4, top_k=1),
+    dict(n_experts=8, top_k=2, renormalize=True),
+    dict(n_experts=8, top_k=3, score="sigmoid", renormalize=True, n_shared_experts=1, expert_width=16),
+    dict(n_experts=16, top_k=2, mlp="gelu", expert_width=8),
+]
+
+
+@pytest.mark.parametrize("grouped_mm", [True, False], ids=["grouped_mm", "loop"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"E{c['n_experts']}k{c['top_k']}")
+def test_sorted_dispatch_matches_naive_reference_forward_and_gradients(case, grouped_mm):
+    if grouped_mm and not hasattr(torch.nn.functional, "grouped_mm"):
+        pytest.skip("this PyTorch has no grouped_mm")
+    layer = make_moe(**dict(case))
+    layer.experts.use_grouped_mm = grouped_mm
+    x = torch.randn(3, 7, 24, requires_grad=True)
+    weights = torch.randn(3, 7, 24)  # a real loss: non-uniform incoming gradient
+
+    y, _ = layer(x)
+    (y * weights).sum().backward()
+    grads = {n: p.grad.clone() for n, p in layer.named_parameters()}
+    x_grad = x.grad.clone()
+
+    layer.zero_grad()
+    x.grad = None
+    y_ref = naive_moe(layer, x)
+    (y_ref * weights).sum().backward()
+
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x_grad, x.grad, rtol=1e-4, atol=1e-5)
+    for name, p in layer.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_top1_router_receives_gradient_from_the_task():
+    """SCIENCE.md's trap: with top-1 the gate must be the raw score, or the router learns nothing."""
+    layer = make_moe(n_experts=4, top_k=1)
+    y, _ = layer(torch.randn(2, 5, 24))
+    (y * torch.randn_like(y)).sum().backward()
+    assert layer.router.gate.weight.grad.abs().sum() > 0
+
+
+def test_renormalised_top1_is_rejected():
+    with pytest.raises(Exception, match="renormalize"):
+        make_moe(n_experts=4, top_k=1, renormalize=True)
+
+
+@pytest.mark.parametrize("score", ["softmax", "sigmoid"])
+def test_bias_changes_selection_never_gate_values(score):
+    router = Router(24, MoEConfig(n_experts=8, top_k=2, score=score, expert_width=8))
+    x = torch.randn(64, 24)
+    before = router(x)
+    router.expert_bias.copy_(torch.randn(8) * 0.5)
+    after = router(x)
+    assert torch.equal(before.scores, after.scores)
+    assert not torch.equal(before.experts, after.experts)  # selection moved
+    # every gate is the unbiased score of the expert it belongs to
+    torch.testing.assert_close(after.gates, after.scores.gather(1, after.experts))
+    # and the bias takes no part in autograd
+    assert not router.expert_bias.requires_grad
+
+
+def test_bias_update_follows_the_sign_rule():
+    router = Router(4, MoEConfig(n_experts=4, top_k=1, bias_update_rate=0.001, expert_width=4))
+    router.load.copy_(torch.tensor([10.0, 0.0, 5.0, 5.0]))  # mean 5
+    router.update_bias()
+    torch.testing.assert_close(router.expert_bias, torch.tensor([-0.001, 0.001, 0.0, 0.0]))
+
+
+def test_bias_update_balances_a_skewed_router():
+    torch.manual_seed(0)
+    router = Router(8, MoEConfig(n_experts=4, top_k=1, bias_update_rate=0.001, expert_width=4))
+    with torch.no_grad():
+        router.gate.weight[0] += 0.5  # expert 0 wins almost every token
+    x = torch.randn(512, 8) + 1.0
+    violations = []
+    for _ in range(1500):
+        router.reset_stats()
+        router(x)
+        violations.append(router.diagnostics()["max_violation"])
+        router.update_bias()
+    # a fixed-size sign step ends in a small limit cycle, not at zero
+    assert violations[0] > 2.5 and max(violations[-100:]) < 0.15
+
+
+def test_switch_loss_is_one_at_perfect_balance_and_z_loss_matches_definition():
+    cfg = MoEConfig(n_experts=4, top_k=1, aux_loss_weight=1.0, expert_width=4)
+    logits = torch.zeros(8, 4)
+    from moelab.models.moe import Routing
+
+    routing = Routing(scores=logits.softmax(-1), logits=logits,
+                      experts=torch.arange(8).remainder(4)[:, None], gates=torch.full((8, 1), 0.25))
+    assert balancing_loss(routing, cfg).item() == pytest.approx(1.0)
+    z_cfg = MoEConfig(n_experts=4, top_k=1, z_loss_weight=1.0, expert_width=4)
+    logits = torch.randn(8, 4)
+    routing.logits = logits
+    assert balancing_loss(routing, z_cfg).item() == pytest.approx(logits.logsumexp(-1).pow(2).mean().item())
+
+
+def test_diagnostics_report_dead_experts_and_violation():
+    router = Router(4, MoEConfig(n_experts=4, top_k=1, expert_width=4))
+    router.load.copy_(torch.tensor([6.0, 2.0, 0.0, 0.0]))
+    router.tokens_seen.fill_(8)
+    d = router.diagnostics()
+    assert d["dead_experts"] == 2
+    assert d["max_violation"] == pytest.approx(6 / 2 - 1)
+    assert d["load"] == [0.75, 0.25, 0.0, 0.0]

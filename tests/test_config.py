@@ -1,0 +1,57 @@
+"""Config loading and validation: every error names its field and the fix."""
+
+import pytest
+
+from moelab.config import RunConfig, from_dict, load_config, load_preset, preset_names, save_config, validate
+from moelab.errors import ConfigError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text, field", [
+    ("[model]\nwidth = 3\n", "model.width: unknown field"),
+    ("[model.moe]\nn_experts = 2\ntop_k = 4\n", "model.moe.top_k"),
+    ("[model]\nd_model = 30\nn_heads = 4\n", "model.d_model = 30 is not divisible by model.n_heads"),
+    ("[model]\nd_ff = -5\n", "model.d_ff = -5"),
+    ("[data]\nn_people = -1\n", "data.n_people = -1"),
+    ("[train]\nlr = \"fast\"\n", "train.lr: expected a number"),
+    ("[train]\nexposures = 1.5\n", "train.exposures: expected an integer"),
+    ("[model]\ntie_embeddings = 1\n", "model.tie_embeddings: expected bool"),
+    ("[data]\nkind = \"wiki\"\n", "data.kind"),
+    ("[model.moe]\nn_experts = 4\nfirst_dense_layers = 2\n", "model.moe.first_dense_layers"),
+    ("seed = 0\nmodel = 3\n", "model: expected a table"),
+])
+def test_invalid_configs_name_the_field(tmp_path, text, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")) as err:
+        load_config(write(tmp_path, text))
+    assert str(err.value).startswith(str(tmp_path / "run.toml"))
+
+
+def test_broken_toml_and_missing_file_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[model\n"))
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_round_trip_through_toml(tmp_path):
+    cfg = load_preset("tiny-moe")
+    save_config(cfg, tmp_path / "c.toml")
+    assert load_config(tmp_path / "c.toml") == cfg
+
+
+def test_expert_width_zero_resolves_to_d_ff():
+    cfg = validate(from_dict(RunConfig, {"model": {"d_ff": 64, "moe": {"n_experts": 4}}}))
+    assert cfg.model.moe.expert_width == 64
+
+
+def test_presets_load_and_unknown_preset_lists_the_known_ones():
+    assert {"tiny-dense", "tiny-moe"} <= set(preset_names())
+    dense, moe = load_preset("tiny-dense"), load_preset("tiny-moe")
+    assert dense.data == moe.data and dense.train == moe.train  # the same experiment but the FFN
+    with pytest.raises(ConfigError, match="tiny-dense"):
+        load_preset("nope")
