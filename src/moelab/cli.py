@@ -95,3 +95,65 @@ def train(
         fail(str(err))
     console.print(metrics_table(metrics))
     console.print(f"wrote {out / 'metrics.json'}")
+
+
+@app.command()
+def sweep(
+    file: Annotated[Path | None, typer.Argument(help="sweep TOML file")] = None,
+    preset: Annotated[str | None, typer.Option(help="a built-in sweep")] = None,
+    out: Annotated[Path | None, typer.Option(help="sweep folder (default runs/SWEEP_NAME)")] = None,
+    workers: Annotated[int | None, typer.Option(help="parallel runs (default: one per core)")] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="rerun failed runs")] = False,
+    list_presets: Annotated[bool, typer.Option("--list-presets", help="print sweep presets and exit")] = False,
+) -> None:
+    """Train a grid of runs; resumable: rerun the same command to finish an interrupted sweep."""
+    from moelab.sweeps import Store, load_sweep, load_sweep_preset, run_sweep, sweep_preset_names
+
+    if list_presets:
+        console.print("\n".join(sweep_preset_names()))
+        return
+    try:
+        if file is not None and preset is not None:
+            raise MoelabError("give a sweep FILE or --preset, not both")
+        if file is None and preset is None:
+            raise MoelabError("give a sweep FILE or --preset NAME (see --list-presets)")
+        spec = load_sweep(file) if file is not None else load_sweep_preset(preset)
+        if workers is not None and workers < 1:
+            raise MoelabError(f"--workers {workers}: must be at least 1")
+    except MoelabError as err:
+        fail(str(err))
+    out = out or Path("runs") / spec.name
+    console.print(f"sweep [bold]{spec.name}[/]: {len(spec.runs)} runs -> {out}")
+    store = Store(out)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[status]}"), console=Console(stderr=True)) as progress:
+        task = progress.add_task("runs", total=len(spec.runs), status="")
+
+        def show(p) -> None:
+            best = "" if p.best is None else f", best {p.best:.3f} bits/param"
+            progress.update(task, completed=p.done + p.failed,
+                            status=f"{p.running} running, {p.failed} failed{best}")
+
+        run_sweep(spec, store, workers=workers, retry_failed=retry_failed, on_progress=show)
+    console.print(runs_table(store.rows([r.key for r in spec.runs])))
+    console.print(f"results in {out / 'store.sqlite'} (one folder per run under {out / 'runs'})")
+    store.close()
+
+
+def runs_table(rows: list[dict]) -> Table:
+    table = Table(title="runs", title_justify="left")
+    for column in ("run", "E", "k", "P_total", "P_active", "bits", "bits/param", "bits/active", "recall", "status"):
+        table.add_column(column, justify="left" if column in ("run", "status") else "right")
+    for row in sorted(rows, key=lambda r: (r["metrics"] or {}).get("p_total", 0)):
+        m = row["metrics"]
+        if m is None:
+            table.add_row(row["label"], *[""] * 8, f"{row['status']} {row['reason'] or ''}".strip())
+            continue
+        table.add_row(row["label"], str(m["n_experts"]), str(m["top_k"]), f"{m['p_total']:,}",
+                      f"{m['p_active']:,}", f"{m['bits']:,.0f}", f"{m['bits_per_param']:.3f}",
+                      f"{m['bits_per_active_param']:.3f}", f"{m['accuracy']:.1%}", row["status"])
+    return table
+
+
+if __name__ == "__main__":
+    app()

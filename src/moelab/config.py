@@ -157,6 +157,17 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def field_types(cls: type = RunConfig, prefix: str = "") -> dict[str, Any]:
+    """Every leaf field as a dotted path mapped to its type: {'model.moe.top_k': int, ...}."""
+    out: dict[str, Any] = {}
+    for name, tp in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(tp):
+            out.update(field_types(tp, f"{prefix}{name}."))
+        else:
+            out[prefix + name] = tp
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # validation
 
@@ -241,15 +252,19 @@ def validate(cfg: RunConfig) -> RunConfig:
 # files and presets
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a run config TOML file."""
-    path = Path(path)
+def read_toml(path: str | Path, kind: str) -> dict[str, Any]:
+    """Parse a TOML file; a missing file or bad syntax is a ConfigError naming the `kind` of file."""
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        raise ConfigError(f"{path}: no such {kind} file") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML ({err})") from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a run config TOML file."""
+    data = read_toml(path, "config")
     try:
         return validate(from_dict(RunConfig, data))
     except ConfigError as err:

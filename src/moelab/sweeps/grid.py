@@ -1,0 +1,178 @@
+"""Sweep files: a base run config plus grids over any of its fields, expanded to run configs.
+
+    name = "my-sweep"
+    base = "tiny-dense"               # a run preset, or a run config path relative to this file
+    [set]                             # fixed for every run
+    "train.exposures" = 100
+    [[grid]]                          # one block: the product of its lists ...
+    "model.moe.n_experts" = [2, 4, 8]
+    "seed" = [0, 1]
+    [[grid.zip]]                      # ... times each zip group, whose lists move together
+    "model.d_model" = [32, 48]
+    "model.d_ff" = [64, 96]
+    [[grid]]                          # further blocks add their runs (e.g. a dense reference)
+
+Fields are dotted paths into the run config; nested tables ([grid.model.moe]) work too.
+Runs are identified by a hash of their resolved config, so a sweep resumes by content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from moelab.config import (
+    RunConfig, field_types, from_dict, load_config, load_preset, preset_names, read_toml, to_dict,
+    validate,
+)
+from moelab.errors import ConfigError
+
+SWEEP_KEYS = {"name", "description", "base", "set", "grid"}
+
+
+@dataclass
+class SweepRun:
+    key: str  # hash of the resolved config
+    label: str  # the varied fields, e.g. "n_experts=8 top_k=1"
+    config: RunConfig
+
+
+@dataclass
+class Sweep:
+    name: str
+    description: str
+    runs: list[SweepRun]
+
+
+def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'model': {'moe': {'top_k': [1]}}} -> {'model.moe.top_k': [1]}; dotted keys pass through."""
+    out = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    for part in parents:
+        data = data.setdefault(part, {})
+    data[leaf] = value
+
+
+def config_key(cfg: RunConfig) -> str:
+    """A short stable hash of everything that affects a run's result (the name does not)."""
+    data = to_dict(cfg)
+    data.pop("name")
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check_fields(fields: dict[str, Any], where: str) -> None:
+    known = field_types()
+    for path in fields:
+        if path not in known:
+            raise ConfigError(f"{where} {path!r}: unknown field; fields look like 'model.moe.n_experts'")
+
+
+def _axes(block: dict[str, Any], where: str) -> list[list[dict[str, Any]]]:
+    """A grid block as axes; each axis is a list of {field: value} assignments."""
+    zips = block.pop("zip", [])
+    if isinstance(zips, dict):
+        zips = [zips]
+    axes = []
+    fields = flatten(block)
+    _check_fields(fields, where)
+    for path, values in fields.items():
+        if not isinstance(values, list):
+            raise ConfigError(f"{where} {path!r} = {values!r}: grid values must be a list; "
+                              "put fixed values under [set]")
+        if not values:
+            raise ConfigError(f"{where} {path!r}: empty list, the grid would have no runs")
+        axes.append([{path: v} for v in values])
+    for n, group in enumerate(zips):
+        group = flatten(group)
+        _check_fields(group, f"{where} zip {n + 1}")
+        lengths = {path: len(v) if isinstance(v, list) else -1 for path, v in group.items()}
+        if any(length < 0 for length in lengths.values()):
+            bad = next(p for p, length in lengths.items() if length < 0)
+            raise ConfigError(f"{where} zip {n + 1} {bad!r}: values must be a list")
+        if len(set(lengths.values())) > 1:
+            raise ConfigError(f"{where} zip {n + 1}: lists of unequal lengths "
+                              f"({', '.join(f'{p} has {n}' for p, n in lengths.items())}); make them equal")
+        if 0 in lengths.values():
+            raise ConfigError(f"{where} zip {n + 1}: empty lists, the grid would have no runs")
+        axes.append([dict(zip(group, values)) for values in zip(*group.values())])
+    return axes
+
+
+def load_sweep_data(data: dict[str, Any], source: str, folder: Path | None) -> Sweep:
+    """Expand a parsed sweep file into validated run configs. `source` names it in errors."""
+    unknown = set(data) - SWEEP_KEYS
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {sorted(unknown)[0]!r}; "
+                          f"a sweep file has {', '.join(sorted(SWEEP_KEYS))}")
+    base_name = data.get("base", "tiny-dense")
+    if folder is not None and (folder / base_name).is_file():
+        base = load_config(folder / base_name)
+    elif base_name in preset_names():
+        base = load_preset(base_name)
+    else:
+        raise ConfigError(f"{source}: base = {base_name!r} is neither a run preset "
+                          f"({', '.join(preset_names())}) nor a config file next to the sweep")
+    base_dict = to_dict(base)
+    fixed = flatten(data.get("set", {}))
+    _check_fields(fixed, f"{source} [set]")
+    for path, value in fixed.items():
+        set_path(base_dict, path, value)
+
+    blocks = data.get("grid", [{}])
+    if isinstance(blocks, dict):
+        blocks = [blocks]
+    name = data.get("name", source)
+    runs: dict[str, SweepRun] = {}
+    for b, block in enumerate(blocks):
+        where = f"{source} grid {b + 1}:"
+        for combo in itertools.product(*_axes(dict(block), where)):
+            assignment = {path: value for part in combo for path, value in part.items()}
+            run_dict = json.loads(json.dumps(base_dict))
+            for path, value in assignment.items():
+                set_path(run_dict, path, value)
+            label = " ".join(f"{p.split('.')[-1]}={v}" for p, v in assignment.items()) or "base"
+            try:
+                cfg = validate(from_dict(RunConfig, run_dict))
+            except ConfigError as err:
+                raise ConfigError(f"{where} run {label}: {err}") from None
+            cfg.name = f"{name}/{label.replace(' ', ',')}"
+            key = config_key(cfg)
+            runs.setdefault(key, SweepRun(key, label, cfg))
+    if not runs:
+        raise ConfigError(f"{source}: the grid expands to no runs")
+    return Sweep(name=name, description=data.get("description", ""), runs=list(runs.values()))
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    path = Path(path)
+    data = read_toml(path, "sweep")
+    data.setdefault("name", path.stem)
+    return load_sweep_data(data, str(path), path.parent)
+
+
+def sweep_preset_names() -> list[str]:
+    folder = resources.files("moelab.presets.sweeps")
+    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_sweep_preset(name: str) -> Sweep:
+    if name not in sweep_preset_names():
+        raise ConfigError(f"--preset {name!r}: unknown sweep preset; available: "
+                          f"{', '.join(sweep_preset_names())}")
+    text = resources.files("moelab.presets.sweeps").joinpath(f"{name}.toml").read_text()
+    return load_sweep_data(tomllib.loads(text), f"sweep preset {name}", None)
