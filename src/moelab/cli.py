@@ -20,8 +20,9 @@ from moelab.errors import MoelabError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="How sparse can a language model be before it forgets facts?")
-console = Console()
+console = Console() if sys.stdout.isatty() else Console(width=160)
 DEFAULT_PRESET = "tiny-dense"
+DEFAULT_SWEEP = "sparsity-ladder"
 
 
 def fail(message: str) -> None:
@@ -100,50 +101,82 @@ def train(
 @app.command()
 def sweep(
     file: Annotated[Path | None, typer.Argument(help="sweep TOML file")] = None,
-    preset: Annotated[str | None, typer.Option(help="a built-in sweep")] = None,
+    preset: Annotated[str | None, typer.Option(help="a built-in sweep (see --list-presets)")] = None,
     out: Annotated[Path | None, typer.Option(help="sweep folder (default runs/SWEEP_NAME)")] = None,
+    executor: Annotated[str, typer.Option(help="'local' (process pool) or 'ray'")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: start a local one)")] = None,
     workers: Annotated[int | None, typer.Option(help="parallel runs (default: one per core)")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="rerun failed runs")] = False,
     list_presets: Annotated[bool, typer.Option("--list-presets", help="print sweep presets and exit")] = False,
 ) -> None:
-    """Train a grid of runs; resumable: rerun the same command to finish an interrupted sweep."""
-    from moelab.sweeps import Store, load_sweep, load_sweep_preset, run_sweep, sweep_preset_names
+    """Train a grid of runs and write a report; rerun the same command to resume after an interruption."""
+    from moelab.analysis.report import write_report
+    from moelab.sweeps import Store, load_sweep, load_sweep_preset, make_executor, run_sweep, sweep_preset_names
+    from moelab.io import atomic_write_json
 
     if list_presets:
-        console.print("\n".join(sweep_preset_names()))
+        for name in sweep_preset_names():
+            console.print(f"[bold]{name}[/]: {load_sweep_preset(name).description}", highlight=False)
         return
     try:
         if file is not None and preset is not None:
             raise MoelabError("give a sweep FILE or --preset, not both")
-        if file is None and preset is None:
-            raise MoelabError("give a sweep FILE or --preset NAME (see --list-presets)")
-        spec = load_sweep(file) if file is not None else load_sweep_preset(preset)
+        spec = load_sweep(file) if file is not None else load_sweep_preset(preset or DEFAULT_SWEEP)
         if workers is not None and workers < 1:
             raise MoelabError(f"--workers {workers}: must be at least 1")
+        out = out or Path("runs") / spec.name
+        console.print(f"sweep [bold]{spec.name}[/]: {len(spec.runs)} runs -> {out}", highlight=False)
+        store = Store(out)
+        keys = [r.key for r in spec.runs]
+        atomic_write_json(out / "sweep.json", {"name": spec.name, "description": spec.description, "keys": keys})
+        engine = make_executor(executor, workers, ray_address)
     except MoelabError as err:
         fail(str(err))
-    out = out or Path("runs") / spec.name
-    console.print(f"sweep [bold]{spec.name}[/]: {len(spec.runs)} runs -> {out}")
-    store = Store(out)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[status]}"), console=Console(stderr=True)) as progress:
-        task = progress.add_task("runs", total=len(spec.runs), status="")
+    try:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
+                      console=Console(stderr=True)) as progress:
+            task = progress.add_task("runs", total=len(spec.runs), status="")
 
-        def show(p) -> None:
-            best = "" if p.best is None else f", best {p.best:.3f} bits/param"
-            progress.update(task, completed=p.done + p.failed,
-                            status=f"{p.running} running, {p.failed} failed{best}")
+            def show(p) -> None:
+                best = "" if p.best is None else f", best {p.best:.3f} bits/param"
+                progress.update(task, completed=p.done + p.failed,
+                                status=f"{p.done} done, {p.running} running, {p.failed} failed{best}")
 
-        run_sweep(spec, store, workers=workers, retry_failed=retry_failed, on_progress=show)
-    console.print(runs_table(store.rows([r.key for r in spec.runs])))
-    console.print(f"results in {out / 'store.sqlite'} (one folder per run under {out / 'runs'})")
+            run_sweep(spec, store, executor=engine, retry_failed=retry_failed, on_progress=show)
+    finally:
+        engine.close()
+    rows = store.rows(keys)
     store.close()
+    console.print(runs_table(rows))
+    report = write_report(rows, out, title=f"moelab sweep: {spec.name}", description=spec.description)
+    console.print(f"report: {report}  (table: {out / 'runs.csv'}, store: {out / 'store.sqlite'})")
+
+
+@app.command()
+def report(folder: Annotated[Path, typer.Argument(help="a sweep folder")]) -> None:
+    """Rewrite report.html, headline.png and runs.csv of a sweep folder from its store."""
+    import json
+
+    from moelab.analysis.report import write_report
+    from moelab.sweeps import Store
+
+    if not (folder / "store.sqlite").exists():
+        fail(f"{folder}: no store.sqlite here; give the folder a sweep wrote")
+    meta = json.loads((folder / "sweep.json").read_text()) if (folder / "sweep.json").exists() else {}
+    store = Store(folder)
+    rows = store.rows(meta.get("keys"))
+    store.close()
+    path = write_report(rows, folder, title=f"moelab sweep: {meta.get('name', folder.name)}",
+                        description=meta.get("description", ""))
+    console.print(f"report: {path}")
 
 
 def runs_table(rows: list[dict]) -> Table:
     table = Table(title="runs", title_justify="left")
     for column in ("run", "E", "k", "P_total", "P_active", "bits", "bits/param", "bits/active", "recall", "status"):
-        table.add_column(column, justify="left" if column in ("run", "status") else "right")
+        table.add_column(column, justify="left" if column in ("run", "status") else "right",
+                         no_wrap=column == "run")
     for row in sorted(rows, key=lambda r: (r["metrics"] or {}).get("p_total", 0)):
         m = row["metrics"]
         if m is None:

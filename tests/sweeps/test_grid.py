@@ -35,7 +35,8 @@ def test_grid_expands_products_zips_and_blocks(tmp_path):
     assert {(c.model.moe.top_k, c.model.moe.renormalize) for c in moe} == {(1, False), (2, True)}
     assert all(r.config.train.exposures == 2 for r in sweep.runs)
     assert len({r.key for r in sweep.runs}) == len(sweep.runs)
-    assert sweep.runs[0].label == "n_experts=2 seed=0 top_k=1 renormalize=False"
+    assert sweep.runs[0].label == "E=2 k=1 w=104 seed=0 renormalize=False"
+    assert sweep.runs[-1].label == "dense d_ff=208"
 
 
 def test_identical_runs_are_deduplicated_by_config_hash(tmp_path):

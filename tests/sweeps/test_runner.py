@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from moelab.sweeps import Store, load_sweep, run_sweep
+from moelab.sweeps import LocalExecutor, Store, load_sweep, run_sweep
 
 SWEEP = """
 name = "resume"
@@ -60,7 +60,7 @@ def test_killed_driver_resumes_without_redoing_finished_runs(tmp_path):
         assert after[key]["attempts"] == 1 and after[key]["updated"] == row["updated"]
 
     clean = Store(tmp_path / "clean")
-    run_sweep(load_sweep(spec), clean, workers=2)
+    run_sweep(load_sweep(spec), clean)  # the default executor: a local pool
     expected = {r["key"]: r["metrics"] for r in clean.rows()}
     assert set(expected) == set(after)
     for key, metrics in expected.items():
@@ -73,7 +73,9 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on_then_retry(tmp_path):
     spec = tmp_path / "sweep.toml"
     spec.write_text(SWEEP.replace('"seed" = [0, 1, 2, 3]', '"seed" = [0]\n"train.device" = ["cpu", "cuda"]'))
     store = Store(tmp_path / "out")
-    run_sweep(load_sweep(spec), store, workers=2)
+    executor = LocalExecutor(2)
+    run_sweep(load_sweep(spec), store, executor=executor)
+    executor.close()
     rows = {r["config"]["train"]["device"]: r for r in store.rows()}
     assert rows["cpu"]["status"] == "done"
     assert rows["cuda"]["status"] == "failed" and "no CUDA device" in rows["cuda"]["reason"]

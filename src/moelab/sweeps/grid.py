@@ -68,6 +68,17 @@ def set_path(data: dict[str, Any], path: str, value: Any) -> None:
     data[leaf] = value
 
 
+DESCRIBED = {"model.moe.n_experts", "model.moe.top_k", "model.moe.expert_width", "model.d_ff"}
+
+
+def run_label(cfg: RunConfig, varied: dict[str, Any]) -> str:
+    """'E=8 k=2 w=52' or 'dense d_ff=208', then any other field this grid block varies."""
+    moe = cfg.model.moe
+    arch = f"E={moe.n_experts} k={moe.top_k} w={moe.expert_width}" if moe.n_experts else f"dense d_ff={cfg.model.d_ff}"
+    extras = [f"{path.split('.')[-1]}={value}" for path, value in varied.items() if path not in DESCRIBED]
+    return " ".join([arch, *extras])
+
+
 def config_key(cfg: RunConfig) -> str:
     """A short stable hash of everything that affects a run's result (the name does not)."""
     data = to_dict(cfg)
@@ -140,16 +151,19 @@ def load_sweep_data(data: dict[str, Any], source: str, folder: Path | None) -> S
     runs: dict[str, SweepRun] = {}
     for b, block in enumerate(blocks):
         where = f"{source} grid {b + 1}:"
-        for combo in itertools.product(*_axes(dict(block), where)):
+        axes = _axes(dict(block), where)
+        varied = {path for axis in axes if len(axis) > 1 for path in axis[0]}
+        for combo in itertools.product(*axes):
             assignment = {path: value for part in combo for path, value in part.items()}
             run_dict = json.loads(json.dumps(base_dict))
             for path, value in assignment.items():
                 set_path(run_dict, path, value)
-            label = " ".join(f"{p.split('.')[-1]}={v}" for p, v in assignment.items()) or "base"
             try:
                 cfg = validate(from_dict(RunConfig, run_dict))
             except ConfigError as err:
-                raise ConfigError(f"{where} run {label}: {err}") from None
+                described = " ".join(f"{p.split('.')[-1]}={v}" for p, v in assignment.items())
+                raise ConfigError(f"{where} run {described}: {err}") from None
+            label = run_label(cfg, {p: v for p, v in assignment.items() if p in varied})
             cfg.name = f"{name}/{label.replace(' ', ',')}"
             key = config_key(cfg)
             runs.setdefault(key, SweepRun(key, label, cfg))

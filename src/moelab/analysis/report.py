@@ -1,0 +1,196 @@
+"""The sweep report: `runs.csv`, `headline.png` and `report.html` (plots embedded, text escaped).
+
+Headline figure: knowledge stored (bits) and recall against P_total and against P_active on log
+axes, dense and MoE marked apart, each panel with its log-log fit and Pearson correlation (95%
+bootstrap interval). The summary adds partial correlations: does total explain bits once active
+is known, and the reverse?
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
+
+from moelab.analysis.fit import Estimate, LogLinearFit, partial_correlation, pearson  # noqa: E402
+from moelab.io import atomic_write, atomic_write_text  # noqa: E402
+
+COLUMNS = ["label", "status", "n_experts", "top_k", "expert_width", "granularity", "p_total", "p_active",
+           "active_fraction", "bits", "bits_per_param", "bits_per_active_param", "accuracy",
+           "max_violation", "dead_experts", "exposures", "steps", "seed", "wall_seconds", "reason", "key"]
+
+
+def flatten_run(row: dict) -> dict:
+    """One store row as a flat record of the report's columns (metrics empty for unfinished runs)."""
+    m = row["metrics"] or {}
+    routing = m.get("routing", [])
+    record = {"label": row["label"], "status": row["status"], "reason": row["reason"] or "", "key": row["key"]}
+    for column in COLUMNS:
+        if column not in record:
+            record[column] = m.get(column, "")
+    if routing:
+        record["max_violation"] = max(r["max_violation"] for r in routing)
+        record["dead_experts"] = sum(r["dead_experts"] for r in routing)
+    return record
+
+
+def _fit_text(x, y, log_y: bool) -> tuple[LogLinearFit | None, str]:
+    """Fit y (or log10 y) against log10 x and describe slope and Pearson r with intervals."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = y > 0 if log_y else np.isfinite(y)
+    if keep.sum() < 3 or len(set(x[keep])) < 2:
+        return None, "too few runs to fit"
+    target = np.log10(y[keep]) if log_y else y[keep]
+    fit = LogLinearFit().fit(x[keep], target)
+    r = pearson(np.log10(x[keep]), target, n_boot=1000)
+    slope = fit.slope_interval()
+    return fit, f"slope {slope}\nPearson r {r}"
+
+
+def headline_figure(records: list[dict]) -> bytes:
+    done = [r for r in records if r["status"] == "done"]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8.5), sharey="row")
+    experts = sorted({r["n_experts"] for r in done if r["n_experts"]})
+    cmap = plt.get_cmap("viridis")
+    for col, (x_key, x_label) in enumerate([("p_total", "total parameters"), ("p_active", "active parameters")]):
+        for row, (y_key, y_label, log_y) in enumerate([("bits", "knowledge stored (bits)", True),
+                                                        ("accuracy", "recall accuracy", False)]):
+            ax = axes[row, col]
+            if log_y and any(r[y_key] <= 0 for r in done):
+                log_y = False  # a run stored <= 0 bits (never clipped): a log axis cannot show it
+                y_label += " (linear: some runs <= 0)"
+            dense = [r for r in done if not r["n_experts"]]
+            ax.scatter([r[x_key] for r in dense], [r[y_key] for r in dense], marker="o", s=50,
+                       facecolors="none", edgecolors="black", label="dense")
+            for i, e in enumerate(experts):
+                runs = [r for r in done if r["n_experts"] == e]
+                colour = cmap(i / max(1, len(experts) - 1))
+                for k in sorted({r["top_k"] for r in runs}):
+                    sel = [r for r in runs if r["top_k"] == k]
+                    ax.scatter([r[x_key] for r in sel], [r[y_key] for r in sel], s=55, color=colour,
+                               marker="^" if k == 1 else "s", label=f"MoE E={e} k={k}")
+            fit, text = _fit_text([r[x_key] for r in done], [r[y_key] for r in done], log_y)
+            if fit is not None:
+                grid = np.logspace(math.log10(min(r[x_key] for r in done)),
+                                   math.log10(max(r[x_key] for r in done)), 50)
+                line = fit.predict(grid)
+                ax.plot(grid, 10**line if log_y else line, color="grey", lw=1, ls="--")
+            ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize=8,
+                    bbox=dict(facecolor="white", alpha=0.8, edgecolor="none"))
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            if log_y:
+                ax.set_yscale("log")
+                ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel(x_label)
+            if col == 0:
+                ax.set_ylabel(y_label)
+            ax.grid(alpha=0.3, which="both")
+    axes[0, 1].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Knowledge follows total or active parameters?", fontsize=13)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def attribution(records: list[dict]) -> dict[str, Estimate]:
+    """Correlations of log10 bits with log10 P_total and log10 P_active, raw and partial."""
+    done = [r for r in records if r["status"] == "done" and r["bits"] > 0]
+    if len(done) < 4:
+        return {}
+    bits = np.log10([r["bits"] for r in done])
+    total = np.log10([r["p_total"] for r in done])
+    active = np.log10([r["p_active"] for r in done])
+    out = {"r(bits, P_total)": pearson(total, bits), "r(bits, P_active)": pearson(active, bits)}
+    if np.std(active) > 0 and np.std(total) > 0:
+        out["partial r(bits, P_total | P_active)"] = partial_correlation(total, bits, active)
+        out["partial r(bits, P_active | P_total)"] = partial_correlation(active, bits, total)
+    return out
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{padding:3px 8px;border-bottom:1px solid #ddd;
+text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}img{max-width:100%}
+.note{color:#555;font-size:13px}"""
+
+
+def write_report(rows: list[dict], folder: str | Path, title: str, description: str = "") -> Path:
+    """Write runs.csv, headline.png and report.html for these store rows; returns the HTML path."""
+    folder = Path(folder)
+    records = sorted((flatten_run(r) for r in rows), key=lambda r: (r["p_total"] or 0, r["label"]))
+
+    def write_csv(tmp: str) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(records)
+
+    atomic_write(folder / "runs.csv", write_csv)
+    done = [r for r in records if r["status"] == "done"]
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    if description:
+        parts.append(f"<p>{html.escape(description)}</p>")
+    parts.append(f"<p class=note>{len(done)} of {len(records)} runs done. Bits: Allen-Zhu &amp; Li's "
+                 "estimator from summed span losses under the full softmax (a lower bound). Intervals: "
+                 "95% bootstrap.</p>")
+    if len(done) >= 2:
+        png = headline_figure(records)
+        atomic_write(folder / "headline.png", lambda tmp: Path(tmp).write_bytes(png))
+        parts.append(f'<img alt="headline figure" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+    stats = attribution(records)
+    if stats:
+        parts.append("<h2>Which parameter count explains the knowledge stored?</h2>")
+        parts.append(_table(["statistic (log10 scales)", "value", "95% low", "95% high"],
+                            [[k, v.value, v.low, v.high] for k, v in stats.items()]))
+    parts.append("<h2>Runs</h2>")
+    headers = ["run", "E", "k", "expert width", "P_total", "P_active", "active fraction", "bits",
+               "bits/param", "bits/active param", "recall", "time (s)", "status"]
+    parts.append(_table(headers, [[r["label"], r["n_experts"], r["top_k"], r["expert_width"], r["p_total"],
+                                   r["p_active"], r["active_fraction"], r["bits"], r["bits_per_param"],
+                                   r["bits_per_active_param"], r["accuracy"], r["wall_seconds"],
+                                   r["status"] + (f": {r['reason']}" if r["reason"] else "")]
+                                  for r in records]))
+    routing = []
+    for row in rows:
+        for layer in (row["metrics"] or {}).get("routing", []):
+            routing.append([row["label"], layer["layer"], layer["max_violation"], layer["dead_experts"],
+                            layer["router_entropy"], " ".join(f"{x:.2f}" for x in layer["load"])])
+    if routing:
+        parts.append("<h2>Routing diagnostics (per MoE layer, on 1,024 training paragraphs)</h2>")
+        parts.append(_table(["run", "layer", "max violation", "dead experts", "router entropy", "load share"],
+                            routing))
+    provenance = sorted({(str(m.get("git_commit")), m.get("versions", {}).get("torch", ""), m.get("device", ""))
+                         for r in rows if (m := r["metrics"])})
+    if provenance:
+        parts.append("<h2>Provenance</h2>")
+        parts.append(_table(["git commit", "torch", "device"], [list(p) for p in provenance]))
+    page = (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
+    atomic_write_text(folder / "report.html", page)
+    return folder / "report.html"

@@ -1,0 +1,78 @@
+import math
+
+import numpy as np
+import pytest
+
+from moelab.analysis.fit import LogLinearFit, partial_correlation, pearson, spearman
+
+
+def synthetic(n, seed, a=2.0, b=1.5, noise=0.3):
+    rng = np.random.default_rng(seed)
+    x = 10 ** rng.uniform(6, 11, n)
+    return x, a + b * np.log10(x) + rng.normal(0, noise, n)
+
+
+def test_fit_recovers_known_coefficients():
+    x, y = synthetic(2000, 0)
+    fit = LogLinearFit().fit(x, y)
+    assert fit.slope_ == pytest.approx(1.5, abs=0.02)
+    assert fit.intercept_ == pytest.approx(2.0, abs=0.2)
+    assert fit.residual_std_ == pytest.approx(0.3, rel=0.05)
+    interval = fit.slope_interval(0.95)
+    assert interval.low < 1.5 < interval.high
+
+
+def test_prediction_and_inverse_intervals_cover_near_nominal():
+    """Over many synthetic datasets, a fresh point falls in the 80% intervals about 80% of the time."""
+    rng = np.random.default_rng(1)
+    hits_pred = hits_inv = 0
+    draws = 2000
+    for i in range(draws):
+        x, y = synthetic(12, 100 + i)
+        fit = LogLinearFit().fit(x, y)
+        x_new = 10 ** rng.uniform(6, 11)
+        y_new = 2.0 + 1.5 * math.log10(x_new) + rng.normal(0, 0.3)
+        low, high = fit.prediction_interval(x_new, level=0.8)
+        hits_pred += low <= y_new <= high
+        inverse = fit.inverse(y_new, level=0.8)
+        hits_inv += inverse.low <= x_new <= inverse.high
+    assert hits_pred / draws == pytest.approx(0.8, abs=0.03)
+    assert hits_inv / draws == pytest.approx(0.8, abs=0.03)
+
+
+def test_inverse_of_a_flat_fit_is_unbounded():
+    rng = np.random.default_rng(2)
+    x = 10 ** rng.uniform(6, 11, 10)
+    fit = LogLinearFit().fit(x, rng.normal(0, 1, 10))  # no relation at all
+    wide = fit.inverse(5.0, level=0.99)
+    assert wide.low == 0.0 or wide.high == math.inf
+
+
+def test_leave_one_out_residuals_match_refitting():
+    x, y = synthetic(15, 3)
+    fit = LogLinearFit().fit(x, y)
+    for i in range(15):
+        keep = np.arange(15) != i
+        refit = LogLinearFit().fit(x[keep], y[keep])
+        assert fit.leave_one_out_residuals()[i] == pytest.approx(y[i] - refit.predict(x[i]), rel=1e-9)
+
+
+def test_correlations_and_partial_correlation():
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=400)
+    x = z + rng.normal(scale=0.5, size=400)
+    y = z + rng.normal(scale=0.5, size=400)  # x and y related only through z
+    r = pearson(x, y, n_boot=500)
+    assert r.low < r.value < r.high and r.value > 0.6
+    assert spearman(x, y, n_boot=500).value > 0.6
+    partial = partial_correlation(x, y, z, n_boot=500)
+    assert partial.low < 0 < partial.high and abs(partial.value) < 0.15
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError, match="positive"):
+        LogLinearFit().fit([0, 1, 2], [1, 2, 3])
+    with pytest.raises(ValueError, match="at least 3"):
+        LogLinearFit().fit([1, 2], [1, 2])
+    with pytest.raises(ValueError, match="NaN"):
+        LogLinearFit().fit([1, 2, 3], [1, float("nan"), 3])

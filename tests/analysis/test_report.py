@@ -1,0 +1,64 @@
+import csv
+
+import numpy as np
+
+from moelab.analysis.report import attribution, flatten_run, write_report
+
+
+def row(i, n_experts, p_total, p_active, bits, label=None):
+    routing = [{"layer": 0, "max_violation": 0.2, "dead_experts": 0, "router_entropy": 1.0,
+                "load": [1 / n_experts] * n_experts}] if n_experts else []
+    metrics = {"n_experts": n_experts, "top_k": 1 if n_experts else 0, "expert_width": 104,
+               "granularity": 1.0, "p_total": p_total, "p_active": p_active,
+               "active_fraction": p_active / p_total, "bits": bits, "bits_per_param": bits / p_total,
+               "bits_per_active_param": bits / p_active, "accuracy": min(1.0, bits / 1e5),
+               "exposures": 100, "steps": 6250, "seed": 0, "wall_seconds": 60.0, "routing": routing,
+               "git_commit": "abc", "versions": {"torch": "2.13"}, "device": "cpu"}
+    return {"key": f"k{i}", "label": label or f"run{i}", "status": "done", "reason": None,
+            "metrics": metrics, "attempts": 1, "updated": 0.0}
+
+
+def ladder():
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, e in enumerate([0, 2, 4, 8, 16]):  # MoE at fixed active: bits follow total
+        total = 44_000 * max(1, e) * 0.9 if e else 44_000
+        rows.append(row(i, e, int(total), 44_000, 0.8 * total * rng.uniform(0.9, 1.1)))
+    for i, total in enumerate([88_000, 176_000, 352_000]):  # dense: total = active
+        rows.append(row(10 + i, 0, total, total, 0.8 * total * rng.uniform(0.9, 1.1)))
+    return rows
+
+
+def test_report_files_and_escaping(tmp_path):
+    rows = ladder()
+    rows[0]["label"] = "<script>alert(1)</script>"
+    rows.append({"key": "bad", "label": "broken", "status": "failed", "reason": "loss <nan> & worse",
+                 "metrics": None, "attempts": 1, "updated": 0.0})
+    path = write_report(rows, tmp_path, title="t <i>", description="d & <b>")
+    page = path.read_text()
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "d &amp; &lt;b&gt;" in page and "loss &lt;nan&gt; &amp; worse" in page
+    assert 'src="data:image/png;base64,' in page and (tmp_path / "headline.png").stat().st_size > 10_000
+    with open(tmp_path / "runs.csv") as handle:
+        records = list(csv.DictReader(handle))
+    assert len(records) == len(rows) and {r["status"] for r in records} == {"done", "failed"}
+    assert "Routing diagnostics" in page
+
+
+def test_attribution_credits_total_parameters():
+    stats = attribution([flatten_run(r) for r in ladder()])
+    assert stats["r(bits, P_total)"].value > 0.95
+    partial = stats["partial r(bits, P_total | P_active)"]
+    assert partial.value > 0.9
+
+
+
+def test_runs_with_negative_bits_are_plotted_on_a_linear_axis(tmp_path):
+    import warnings
+
+    rows = ladder()
+    rows[0]["metrics"]["bits"] = -500.0  # poor models score below zero; never clipped
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_report(rows, tmp_path, title="negative")
+    assert (tmp_path / "headline.png").exists()
