@@ -144,6 +144,10 @@ def sweep(
                                 status=f"{p.done} done, {p.running} running, {p.failed} failed{best}")
 
             run_sweep(spec, store, executor=engine, retry_failed=retry_failed, on_progress=show)
+    except KeyboardInterrupt:
+        Console(stderr=True).print(f"interrupted: finished runs are kept in {out}; "
+                                   "rerun the same command to finish the rest", highlight=False)
+        raise typer.Exit(130) from None
     finally:
         engine.close()
     rows = store.rows(keys)
