@@ -5,6 +5,7 @@ Errors a user can cause (MoelabError) print one line and exit with status 2, wit
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -194,3 +195,107 @@ def runs_table(rows: list[dict]) -> Table:
 
 if __name__ == "__main__":
     app()
+
+
+def _interval(e) -> str:
+    return "n/a" if e is None else f"{e.value:+.2f} [{e.low:+.2f}, {e.high:+.2f}]"
+
+
+def _billions(x: float) -> str:
+    if not math.isfinite(x):
+        return "unbounded"
+    return f"{x:,.0f}" if x >= 10 else f"{x:.2g}"
+
+
+@app.command()
+def survey(
+    csv_file: Annotated[Path | None, typer.Argument(help="survey CSV (default: the bundled data)")] = None,
+    benchmark: Annotated[list[str] | None, typer.Option(help="benchmark(s) to analyse (default: all with data)")] = None,
+    predict: Annotated[Path | None, typer.Option(help="CSV of the same columns: estimate total params per row")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
+    html: Annotated[Path | None, typer.Option(help="write report.html and plots to this folder")] = None,
+    skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", help="report bad rows and skip them")] = False,
+    n_boot: Annotated[int, typer.Option(help="bootstrap resamples for intervals")] = 1000,
+) -> None:
+    """Knowledge accuracy vs total and active parameters of public models; size estimates for closed ones."""
+    import json
+
+    from moelab.analysis import survey as sv
+
+    err_console = Console(stderr=True)
+    try:
+        if n_boot < 100:
+            raise MoelabError(f"--n-boot {n_boot}: use at least 100 resamples")
+        unknown = [b for b in benchmark or [] if b not in sv.BENCHMARKS]
+        if unknown:
+            raise MoelabError(f"--benchmark {unknown[0]!r}: unknown; known: {', '.join(sv.BENCHMARKS)}")
+        rows, problems = sv.load_rows(csv_file, skip_bad_rows)
+        targets = None
+        if predict is not None:
+            targets, predict_problems = sv.parse_rows(predict)
+            if predict_problems and not skip_bad_rows:
+                raise sv.SurveyDataError(f"{len(predict_problems)} bad field(s) in --predict file; fix them "
+                                         "or pass --skip-bad-rows:\n" + "\n".join(predict_problems))
+            problems += predict_problems
+    except MoelabError as err:
+        fail(str(err))
+    for problem in problems:
+        err_console.print(f"skipped: {problem}", highlight=False, soft_wrap=True)
+    results = sv.survey(rows, benchmark, n_boot)
+    if not results:
+        fail(f"no benchmark has {sv.MIN_GROUPS} or more open weights groups with accuracy to fit")
+    predictions = sv.estimate_rows(results, targets) if targets is not None else None
+    if html is not None:
+        from moelab.analysis.report import write_survey_report
+
+        path = write_survey_report(results, rows, html)
+        err_console.print(f"report: {path}", highlight=False)
+    if json_output:
+        document = {"benchmarks": sv.results_json(results)}
+        if predictions is not None:
+            document["predictions"] = [sv.estimate_json(e) for e in predictions]
+        print(json.dumps(document, indent=2))
+        return
+    for b in results:
+        print_benchmark_survey(b)
+    if predictions is not None:
+        console.print(estimates_table("estimates for " + str(predict), predictions))
+
+
+def print_benchmark_survey(b) -> None:
+    lo, hi = min(p.total_b for p in b.chosen.points), max(p.total_b for p in b.chosen.points)
+    console.rule(f"[bold]{b.benchmark}[/]")
+    console.print(f"{len(b.chosen.points)} open-weights points ({_billions(lo)}B to {_billions(hi)}B total); "
+                  "one per weights group, its best variant. Intervals: 95% bootstrap.", highlight=False)
+    table = Table(title="which parameter count tracks accuracy (correlations on log10 counts)", title_justify="left")
+    for column in ("models", "groups", "r(total)", "r(active)", "partial r(total | active)",
+                   "partial r(active | total)", "gamma (1 = total only)"):
+        table.add_column(column, justify="right" if column != "models" else "left")
+    for a in b.attribution:
+        table.add_row(a.subset, str(a.n_groups), _interval(a.r_total), _interval(a.r_active),
+                      _interval(a.partial_total), _interval(a.partial_active), _interval(a.gamma))
+    console.print(table)
+    table = Table(title="leave-one-developer-out: predicting held-out labs' total params from accuracy",
+                  title_justify="left")
+    for column in ("fit", "held-out points", "labs", "median |error| (decades)", "80% interval coverage", ""):
+        table.add_column(column, justify="right" if column not in ("fit", "") else "left")
+    for v in b.validation:
+        chosen = "<- used" if v.model == b.chosen.name else ""
+        table.add_row(v.model, str(v.n_points), str(v.n_developers), f"{v.median_abs_error_decades:.2f}",
+                      f"{v.coverage:.0%}", chosen)
+    console.print(table)
+    if b.estimates:
+        console.print(estimates_table(f"closed models: estimated total parameters (80% interval), "
+                                      f"fit: {b.chosen.name}", b.estimates))
+
+
+def estimates_table(title: str, estimates) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("model", "variant", "accuracy %", "estimate (B)", "80% interval (B)", "beyond open models?"):
+        table.add_column(column, justify="left" if column in ("model", "variant", "beyond open models?") else "right",
+                         no_wrap=column == "model")
+    for e in sorted(estimates, key=lambda e: -e.accuracy_pct):
+        flag = f"yes, +{e.extrapolation_decades:.1f} decades" if e.extrapolated else ""
+        table.add_row(e.model, e.variant.split(";")[0][:28], f"{e.accuracy_pct:.1f}", _billions(e.estimate_b),
+                      f"{_billions(e.low_b)} to {_billions(e.high_b)}", flag)
+    return table

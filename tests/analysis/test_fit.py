@@ -76,3 +76,28 @@ def test_bad_inputs_are_refused():
         LogLinearFit().fit([1, 2], [1, 2])
     with pytest.raises(ValueError, match="NaN"):
         LogLinearFit().fit([1, 2, 3], [1, float("nan"), 3])
+
+
+def test_total_share_recovers_gamma():
+    from moelab.analysis.fit import total_share
+
+    rng = np.random.default_rng(5)
+    total = 10 ** rng.uniform(9, 12, 300)
+    active = total * 10 ** rng.uniform(-1.5, 0, 300)  # active <= total, decoupled
+    gamma = 0.8
+    y = 3 + 10 * (gamma * np.log10(total) + (1 - gamma) * np.log10(active)) + rng.normal(0, 1, 300)
+    estimate = total_share(total, active, y, n_boot=300)
+    assert estimate.low < gamma < estimate.high and abs(estimate.value - gamma) < 0.05
+
+
+def test_inverse_with_a_covariate_matches_the_point_solution():
+    from moelab.analysis.fit import LinearFit
+
+    rng = np.random.default_rng(6)
+    u = rng.uniform(0, 3, 200)
+    z = rng.integers(0, 2, 200)
+    y = 1 + 2 * u + 3 * z + rng.normal(0, 0.1, 200)
+    fit = LinearFit().fit(np.column_stack([u, z]), y)
+    estimate = fit.inverse(1 + 2 * 1.5 + 3, column=0, others=[1], level=0.8)
+    assert estimate.value == pytest.approx(1.5, abs=0.02)
+    assert estimate.low < 1.5 < estimate.high and estimate.high - estimate.low < 0.3

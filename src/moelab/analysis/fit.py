@@ -1,8 +1,8 @@
 """The one fitting module, shared by the lab report and the survey.
 
-Everything here fits a metric `y` against `u = log10(x)` of a parameter count `x`, in the
-scikit-learn shape: `LogLinearFit().fit(x, y)`, then `.predict(x)`, `.prediction_interval(x)`,
-`.inverse(y)`. Correlations come with percentile-bootstrap intervals.
+Fits follow the scikit-learn shape: `LinearFit().fit(X, y)` (any predictors) or
+`LogLinearFit().fit(x, y)` (one parameter count, used as log10 x), then `.predict`,
+`.prediction_interval`, `.inverse`. Correlations come with percentile-bootstrap intervals.
 
 Ordinary least squares y = a + b u with Gaussian residuals:
     prediction interval at u0:  a + b u0 +- t * s * sqrt(1 + 1/n + (u0 - mean u)^2 / Sxx)
@@ -50,72 +50,121 @@ def log10_positive(x) -> np.ndarray:
     return np.log10(x)
 
 
-class LogLinearFit:
-    """y = intercept + slope * log10(x), by ordinary least squares."""
+class LinearFit:
+    """Ordinary least squares y = b0 + X b, with Gaussian prediction and calibration intervals.
 
-    def fit(self, x, y) -> LogLinearFit:
-        u, y = _as_arrays(log10_positive(x), y)
-        n = len(u)
-        if n < 3:
-            raise ValueError(f"need at least 3 points to fit with an interval, got {n}")
-        self.n_ = n
-        self.u_mean_ = u.mean()
-        self.sxx_ = float(((u - self.u_mean_) ** 2).sum())
-        if self.sxx_ == 0:
-            raise ValueError("all parameter counts are equal; nothing to fit against")
-        self.slope_ = float(((u - self.u_mean_) * (y - y.mean())).sum() / self.sxx_)
-        self.intercept_ = float(y.mean() - self.slope_ * self.u_mean_)
-        residuals = y - self.intercept_ - self.slope_ * u
-        self.residual_std_ = float(math.sqrt((residuals**2).sum() / (n - 2)))
+    X: [n, p] predictors (an intercept is added). `inverse` solves for one predictor given y0 and
+    the others, returning the set where a new observation's prediction interval contains y0.
+    """
+
+    def fit(self, X, y) -> LinearFit:
+        X = np.atleast_2d(np.asarray(X, dtype=float).T).T  # [n] -> [n, 1]
+        X, y = _as_arrays(X, y)
+        n, p = X.shape
+        if n < p + 2:
+            raise ValueError(f"need at least {p + 2} points to fit {p} predictor(s) with an interval, got {n}")
+        design = np.column_stack([np.ones(n), X])
+        gram_inv = np.linalg.pinv(design.T @ design)
+        if np.linalg.matrix_rank(design) < p + 1:
+            raise ValueError("predictors are constant or collinear; nothing to fit against")
+        self.coef_ = gram_inv @ design.T @ y  # [p + 1], intercept first
+        residuals = y - design @ self.coef_
+        self.n_, self.dof_ = n, n - p - 1
+        self.residual_std_ = float(math.sqrt((residuals**2).sum() / self.dof_))
+        self.gram_inv_ = gram_inv
+        self.residuals_ = residuals
+        self.hat_ = np.einsum("ij,jk,ik->i", design, gram_inv, design)
         total = float(((y - y.mean()) ** 2).sum())
         self.r2_ = 1.0 - float((residuals**2).sum()) / total if total else 1.0
-        self.hat_ = 1.0 / n + (u - self.u_mean_) ** 2 / self.sxx_
-        self.residuals_ = residuals
         return self
 
-    def predict(self, x) -> np.ndarray:
-        return self.intercept_ + self.slope_ * log10_positive(x)
+    def _design(self, X) -> np.ndarray:
+        X = np.asarray(X, dtype=float)
+        X = X.reshape(-1, 1) if X.ndim <= 1 and len(self.coef_) == 2 else np.atleast_2d(X)
+        return np.column_stack([np.ones(len(X)), X])
 
-    def slope_interval(self, level: float = 0.95) -> Estimate:
-        t = stats.t.ppf(0.5 + level / 2, self.n_ - 2)
-        se = self.residual_std_ / math.sqrt(self.sxx_)
-        return Estimate(self.slope_, self.slope_ - t * se, self.slope_ + t * se, level)
+    def predict(self, X) -> np.ndarray:
+        return self._design(X) @ self.coef_
 
-    def prediction_interval(self, x, level: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
-        """Interval for a new observation at x: parameter uncertainty plus residual spread."""
-        u = log10_positive(x)
-        t = stats.t.ppf(0.5 + level / 2, self.n_ - 2)
-        half = t * self.residual_std_ * np.sqrt(1 + 1 / self.n_ + (u - self.u_mean_) ** 2 / self.sxx_)
-        centre = self.intercept_ + self.slope_ * u
-        return centre - half, centre + half
+    def coef_interval(self, index: int, level: float = 0.95) -> Estimate:
+        """Interval for coefficient `index` (0 is the intercept, 1 the first predictor)."""
+        t = stats.t.ppf(0.5 + level / 2, self.dof_)
+        se = self.residual_std_ * math.sqrt(self.gram_inv_[index, index])
+        value = float(self.coef_[index])
+        return Estimate(value, value - t * se, value + t * se, level)
 
-    def inverse(self, y0: float, level: float = 0.8) -> Estimate:
-        """The x at which the fit predicts y0, with the calibration interval (on x, not log10 x)."""
-        a, b, s, n = self.intercept_, self.slope_, self.residual_std_, self.n_
-        t = stats.t.ppf(0.5 + level / 2, n - 2)
-        point = (y0 - a) / b if b else math.nan
-        # (y0 - a - b u)^2 = t^2 s^2 (1 + 1/n + (u - m)^2 / Sxx), a quadratic A v^2 + B v + C in v = u - m
-        d = y0 - a - b * self.u_mean_
-        k = (t * s) ** 2
-        A = b * b - k / self.sxx_
-        B = -2 * b * d
-        C = d * d - k * (1 + 1 / n)
+    def prediction_interval(self, X, level: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+        """Interval for a new observation at X: parameter uncertainty plus residual spread."""
+        design = self._design(X)
+        t = stats.t.ppf(0.5 + level / 2, self.dof_)
+        spread = np.sqrt(1 + np.einsum("ij,jk,ik->i", design, self.gram_inv_, design))
+        centre = design @ self.coef_
+        return centre - t * self.residual_std_ * spread, centre + t * self.residual_std_ * spread
+
+    def inverse(self, y0: float, column: int = 0, others=(), level: float = 0.8) -> Estimate:
+        """The value of predictor `column` at which the fit predicts y0, the other predictors held
+        at `others` (in order, skipping `column`); the interval may be unbounded (+-inf)."""
+        p = len(self.coef_) - 1
+        fixed = list(others)
+        if len(fixed) != p - 1:
+            raise ValueError(f"give the other {p - 1} predictor value(s)")
+        e = np.array([1.0, *fixed[:column], 0.0, *fixed[column:]])  # x0 = e + u f
+        f = np.zeros(p + 1)
+        f[column + 1] = 1.0
+        slope = float(self.coef_[column + 1])
+        d = y0 - float(self.coef_ @ e)
+        point = d / slope if slope else math.nan
+        # (d - slope u)^2 = k (1 + x0' G x0): a quadratic A u^2 + B u + C = 0
+        k = (stats.t.ppf(0.5 + level / 2, self.dof_) * self.residual_std_) ** 2
+        G = self.gram_inv_
+        A = slope**2 - k * float(f @ G @ f)
+        B = -2 * d * slope - 2 * k * float(e @ G @ f)
+        C = d**2 - k * (1 + float(e @ G @ e))
         if A <= 0:
-            low, high = -math.inf, math.inf
-        else:
-            disc = B * B - 4 * A * C
-            root = math.sqrt(max(disc, 0.0))
-            low, high = (-B - root) / (2 * A) + self.u_mean_, (-B + root) / (2 * A) + self.u_mean_
-        return Estimate(10**point if math.isfinite(point) else math.nan,
-                        10**low if math.isfinite(low) else 0.0,
-                        10**high if math.isfinite(high) else math.inf, level)
+            return Estimate(point, -math.inf, math.inf, level)
+        root = math.sqrt(max(B * B - 4 * A * C, 0.0))
+        return Estimate(point, (-B - root) / (2 * A), (-B + root) / (2 * A), level)
 
     def leave_one_out_residuals(self) -> np.ndarray:
         """Out-of-sample residuals y_i - yhat_(-i) (the PRESS residuals e_i / (1 - h_ii))."""
         return self.residuals_ / (1 - self.hat_)
 
 
-def _bootstrap(statistic, columns: list[np.ndarray], n_boot: int, level: float, seed: int) -> Estimate:
+class LogLinearFit(LinearFit):
+    """y = intercept + slope * log10(x), for a parameter count x."""
+
+    def fit(self, x, y) -> LogLinearFit:
+        return super().fit(log10_positive(x), y)
+
+    @property
+    def slope_(self) -> float:
+        return float(self.coef_[1])
+
+    @property
+    def intercept_(self) -> float:
+        return float(self.coef_[0])
+
+    def predict(self, x) -> np.ndarray:
+        return super().predict(log10_positive(x))
+
+    def slope_interval(self, level: float = 0.95) -> Estimate:
+        return self.coef_interval(1, level)
+
+    def prediction_interval(self, x, level: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+        return super().prediction_interval(log10_positive(x), level)
+
+    def inverse(self, y0: float, level: float = 0.8) -> Estimate:
+        """The x at which the fit predicts y0, with the calibration interval (on x, not log10 x)."""
+        u = super().inverse(y0, 0, (), level)
+        return Estimate(10**u.value if math.isfinite(u.value) else math.nan,
+                        10**u.low if math.isfinite(u.low) else 0.0,
+                        10**u.high if math.isfinite(u.high) else math.inf, level)
+
+
+def bootstrap(statistic, columns: list[np.ndarray], n_boot: int = 2000, level: float = 0.95,
+              seed: int = 0) -> Estimate:
+    """`statistic(*columns)` with a percentile interval from resampling rows; draws where the
+    statistic is undefined (non-finite, or it raises ValueError) are dropped."""
     value = statistic(*columns)
     rng = np.random.default_rng(seed)
     n = len(columns[0])
@@ -123,7 +172,10 @@ def _bootstrap(statistic, columns: list[np.ndarray], n_boot: int, level: float, 
     for _ in range(n_boot):
         idx = rng.integers(0, n, n)
         with np.errstate(all="ignore"):
-            draw = statistic(*(c[idx] for c in columns))
+            try:
+                draw = statistic(*(c[idx] for c in columns))
+            except ValueError:  # the statistic is undefined on this resample (e.g. collinear)
+                continue
         if np.isfinite(draw):
             draws.append(draw)
     low, high = np.quantile(draws, [0.5 - level / 2, 0.5 + level / 2]) if draws else (math.nan, math.nan)
@@ -149,13 +201,29 @@ def _partial(x, y, z) -> float:
 
 
 def pearson(x, y, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> Estimate:
-    return _bootstrap(_pearson, _as_arrays(x, y), n_boot, level, seed)
+    return bootstrap(_pearson, _as_arrays(x, y), n_boot, level, seed)
 
 
 def spearman(x, y, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> Estimate:
-    return _bootstrap(_spearman, _as_arrays(x, y), n_boot, level, seed)
+    return bootstrap(_spearman, _as_arrays(x, y), n_boot, level, seed)
 
 
 def partial_correlation(x, y, z, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> Estimate:
     """Correlation of x with y given z, with a bootstrap interval."""
-    return _bootstrap(_partial, _as_arrays(x, y, z), n_boot, level, seed)
+    return bootstrap(_partial, _as_arrays(x, y, z), n_boot, level, seed)
+
+
+def _total_share(u_total, u_active, y) -> float:
+    fit = LinearFit().fit(np.column_stack([u_total, u_active]), y)
+    c_total, c_active = fit.coef_[1], fit.coef_[2]
+    return float(c_total / (c_total + c_active)) if c_total + c_active else math.nan
+
+
+def total_share(total, active, y, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> Estimate:
+    """gamma in y = a + b log10(N_total^gamma N_active^(1 - gamma)), with a bootstrap interval.
+
+    Linear in log10 total and log10 active with coefficients b gamma and b (1 - gamma), so gamma is
+    their ratio; gamma = 1 means only total parameters matter, 0 only active ones.
+    """
+    return bootstrap(_total_share, _as_arrays(log10_positive(total), log10_positive(active), y),
+                     n_boot, level, seed)

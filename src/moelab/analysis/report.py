@@ -20,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
+from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from moelab.analysis.fit import Estimate, LogLinearFit, partial_correlation, pearson  # noqa: E402
 from moelab.io import atomic_write, atomic_write_text  # noqa: E402
@@ -54,7 +54,8 @@ def _fit_text(x, y, log_y: bool) -> tuple[LogLinearFit | None, str]:
     fit = LogLinearFit().fit(x[keep], target)
     r = pearson(np.log10(x[keep]), target, n_boot=1000)
     slope = fit.slope_interval()
-    return fit, f"slope {slope}\nPearson r {r}"
+    kind = "log-log slope" if log_y else "change per decade"
+    return fit, f"{kind} {slope}\nPearson r {r}"
 
 
 def headline_figure(records: list[dict]) -> bytes:
@@ -88,10 +89,14 @@ def headline_figure(records: list[dict]) -> bytes:
             ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize=8,
                     bbox=dict(facecolor="white", alpha=0.8, edgecolor="none"))
             ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())
+            axes_to_label = [ax.xaxis]
             if log_y:
                 ax.set_yscale("log")
-                ax.yaxis.set_minor_formatter(NullFormatter())
+                axes_to_label.append(ax.yaxis)
+            for axis in axes_to_label:  # lab ranges span about a decade: label 1-2-5 ticks as 50k, 100k
+                axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+                axis.set_major_formatter(EngFormatter(sep=""))
+                axis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(x_label)
             if col == 0:
                 ax.set_ylabel(y_label)
@@ -191,6 +196,100 @@ def write_report(rows: list[dict], folder: str | Path, title: str, description: 
         parts.append("<h2>Provenance</h2>")
         parts.append(_table(["git commit", "torch", "device"], [list(p) for p in provenance]))
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
+    atomic_write_text(folder / "report.html", page)
+    return folder / "report.html"
+
+
+def survey_figure(b, rows) -> bytes:
+    """Accuracy vs total and vs active parameters for one benchmark: open models as points (dense
+    circles, MoE triangles), the fit with its 80% prediction band, closed models as horizontal
+    bands over their estimated 80% range (clipped, with an arrow, past 100x the largest open model)."""
+    from moelab.analysis.survey import fit_points, to_scale
+
+    points = fit_points(rows, b.benchmark, by_reasoning=False)
+    lo = min(p.total_b for p in points)
+    hi = max(p.total_b for p in points)
+    x_max = hi * 100
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
+    for ax, key, label in ((axes[0], "total_b", "total parameters (B)"), (axes[1], "active_b", "active parameters (B)")):
+        for is_moe, marker, name in ((False, "o", "open dense"), (True, "^", "open MoE")):
+            sel = [p for p in points if p.is_moe == is_moe and getattr(p, key) is not None]
+            ax.scatter([getattr(p, key) for p in sel], [p.accuracy_pct for p in sel], marker=marker, s=30,
+                       facecolors="none" if not is_moe else "tab:blue", edgecolors="black" if not is_moe else "tab:blue",
+                       label=name, zorder=3)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3, which="both")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    grid = np.logspace(math.log10(lo) - 0.3, math.log10(x_max), 200)
+    u = np.log10(grid)
+    flags = (False, True) if b.chosen.covariate else (False,)
+    for reasoning in flags:
+        X = np.column_stack([u, np.full_like(u, float(reasoning))]) if b.chosen.covariate else u
+        centre = b.chosen.fit_.predict(X)
+        band_lo, band_hi = b.chosen.fit_.prediction_interval(X, 0.8)
+        back = (lambda v: v) if b.chosen.scale == "linear" else (lambda v: 100 / (1 + np.exp(-v)))
+        name = f"fit ({b.chosen.name}{', reasoning' if reasoning else ''})"
+        colour = "tab:red" if reasoning else "tab:grey"
+        axes[0].plot(grid, back(centre), color=colour, lw=1.2, label=name)
+        axes[0].fill_between(grid, back(band_lo), back(band_hi), color=colour, alpha=0.12)
+    for e in b.estimates:
+        if not math.isfinite(e.estimate_b):
+            continue
+        if e.low_b < x_max:  # the part of the range inside the plot
+            left, right = max(e.low_b, grid[0]), min(e.high_b, x_max)
+            axes[0].plot([left, right], [e.accuracy_pct] * 2, color="tab:orange", lw=2, alpha=0.35)
+        if e.high_b > x_max:
+            axes[0].annotate("", xy=(x_max, e.accuracy_pct), xytext=(x_max / 2, e.accuracy_pct),
+                             arrowprops=dict(arrowstyle="->", color="tab:orange", alpha=0.6))
+    axes[0].plot([], [], color="tab:orange", lw=2, alpha=0.5, label="closed: estimated 80% range")
+    axes[0].axvspan(hi, x_max, color="grey", alpha=0.06)
+    axes[0].set_xlim(grid[0], x_max * 1.3)
+    shown = [p.accuracy_pct for p in points] + [e.accuracy_pct for e in b.estimates]
+    axes[0].set_ylim(min(shown) - 5, max(shown) + 3)
+    axes[0].text(hi * 1.2, max(shown) + 2, "beyond open models:\nextrapolation", fontsize=8, color="grey", va="top")
+    axes[0].set_ylabel("accuracy (%)")
+    axes[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"{b.benchmark}: accuracy against total and active parameters", fontsize=12)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_survey_report(results, rows, folder: str | Path) -> Path:
+    """report.html (plots embedded, escaped tables) and one PNG per benchmark in `folder`."""
+    folder = Path(folder)
+    parts = ["<h1>moelab survey: knowledge against total and active parameters</h1>",
+             "<p class=note>One point per open weights group (its best variant). Correlations on log10 "
+             "parameter counts with 95% bootstrap intervals; size estimates with 80% calibration "
+             "intervals from the fit chosen by leave-one-developer-out error.</p>"]
+
+    def fmt(e) -> list:
+        return ["n/a", "", ""] if e is None else [e.value, e.low, e.high]
+
+    for b in results:
+        png = survey_figure(b, rows)
+        name = "".join(c if c.isalnum() else "_" for c in b.benchmark) + ".png"
+        atomic_write(folder / name, lambda tmp, data=png: Path(tmp).write_bytes(data))
+        parts.append(f"<h2>{html.escape(b.benchmark)}</h2>")
+        parts.append(f'<img alt="{html.escape(b.benchmark)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+        parts.append(_table(["models", "groups", "r(total)", "low", "high", "r(active)", "low", "high",
+                             "partial r(total|active)", "low", "high", "gamma", "low", "high"],
+                            [[a.subset, a.n_groups, *fmt(a.r_total), *fmt(a.r_active), *fmt(a.partial_total),
+                              *fmt(a.gamma)] for a in b.attribution]))
+        parts.append(_table(["fit", "held-out points", "labs", "median |error| (decades)", "80% coverage"],
+                            [[v.model + (" (used)" if v.model == b.chosen.name else ""), v.n_points,
+                              v.n_developers, v.median_abs_error_decades, v.coverage] for v in b.validation]))
+        if b.estimates:
+            parts.append(_table(["closed model", "variant", "accuracy %", "estimate (B)", "80% low (B)",
+                                 "80% high (B)", "decades beyond open models"],
+                                [[e.model, e.variant.split(";")[0], e.accuracy_pct, e.estimate_b, e.low_b,
+                                  e.high_b, e.extrapolation_decades]
+                                 for e in sorted(b.estimates, key=lambda e: -e.accuracy_pct)]))
+    page = (f"<!doctype html><html><head><meta charset=utf-8><title>moelab survey</title>"
             f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
     atomic_write_text(folder / "report.html", page)
     return folder / "report.html"

@@ -1,0 +1,136 @@
+"""Survey data validation, weights groups, estimation and the CLI on the bundled data."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from moelab.analysis import survey as sv
+from moelab.cli import app
+
+HEADER = ",".join(sv.COLUMNS)
+
+
+def row(model="M", developer="D", open_weights="true", arch="dense", total="10", active="10",
+        benchmark="AA-Omniscience", variant="non-reasoning", accuracy="20", index="", halluc=""):
+    return ",".join([model, developer, open_weights, arch, total, active, benchmark, variant, accuracy,
+                     index, halluc, "https://example.org", "2026-04-10"])
+
+
+def write(tmp_path, *rows, name="t.csv"):
+    path = tmp_path / name
+    path.write_text("\n".join([HEADER, *rows]) + "\n")
+    return path
+
+
+def test_bundled_csv_loads_without_errors():
+    rows, problems = sv.load_rows()
+    assert problems == [] and len(rows) == 565
+    assert sv.benchmark_groups(rows)["AA-Omniscience"] >= 100
+
+
+@pytest.mark.parametrize("bad, line, column, what", [
+    (row(accuracy="120"), 2, "accuracy_pct", "out of range"),
+    (row(accuracy="abc"), 2, "accuracy_pct", "not a number"),
+    (row(total="10", active="20"), 2, "active_params_b", "exceeds total_params_b"),
+    (row(total="-3", active=""), 2, "total_params_b", "out of range"),
+    (row(benchmark="MMLU"), 2, "benchmark", "unknown benchmark"),
+    (row(open_weights="maybe"), 2, "open_weights", "use true or false"),
+    (row(model=""), 2, "model", "required"),
+    (row(index="-150"), 2, "omniscience_index", "out of range"),
+])
+def test_every_bad_field_is_reported_with_line_and_column(tmp_path, bad, line, column, what):
+    path = write(tmp_path, row(), bad)
+    with pytest.raises(sv.SurveyDataError) as err:
+        sv.load_rows(path)
+    assert f"line {line + 1}, column {column}: " in str(err.value) and what in str(err.value)
+    rows, problems = sv.load_rows(path, skip_bad_rows=True)
+    assert len(rows) == 1 and len(problems) == 1
+
+
+def test_missing_columns_are_named(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("model,developer\nA,B\n")
+    with pytest.raises(sv.SurveyDataError, match="missing column.*open_weights"):
+        sv.load_rows(path)
+
+
+def test_cli_exits_2_on_bad_rows_and_skips_them_when_asked(tmp_path):
+    path = write(tmp_path, row(), row(accuracy="101"))
+    runner = CliRunner()
+    result = runner.invoke(app, ["survey", str(path)])
+    assert result.exit_code == 2 and "line 3, column accuracy_pct" in result.output
+
+
+def test_variants_of_one_set_of_weights_count_once_as_the_best(tmp_path):
+    rows, _ = sv.parse_rows(write(tmp_path,
+                                  row(model="X", variant="non-reasoning", accuracy="20"),
+                                  row(model="X Reasoning", variant="reasoning", accuracy="25"),
+                                  row(model="Y", total="70", active="70", accuracy="30")))
+    points = sv.fit_points(rows, "AA-Omniscience", by_reasoning=False)
+    assert sorted(p.accuracy_pct for p in points) == [25.0, 30.0]
+    assert len(sv.fit_points(rows, "AA-Omniscience", by_reasoning=True)) == 3
+    assert [r.reasoning for r in rows] == [False, True, False]
+
+
+def synthetic_rows(n_dev=12, per_dev=4, seed=0):
+    """Accuracy = 5 + 8 log10(total) + noise, reasoning variants +3, across developers."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for d in range(n_dev):
+        for m in range(per_dev):
+            total = float(10 ** rng.uniform(0, 3))
+            base = 5 + 8 * math.log10(total) + rng.normal(0, 1.5)
+            for reasoning, bonus in ((False, 0.0), (True, 3.0)):
+                out.append(sv.ModelRow(len(out) + 2, f"m{d}-{m}{'-r' if reasoning else ''}", f"dev{d}", True,
+                                       "dense", total, total, "AA-Omniscience",
+                                       "reasoning" if reasoning else "non-reasoning", base + bonus,
+                                       None, None, "", ""))
+    return out
+
+
+def test_estimates_recover_held_out_sizes_and_flag_extrapolation():
+    rows = synthetic_rows()
+    result = sv.survey_benchmark(rows, "AA-Omniscience", n_boot=200)
+    assert result.attribution[0].r_total.value > 0.9
+    assert all(v.median_abs_error_decades < 0.3 for v in result.validation)
+    closed = sv.ModelRow(999, "closed", "lab", False, "", None, None, "AA-Omniscience", "non-reasoning",
+                         5 + 8 * math.log10(300), None, None, "", "")
+    estimate = result.estimate_row(closed)
+    assert estimate.low_b < 300 < estimate.high_b and not estimate.extrapolated
+    far = result.estimate_row(sv.ModelRow(1000, "giant", "lab", False, "", None, None, "AA-Omniscience",
+                                          "non-reasoning", 5 + 8 * 6, None, None, "", ""))
+    largest = max(r.total_b for r in rows)
+    assert far.extrapolated and far.estimate_b > largest
+    assert far.extrapolation_decades == pytest.approx(math.log10(far.estimate_b / largest))
+
+
+def test_survey_on_bundled_data_prints_what_the_issue_asks():
+    result = CliRunner().invoke(app, ["survey", "--benchmark", "AA-Omniscience", "--n-boot", "200"])
+    assert result.exit_code == 0, result.output
+    for text in ("r(total)", "r(active)", "partial r(total | active)", "gamma", "leave-one-developer-out",
+                 "median |error|", "coverage", "closed models", "beyond open models?"):
+        assert text in result.output, text
+
+
+def test_predict_json_returns_estimates_per_row(tmp_path):
+    path = write(tmp_path, row(model="Mystery A", open_weights="false", total="", active="", arch="",
+                               accuracy="22"),
+                 row(model="Mystery B", open_weights="false", total="", active="", arch="",
+                     benchmark="IKP", accuracy="60"))
+    result = CliRunner().invoke(app, ["survey", "--predict", str(path), "--json", "--n-boot", "200"])
+    assert result.exit_code == 0, result.output
+    predictions = json.loads(result.output)["predictions"]
+    assert [p["model"] for p in predictions] == ["Mystery A", "Mystery B"]
+    for p in predictions:
+        assert {"model", "benchmark", "accuracy_pct", "estimate_b", "low_b", "high_b", "extrapolated"} <= set(p)
+        assert p["low_b"] < p["estimate_b"] < p["high_b"]
+
+
+def test_html_report(tmp_path):
+    result = CliRunner().invoke(app, ["survey", "--benchmark", "IKP", "--html", str(tmp_path), "--n-boot", "200"])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "report.html").read_text()
+    assert "data:image/png;base64," in page and (tmp_path / "IKP.png").exists()
