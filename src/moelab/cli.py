@@ -299,3 +299,119 @@ def estimates_table(title: str, estimates) -> Table:
         table.add_row(e.model, e.variant.split(";")[0][:28], f"{e.accuracy_pct:.1f}", _billions(e.estimate_b),
                       f"{_billions(e.low_b)} to {_billions(e.high_b)}", flag)
     return table
+
+
+@app.command()
+def design(
+    total_b: Annotated[float | None, typer.Option(help="total parameter budget, billions")] = None,
+    active_b: Annotated[float | None, typer.Option(help="active parameter budget, billions")] = None,
+    gpu: Annotated[str, typer.Option(help="a100, h100, h200, b200 or cpu")] = "h100",
+    tp: Annotated[int, typer.Option(help="tensor-parallel degree")] = 1,
+    ep: Annotated[int, typer.Option(help="expert-parallel degree")] = 1,
+    vocab: Annotated[int, typer.Option(help="tokenizer vocabulary (padded for alignment)")] = 128_000,
+    layers_min: Annotated[int, typer.Option(help="fewest layers to consider")] = 24,
+    layers_max: Annotated[int, typer.Option(help="most layers to consider")] = 96,
+    tokens_per_step: Annotated[int, typer.Option(help="tokens per GPU per step (expert load, waves)")] = 8192,
+    top: Annotated[int, typer.Option(help="candidates to show")] = 10,
+    measure: Annotated[bool, typer.Option("--measure", help="time each candidate's GEMM shapes here")] = False,
+    write: Annotated[Path | None, typer.Option(help="write the best candidate to this TOML file")] = None,
+    scale_to_lab: Annotated[bool, typer.Option("--scale-to-lab", help="with --write: a trainable lab config")] = False,
+    validate_golden: Annotated[bool, typer.Option("--validate", help="check accounting against published models")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Hardware-aligned MoE configurations for a parameter budget, with exact accounting."""
+    import json
+
+    from moelab.design import golden
+    from moelab.design.hardware import hardware
+    from moelab.design.rules import Deployment
+    from moelab.design.search import candidate_row, search
+
+    if validate_golden:
+        rows = golden.validation_rows()
+        if json_output:
+            print(json.dumps(rows, indent=2))
+        else:
+            table = Table(title="accounting against published models", title_justify="left")
+            for column in ("model", "total (B)", "published", "error", "active (B)", "published", "error",
+                           "KV bytes/token (bf16)", "reference"):
+                table.add_column(column, justify="left" if column == "model" else "right")
+            for r in rows:
+                table.add_row(r["model"], f"{r['total_b']:.2f}", f"{r['published_total_b']}", f"{r['total_error']:+.2%}",
+                              f"{r['active_b']:.2f}", f"{r['published_active_b']}", f"{r['active_error']:+.2%}",
+                              f"{r['kv_bytes_per_token_bf16']:,.0f}",
+                              "" if r["reference_kv_bytes_per_token"] is None else f"{r['reference_kv_bytes_per_token']:,}")
+            console.print(table)
+        worst = max(max(abs(r["total_error"]), abs(r["active_error"])) for r in rows)
+        if worst > 0.01:
+            fail(f"accounting is {worst:.2%} off a published count (limit 1%)")
+        return
+    try:
+        if total_b is None or active_b is None:
+            raise MoelabError("give --total-b and --active-b (or --validate)")
+        if tp < 1 or ep < 1 or top < 1 or tokens_per_step < 1:
+            raise MoelabError("--tp, --ep, --top and --tokens-per-step must be positive")
+        deployment = Deployment(hardware(gpu), tp=tp, ep=ep, tokens_per_step=tokens_per_step)
+        candidates = search(total_b, active_b, deployment, vocab, (layers_min, layers_max), top=top)
+        if not candidates:
+            raise MoelabError("no aligned candidate within 5% of both budgets; widen --layers-min/--layers-max "
+                              "or relax --tp/--ep")
+    except MoelabError as err:
+        fail(str(err))
+    if measure:
+        import torch
+
+        from moelab.design.measure import measure as measure_gemms
+
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        measure_gemms(candidates, tokens_per_step, device)
+        candidates.sort(key=lambda c: -c.measured_tflops)
+    rows = [candidate_row(c) for c in candidates]
+    if write is not None:
+        write_design(candidates[0], write, scale_to_lab)
+    if json_output:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"candidates for {total_b:g}B total / {active_b:g}B active on {deployment.hardware.name}, "
+                        f"tp={tp} ep={ep}" + (" (ranked by measured GEMM TFLOP/s)" if measure else ""),
+                  title_justify="left")
+    columns = ["hidden", "layers", "heads", "E", "k", "shared", "expert ffn", "total (B)", "active (B)",
+               "active %", "train GFLOP/token", "KV KiB/token", "warnings"] + (["GEMM TFLOP/s"] if measure else [])
+    for column in columns:
+        table.add_column(column, justify="right")
+    for r in rows:
+        cells = [r["hidden"], r["layers"], r["heads"], r["n_experts"], r["top_k"], r["n_shared"], r["expert_ffn"],
+                 f"{r['total_b']:.1f}", f"{r['active_b']:.2f}", f"{r['active_fraction']:.2%}",
+                 f"{r['train_flops_per_token'] / 1e9:.0f}", f"{r['kv_bytes_per_token_bf16'] / 1024:.0f}",
+                 len(r["warnings"])]
+        if measure:
+            cells.append(f"{r['measured_expert_gemm_tflops']:.3f}")
+        table.add_row(*map(str, cells))
+    console.print(table)
+    if write is not None:
+        console.print(f"wrote {write}")
+
+
+def write_design(candidate, path: Path, scale_to_lab: bool) -> None:
+    """The best candidate as a TOML file: its architecture, or (--scale-to-lab) a lab run config
+    with the same E, k, shared experts and expert width relative to hidden size."""
+    import dataclasses
+
+    import tomli_w
+
+    from moelab.config import MoEConfig, ModelConfig, RunConfig, save_config, validate
+    from moelab.io import atomic_write_text
+
+    a = candidate.arch
+    if not scale_to_lab:
+        atomic_write_text(path, tomli_w.dumps({"architecture": dataclasses.asdict(a)}))
+        return
+    d_model = 48
+    width = max(8, round(d_model * a.expert_ffn / a.hidden / 8) * 8)
+    cfg = validate(RunConfig(
+        name=f"lab-{a.name}",
+        model=ModelConfig(d_model=d_model, n_layers=2, n_heads=4, d_ff=max(8, round(d_model * a.dense_ffn / a.hidden / 8) * 8),
+                          mlp="swiglu", moe=MoEConfig(n_experts=a.n_experts, top_k=a.top_k, expert_width=width,
+                                                      n_shared_experts=a.n_shared, renormalize=a.top_k > 1,
+                                                      aux_loss_weight=0.01, z_loss_weight=0.001))))
+    save_config(cfg, path)

@@ -18,6 +18,7 @@ from moelab.config import ModelConfig
 
 @dataclass(frozen=True)
 class ParamCount:
+    input_embedding: int  # the token embedding table
     embedding: int  # input embedding + untied LM head
     attention: int  # q, k, v, o projections (+ q/k norms)
     norms: int  # RMSNorm weights of blocks and the final norm
@@ -44,12 +45,109 @@ class ParamCount:
     def active_nonembedding(self) -> int:
         return self.active - self.embedding
 
+    @property
+    def active_without_input_embedding(self) -> int:
+        """Active parameters less the input embedding (a lookup, no FLOPs): how gpt-oss reports."""
+        return self.active - self.input_embedding
+
     def as_dict(self) -> dict[str, int]:
         return asdict(self) | {
             "total": self.total, "active": self.active,
+            "active_without_input_embedding": self.active_without_input_embedding,
             "total_nonembedding": self.total_nonembedding,
             "active_nonembedding": self.active_nonembedding,
         }
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """Attention of one layer. kind: 'mha', 'gqa' or 'mla' (DeepSeek's multi-head latent attention).
+
+    qk_norm: 'none', 'head' (RMSNorm over each head's d_head, shared across heads: Qwen3, the lab)
+    or 'full' (RMSNorm over all of q and all of k: OLMoE). bias: q/k/v/o biases (gpt-oss).
+    sinks: one learned sink logit per head (gpt-oss). sliding_layers of the layers attend within
+    sliding_window tokens (their KV cache is capped there).
+    """
+
+    kind: str
+    n_heads: int
+    head_dim: int = 0  # MHA/GQA
+    n_kv_heads: int = 0  # GQA; MHA uses n_heads
+    qk_norm: str = "none"
+    bias: bool = False
+    sinks: bool = False
+    q_lora: int = 0  # MLA ranks and head dims
+    kv_lora: int = 0
+    d_nope: int = 0
+    d_rope: int = 0
+    d_v: int = 0
+    sliding_window: int = 0
+    sliding_layers: int = 0
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_heads if self.kind == "mha" else self.n_kv_heads
+
+    def params(self, h: int) -> int:
+        H = self.n_heads
+        if self.kind == "mla":
+            qk = self.d_nope + self.d_rope
+            q = (h * self.q_lora + self.q_lora + self.q_lora * H * qk) if self.q_lora else h * H * qk
+            kv = h * (self.kv_lora + self.d_rope) + self.kv_lora + self.kv_lora * H * (self.d_nope + self.d_v)
+            return q + kv + H * self.d_v * h
+        d, kv_heads = self.head_dim, self.kv_heads
+        n = h * H * d + 2 * h * kv_heads * d + H * d * h
+        if self.bias:
+            n += H * d + 2 * kv_heads * d + h
+        if self.qk_norm == "head":
+            n += 2 * d
+        elif self.qk_norm == "full":
+            n += H * d + kv_heads * d
+        if self.sinks:
+            n += H
+        return n
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A decoder LM at the level of detail accounting needs (published models and lab models).
+
+    Layers are pre-norm blocks with two RMSNorms; the first `first_dense_layers` use a dense FFN of
+    width dense_ffn, the rest (when n_experts > 0) route each token to top_k of n_experts experts of
+    width expert_ffn plus n_shared always-on experts of width shared_ffn (default expert_ffn).
+    """
+
+    name: str
+    hidden: int
+    layers: int
+    vocab: int
+    attention: AttentionSpec
+    tie_embeddings: bool = False
+    mlp: str = "swiglu"
+    dense_ffn: int = 0
+    first_dense_layers: int = 0
+    n_experts: int = 0
+    top_k: int = 0
+    expert_ffn: int = 0
+    n_shared: int = 0
+    shared_ffn: int = 0
+    router_bias: bool = False  # a per-expert bias in the router (gpt-oss; DeepSeek's correction bias)
+    expert_bias: bool = False  # biases in the expert projections (gpt-oss)
+
+    @property
+    def moe_layers(self) -> int:
+        return self.layers - self.first_dense_layers if self.n_experts else 0
+
+    @property
+    def dense_layers(self) -> int:
+        return self.layers - self.moe_layers
+
+    def expert_params(self) -> int:
+        """One routed expert."""
+        n = mlp_params(self.hidden, self.expert_ffn, self.mlp)
+        if self.expert_bias:
+            n += (2 if self.mlp == "swiglu" else 1) * self.expert_ffn + self.hidden
+        return n
 
 
 def mlp_params(d_model: int, width: int, mlp: str) -> int:
@@ -57,27 +155,42 @@ def mlp_params(d_model: int, width: int, mlp: str) -> int:
     return (3 if mlp == "swiglu" else 2) * d_model * width
 
 
+def count_architecture(arch: Architecture) -> ParamCount:
+    """Exact parameter counts of an architecture; the one accounting function of moelab."""
+    h, L = arch.hidden, arch.layers
+    n_moe = arch.moe_layers
+    per_expert = arch.expert_params() if n_moe else 0
+    shared_width = arch.shared_ffn or arch.expert_ffn
+    return ParamCount(
+        input_embedding=arch.vocab * h,
+        embedding=arch.vocab * h * (1 if arch.tie_embeddings else 2),
+        attention=L * arch.attention.params(h),
+        norms=(2 * L + 1) * h,
+        dense_mlp=arch.dense_layers * mlp_params(h, arch.dense_ffn, arch.mlp),
+        router=n_moe * (h * arch.n_experts + (arch.n_experts if arch.router_bias else 0)),
+        routed_experts=n_moe * arch.n_experts * per_expert,
+        routed_experts_active=n_moe * arch.top_k * per_expert,
+        shared_experts=n_moe * arch.n_shared * mlp_params(h, shared_width, arch.mlp),
+    )
+
+
+def lab_architecture(cfg: ModelConfig, vocab_size: int) -> Architecture:
+    """The `Transformer` that `cfg` builds, described for accounting."""
+    moe = cfg.moe
+    return Architecture(
+        name="lab", hidden=cfg.d_model, layers=cfg.n_layers, vocab=vocab_size,
+        attention=AttentionSpec("mha", cfg.n_heads, head_dim=cfg.d_model // cfg.n_heads,
+                                qk_norm="head" if cfg.qk_norm else "none"),
+        tie_embeddings=cfg.tie_embeddings, mlp=cfg.mlp, dense_ffn=cfg.d_ff,
+        first_dense_layers=moe.first_dense_layers if cfg.is_moe else cfg.n_layers,
+        n_experts=moe.n_experts, top_k=moe.top_k, expert_ffn=moe.expert_width,
+        n_shared=moe.n_shared_experts,
+    )
+
+
 def count_params(cfg: ModelConfig, vocab_size: int) -> ParamCount:
     """Exact counts for the `Transformer` that `cfg` and `vocab_size` describe."""
-    d, L = cfg.d_model, cfg.n_layers
-    head_dim = d // cfg.n_heads
-    attention = L * (4 * d * d + (2 * head_dim if cfg.qk_norm else 0))
-    norms = (2 * L + 1) * d
-    embedding = vocab_size * d * (1 if cfg.tie_embeddings else 2)
-
-    moe = cfg.moe
-    n_moe = L - moe.first_dense_layers if cfg.is_moe else 0
-    per_expert = mlp_params(d, moe.expert_width, cfg.mlp) if cfg.is_moe else 0
-    return ParamCount(
-        embedding=embedding,
-        attention=attention,
-        norms=norms,
-        dense_mlp=(L - n_moe) * mlp_params(d, cfg.d_ff, cfg.mlp),
-        router=n_moe * d * moe.n_experts,
-        routed_experts=n_moe * moe.n_experts * per_expert,
-        routed_experts_active=n_moe * moe.top_k * per_expert,
-        shared_experts=n_moe * mlp_params(d, moe.n_shared_experts * moe.expert_width, cfg.mlp),
-    )
+    return count_architecture(lab_architecture(cfg, vocab_size))
 
 
 def count_module(model: nn.Module) -> tuple[int, int]:
@@ -89,3 +202,57 @@ def count_module(model: nn.Module) -> tuple[int, int]:
         k = model.cfg.moe.top_k
         inactive += sum(p.numel() for p in experts.parameters()) * (n_experts - k) // n_experts
     return total, total - inactive
+
+
+# ---------------------------------------------------------------------------------------------
+# compute and memory (forward FLOPs per token, KV cache, training state)
+
+TRAINING_BYTES_PER_PARAM = {  # weights + gradients + optimizer state, per parameter
+    "bf16-mixed-adamw": 2 + 2 + 4 + 8,  # bf16 weights and grads, fp32 master copy, fp32 Adam m and v
+    "fp32-adamw": 4 + 4 + 8,
+}
+WEIGHT_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+
+
+def attended_tokens(arch: Architecture, context: int) -> float:
+    """Keys each query attends to, summed over layers, for a query at the end of `context` tokens
+    (sliding-window layers capped at their window)."""
+    a = arch.attention
+    full = arch.layers - a.sliding_layers
+    return full * context + a.sliding_layers * min(context, a.sliding_window or context)
+
+
+def forward_flops_per_token(arch: Architecture, context: int = 0, causal_average: bool = False) -> float:
+    """2 x the parameters a token multiplies by (input embedding excluded: a lookup), plus the
+    attention scores 2 H (d_qk + d_v) per attended key. With `causal_average`, a training sequence
+    of `context` tokens: each query sees half the keys on average."""
+    c = count_architecture(arch)
+    matmul = 2 * (c.active - c.input_embedding - c.norms)
+    if arch.tie_embeddings:
+        matmul += 2 * arch.vocab * arch.hidden  # the tied head still multiplies
+    a = arch.attention
+    qk, v = (a.d_nope + a.d_rope, a.d_v) if a.kind == "mla" else (a.head_dim, a.head_dim)
+    keys = attended_tokens(arch, context) * (0.5 if causal_average else 1.0)
+    return matmul + 2 * a.n_heads * (qk + v) * keys
+
+
+def training_flops_per_token(arch: Architecture, context: int, recompute: bool = False) -> float:
+    """Forward + backward: 3x the forward (4x with full activation recomputation)."""
+    return (4 if recompute else 3) * forward_flops_per_token(arch, context, causal_average=True)
+
+
+def kv_cache_bytes_per_token(arch: Architecture, bytes_per_value: float = 2.0) -> float:
+    """KV cache per token of context, all layers: 2 L H_kv d_head bytes for MHA/GQA (sliding-window
+    layers hold at most a window, so a long context adds nothing to them), L (d_c + d_rope) bytes
+    for MLA, which caches one latent per token (no factor 2)."""
+    a = arch.attention
+    if a.kind == "mla":
+        return arch.layers * (a.kv_lora + a.d_rope) * bytes_per_value
+    full_layers = arch.layers - a.sliding_layers
+    return 2 * full_layers * a.kv_heads * a.head_dim * bytes_per_value
+
+
+def memory_bytes(counts: ParamCount, weights: str = "bf16", training: str = "bf16-mixed-adamw") -> dict[str, float]:
+    """Bytes for the weights alone (inference, `weights` precision) and for training state."""
+    return {"weights": counts.total * WEIGHT_BYTES[weights],
+            "training_state": counts.total * TRAINING_BYTES_PER_PARAM[training]}

@@ -1,0 +1,60 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from moelab.cli import app
+from moelab.config import load_config
+
+runner = CliRunner()
+
+
+def test_search_returns_ranked_candidates_within_budget():
+    result = runner.invoke(app, ["design", "--total-b", "1000", "--active-b", "32", "--gpu", "h100", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert 1 <= len(rows) <= 10
+    for r in rows:
+        assert abs(r["total"] / 1e12 - 1) <= 0.05 and abs(r["active"] / 32e9 - 1) <= 0.05
+        assert r["expert_ffn"] % 128 == 0 and r["hidden"] % 512 == 0 and r["vocab"] % 128 == 0
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+
+
+def test_parallel_degrees_are_respected():
+    result = runner.invoke(app, ["design", "--total-b", "200", "--active-b", "12", "--tp", "8", "--ep", "16",
+                                 "--json", "--top", "5"])
+    rows = json.loads(result.output)
+    assert rows and all(r["n_experts"] % 16 == 0 and r["heads"] % 8 == 0 for r in rows)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--total-b", "10", "--active-b", "20"], "exceeds --total-b"),
+    (["--total-b", "0", "--active-b", "1"], "--total-b 0"),
+    (["--total-b", "100", "--active-b", "-3"], "--active-b -3"),
+    (["--total-b", "100", "--active-b", "10", "--gpu", "tpu9"], "unknown hardware"),
+    (["--active-b", "10"], "give --total-b"),
+])
+def test_bad_budgets_exit_2(args, message):
+    result = runner.invoke(app, ["design", *args])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_write_scaled_to_lab_gives_a_trainable_config(tmp_path):
+    path = tmp_path / "lab.toml"
+    result = runner.invoke(app, ["design", "--total-b", "1000", "--active-b", "32", "--write", str(path),
+                                 "--scale-to-lab", "--json", "--top", "1"])
+    assert result.exit_code == 0, result.output
+    best = json.loads(result.output)[0]
+    cfg = load_config(path)
+    assert (cfg.model.moe.n_experts, cfg.model.moe.top_k, cfg.model.moe.n_shared_experts) == \
+        (best["n_experts"], best["top_k"], best["n_shared"])
+    full = tmp_path / "full.toml"
+    assert runner.invoke(app, ["design", "--total-b", "1000", "--active-b", "32", "--write", str(full)]).exit_code == 0
+    assert "[architecture]" in full.read_text()
+
+
+def test_validate_prints_every_golden_model():
+    result = runner.invoke(app, ["design", "--validate"])
+    assert result.exit_code == 0
+    for name in ("DeepSeek-V3", "Kimi K2", "Qwen3-30B-A3B", "gpt-oss-120b", "OLMoE-1B-7B"):
+        assert name in result.output
