@@ -415,3 +415,20 @@ def write_design(candidate, path: Path, scale_to_lab: bool) -> None:
                                                       n_shared_experts=a.n_shared, renormalize=a.top_k > 1,
                                                       aux_loss_weight=0.01, z_loss_weight=0.001))))
     save_config(cfg, path)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run folder")],
+    hf: Annotated[Path, typer.Option(help="write a Hugging Face transformers model folder here")],
+) -> None:
+    """Export a lab checkpoint so AutoModelForCausalLM.from_pretrained loads it (Qwen3 / Qwen3-MoE)."""
+    from moelab.models.hf import export_hf
+    from moelab.run import load_run
+
+    try:
+        cfg, kb, model = load_run(run_dir)
+        folder = export_hf(cfg, kb, model, hf)
+    except MoelabError as err:
+        fail(str(err))
+    console.print(f"wrote {folder} (load with transformers.AutoModelForCausalLM.from_pretrained)")

@@ -1,0 +1,114 @@
+"""Export a lab checkpoint as a Hugging Face `transformers` model folder (Qwen3 / Qwen3-MoE layout).
+
+A lab model maps exactly onto Qwen3 (dense) or Qwen3-MoE when it uses what those architectures
+have: SwiGLU, RMSNorm, RoPE, per-head q/k RMSNorm (`model.qk_norm = true`), softmax top-k routing
+with optional renormalisation, no shared experts and no auxiliary-loss-free bias. The export writes
+config.json, model.safetensors and a word-level tokenizer for the synthetic vocabulary, so that
+`AutoModelForCausalLM.from_pretrained(folder)` gives the same logits. transformers is an optional
+extra (`pip install 'moelab[hf]'`), imported only here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from moelab.config import RunConfig
+from moelab.errors import MoelabError
+from moelab.knowledge import KnowledgeBase
+from moelab.models.transformer import Transformer
+
+# torch.nn.RMSNorm with eps=None uses the dtype's machine epsilon; the export states it explicitly.
+LAB_RMS_EPS = float(torch.finfo(torch.float32).eps)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise MoelabError(f"cannot export to Qwen3: {message}")
+
+
+def check_exportable(cfg: RunConfig, model: Transformer) -> None:
+    m, moe = cfg.model, cfg.model.moe
+    _require(m.mlp == "swiglu", "model.mlp must be 'swiglu' (Qwen3 MLPs are gated SiLU)")
+    _require(m.qk_norm, "model.qk_norm must be true (Qwen3 always normalises queries and keys)")
+    if m.is_moe:
+        _require(moe.score == "softmax", "model.moe.score must be 'softmax'")
+        _require(moe.n_shared_experts == 0, "Qwen3-MoE has no shared experts; set model.moe.n_shared_experts = 0")
+        biased = any(r.expert_bias.abs().sum() > 0 for r in model.routers())
+        _require(not biased, "the auxiliary-loss-free bias moved expert selection; Qwen3-MoE has no such bias")
+
+
+def hf_config(cfg: RunConfig, vocab_size: int):
+    """The transformers config describing the same network."""
+    from transformers import Qwen3Config, Qwen3MoeConfig
+
+    m, moe = cfg.model, cfg.model.moe
+    common = dict(vocab_size=vocab_size, hidden_size=m.d_model, num_hidden_layers=m.n_layers,
+                  num_attention_heads=m.n_heads, num_key_value_heads=m.n_heads, head_dim=m.d_model // m.n_heads,
+                  intermediate_size=m.d_ff, hidden_act="silu", rms_norm_eps=LAB_RMS_EPS,
+                  tie_word_embeddings=m.tie_embeddings, attention_bias=False,
+                  rope_parameters={"rope_type": "default", "rope_theta": m.rope_theta},
+                  max_position_embeddings=4096)
+    if not m.is_moe:
+        return Qwen3Config(**common)
+    return Qwen3MoeConfig(**common, num_experts=moe.n_experts, num_experts_per_tok=moe.top_k,
+                          moe_intermediate_size=moe.expert_width, norm_topk_prob=moe.renormalize,
+                          decoder_sparse_step=1, mlp_only_layers=list(range(moe.first_dense_layers)),
+                          output_router_logits=False)
+
+
+def hf_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
+    """Our parameters under Qwen3 names and layouts."""
+    out = {"model.embed_tokens.weight": model.embed.weight, "model.norm.weight": model.norm.weight}
+    if not model.cfg.tie_embeddings:
+        out["lm_head.weight"] = model.lm_head.weight
+    for i, block in enumerate(model.blocks):
+        p = f"model.layers.{i}."
+        out[p + "input_layernorm.weight"] = block.attn_norm.weight
+        out[p + "post_attention_layernorm.weight"] = block.ffn_norm.weight
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm"):
+            out[p + f"self_attn.{name}.weight"] = getattr(block.attn, name).weight
+        ffn = block.ffn
+        if hasattr(ffn, "router"):
+            out[p + "mlp.gate.weight"] = ffn.router.gate.weight
+            e = ffn.experts  # ours: w_in, w_up [E, d, f], w_out [E, f, d]; theirs: [E, 2f, d], [E, d, f]
+            out[p + "mlp.experts.gate_up_proj"] = torch.cat([e.w_in, e.w_up], dim=2).transpose(1, 2)
+            out[p + "mlp.experts.down_proj"] = e.w_out.transpose(1, 2)
+        else:
+            for name in ("gate_proj", "up_proj", "down_proj"):
+                out[p + f"mlp.{name}.weight"] = getattr(ffn, name).weight
+    return {k: v.detach().contiguous().clone() for k, v in out.items()}
+
+
+def save_tokenizer(kb: KnowledgeBase, folder: Path) -> None:
+    """A word-level tokenizer over the synthetic vocabulary (tokens are whitespace-separated)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordLevel(vocab=dict(kb.vocab.ids), unk_token=None))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<bos>", eos_token="<eos>")
+    fast.save_pretrained(folder)
+
+
+def export_hf(cfg: RunConfig, kb: KnowledgeBase, model: Transformer, folder: str | Path) -> Path:
+    """Write a transformers model folder for this lab model; returns the folder."""
+    try:
+        from transformers import AutoModelForCausalLM
+    except ImportError:
+        raise MoelabError("export needs transformers: pip install 'moelab[hf]'") from None
+    check_exportable(cfg, model)
+    folder = Path(folder)
+    config = hf_config(cfg, len(kb.vocab))
+    config.bos_token_id, config.eos_token_id = kb.vocab.bos, kb.vocab.eos
+    hf_model = AutoModelForCausalLM.from_config(config)
+    missing, unexpected = hf_model.load_state_dict(hf_state_dict(model), strict=False)
+    missing = [k for k in missing if not (cfg.model.tie_embeddings and k == "lm_head.weight")]
+    if missing or unexpected:  # a mapping bug, never the user's
+        raise AssertionError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
+    if cfg.model.tie_embeddings:
+        hf_model.tie_weights()
+    hf_model.save_pretrained(folder)
+    save_tokenizer(kb, folder)
+    return folder

@@ -1,0 +1,81 @@
+"""Hugging Face interop: exported lab models load with AutoModelForCausalLM and give our logits;
+our MoE block reproduces transformers' Qwen3-MoE block given its weights."""
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from moelab.cli import app
+from moelab.config import ModelConfig, MoEConfig, RunConfig, validate
+from moelab.models.moe import MoE
+from moelab.run import execute, load_run
+from tests.conftest import small_config
+
+transformers = pytest.importorskip("transformers")
+
+CASES = {
+    "dense": {},
+    "moe-top1": dict(n_experts=4, top_k=1, expert_width=32),
+    "moe-top2-dense-first": dict(n_experts=4, top_k=2, renormalize=True, expert_width=16, first_dense_layers=1),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_exported_model_loads_and_matches_logits(case, tmp_path):
+    cfg = small_config(**CASES[case])
+    cfg.model.qk_norm = True
+    cfg.model.n_layers = 3
+    cfg.model.tie_embeddings = case != "dense"  # both tied and untied heads
+    cfg.train.exposures = 3
+    execute(validate(cfg), tmp_path / "run")
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--hf", str(tmp_path / "hf")])
+    assert result.exit_code == 0, result.output
+
+    _, kb, model = load_run(tmp_path / "run")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    tokens = kb.probes()["value"].tokens[:64]
+    with torch.no_grad():
+        ours, _ = model(tokens)
+        theirs = hf(tokens).logits
+    torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    text = " ".join(kb.vocab.decode(tokens[0].tolist()))
+    assert tokenizer(text, add_special_tokens=False)["input_ids"] == tokens[0].tolist()
+
+
+def test_models_qwen3_cannot_express_are_refused_with_the_field(tmp_path):
+    cfg = small_config()  # qk_norm false
+    cfg.train.exposures = 1
+    execute(cfg, tmp_path / "run")
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--hf", str(tmp_path / "hf")])
+    assert result.exit_code == 2 and "model.qk_norm" in result.output
+
+
+@pytest.mark.parametrize("implementation", ["grouped_mm", "eager"])
+@pytest.mark.parametrize("top_k, renormalize", [(1, False), (2, True), (4, False)])
+def test_our_block_reproduces_transformers_block(implementation, top_k, renormalize):
+    from transformers import Qwen3MoeConfig
+    from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeSparseMoeBlock
+
+    d, f, E = 32, 24, 8
+    config = Qwen3MoeConfig(hidden_size=d, moe_intermediate_size=f, num_experts=E, num_experts_per_tok=top_k,
+                            norm_topk_prob=renormalize, hidden_act="silu")
+    config._experts_implementation = implementation
+    torch.manual_seed(0)
+    theirs = Qwen3MoeSparseMoeBlock(config)
+    for p in theirs.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    ours = MoE(validate(RunConfig(model=ModelConfig(d_model=d, n_heads=2, d_ff=f, mlp="swiglu", moe=MoEConfig(
+        n_experts=E, top_k=top_k, expert_width=f, renormalize=renormalize)))).model)
+    with torch.no_grad():
+        ours.router.gate.weight.copy_(theirs.gate.weight)
+        gate, up = theirs.experts.gate_up_proj.chunk(2, dim=1)  # [E, f, d] each
+        ours.experts.w_in.copy_(gate.transpose(1, 2))
+        ours.experts.w_up.copy_(up.transpose(1, 2))
+        ours.experts.w_out.copy_(theirs.experts.down_proj.transpose(1, 2))
+    x = torch.randn(3, 11, d)
+    with torch.no_grad():
+        expected = theirs(x)
+        got, _ = ours(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
