@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from moelab.config import ModelConfig, MoEConfig, validate, RunConfig
-from moelab.models.moe import MoE, Router, activation, balancing_loss
+from moelab.models.moe import DISPATCH_PATHS, MoE, Router, activation, balancing_loss, choose_dispatch
 
 
 def make_moe(seed=0, **moe) -> MoE:
@@ -44,13 +44,13 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("grouped_mm", [True, False], ids=["grouped_mm", "loop"])
+@pytest.mark.parametrize("path", DISPATCH_PATHS)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"E{c['n_experts']}k{c['top_k']}")
-def test_sorted_dispatch_matches_naive_reference_forward_and_gradients(case, grouped_mm):
-    if grouped_mm and not hasattr(torch.nn.functional, "grouped_mm"):
+def test_sorted_dispatch_matches_naive_reference_forward_and_gradients(case, path):
+    if path == "grouped_mm" and not hasattr(torch.nn.functional, "grouped_mm"):
         pytest.skip("this PyTorch has no grouped_mm")
     layer = make_moe(**dict(case))
-    layer.experts.use_grouped_mm = grouped_mm
+    layer.dispatch = path
     x = torch.randn(3, 7, 24, requires_grad=True)
     weights = torch.randn(3, 7, 24)  # a real loss: non-uniform incoming gradient
 
@@ -143,3 +143,22 @@ def test_diagnostics_report_dead_experts_and_violation():
     assert d["dead_experts"] == 2
     assert d["max_violation"] == pytest.approx(6 / 2 - 1)
     assert d["load"] == [0.75, 0.25, 0.0, 0.0]
+
+
+def test_dispatch_defaults_to_grouped_gemm_where_pytorch_has_it():
+    expected = "grouped_mm" if hasattr(torch.nn.functional, "grouped_mm") else "padded"
+    assert choose_dispatch() == expected
+
+
+def test_empty_experts_are_handled_by_every_path():
+    layer = make_moe(n_experts=16, top_k=1)
+    with torch.no_grad():
+        layer.router.gate.weight.zero_()
+        layer.router.gate.weight[3] = 1.0  # most tokens to expert 3, many experts empty
+    x = torch.randn(2, 9, 24)
+    outputs = []
+    for path in DISPATCH_PATHS:
+        layer.dispatch = path
+        outputs.append(layer(x)[0])
+    for out in outputs[1:]:
+        torch.testing.assert_close(out, outputs[0], rtol=1e-5, atol=1e-6)

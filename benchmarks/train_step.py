@@ -1,0 +1,91 @@
+"""Full training steps (forward, backward, AdamW) of the lab's tiny presets and of a ladder of
+expert counts at a fixed active size, timed side by side in one process, interleaved.
+
+Prints per model the median step time split into forward+backward and optimizer, and the ratios
+to the E=8 model and to the dense model. At fixed active size the forward and backward work stays
+flat as experts multiply, but the optimizer touches every expert's weights, gradients and Adam
+moments each step, which grows with total parameters: the split shows which dominates.
+
+    python benchmarks/train_step.py                        # the tiny presets' shape, batch 32
+    python benchmarks/train_step.py --d-model 256 --expert-width 128 --batch 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from moelab.config import DataConfig, ModelConfig, MoEConfig, TrainConfig, validate, RunConfig
+from moelab.knowledge import build_knowledge_base
+from moelab.models import Transformer, count_params
+from moelab.training import make_optimizer
+
+
+def make(d_model: int, width: int, n_experts: int, vocab: int) -> Transformer:
+    moe = MoEConfig(n_experts=n_experts, top_k=1, expert_width=width, aux_loss_weight=0.01) if n_experts else MoEConfig()
+    cfg = validate(RunConfig(model=ModelConfig(d_model=d_model, n_layers=2, n_heads=4, d_ff=width, mlp="swiglu",
+                                               moe=moe))).model
+    torch.manual_seed(0)
+    return Transformer(cfg, vocab)
+
+
+def timed_step(model, optimizer, inputs, targets) -> tuple[float, float]:
+    start = time.perf_counter()
+    logits, aux = model(inputs)
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten()) + aux
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    middle = time.perf_counter()
+    optimizer.step()
+    model.after_optimizer_step()
+    return middle - start, time.perf_counter() - middle
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--d-model", type=int, default=40)
+    parser.add_argument("--expert-width", type=int, default=104)
+    parser.add_argument("--batch", type=int, default=32, help="paragraphs per step")
+    parser.add_argument("--experts", default="0,8,16,32,64,128,256")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    kb = build_knowledge_base(DataConfig())
+    rng = np.random.default_rng(0)
+    batches = [kb.training_batch(rng.integers(0, kb.n_people, args.batch), rng) for _ in range(args.steps)]
+    ladder = [int(e) for e in args.experts.split(",")]
+    models = {e: make(args.d_model, args.expert_width, e, len(kb.vocab)) for e in ladder}
+    optimizers = {e: make_optimizer(m, TrainConfig(), torch.device("cpu")) for e, m in models.items()}
+    times = {e: ([], []) for e in ladder}
+    for e in ladder:  # warm-up
+        timed_step(models[e], optimizers[e], batches[0].inputs, batches[0].targets)
+    for batch in batches:
+        for e in ladder:
+            compute, update = timed_step(models[e], optimizers[e], batch.inputs, batch.targets)
+            times[e][0].append(compute)
+            times[e][1].append(update)
+
+    tokens = batches[0].inputs.numel()
+    print(f"d_model {args.d_model}, expert width {args.expert_width}, top-1, {tokens} tokens/step, "
+          f"{args.threads} thread(s), median of {args.steps} interleaved steps")
+    print(f"{'E':>4} {'P_total':>10} {'P_active':>9} | {'fwd+bwd ms':>10} {'optim ms':>9} {'step ms':>8} | "
+          f"{'vs E=8':>7} {'vs dense':>8}")
+    step = {e: statistics.median(c) + statistics.median(u) for e, (c, u) in times.items()}
+    for e in ladder:
+        c = count_params(models[e].cfg, len(kb.vocab))
+        compute, update = (statistics.median(t) for t in times[e])
+        vs8 = f"{step[e] / step[8]:>7.2f}" if 8 in step else f"{'-':>7}"
+        vs_dense = f"{step[e] / step[0]:>8.2f}" if 0 in step else f"{'-':>8}"
+        print(f"{e:>4} {c.total:>10,} {c.active:>9,} | {1e3 * compute:>10.2f} {1e3 * update:>9.2f} "
+              f"{1e3 * step[e]:>8.2f} | {vs8} {vs_dense}")
+
+
+if __name__ == "__main__":
+    main()
