@@ -126,8 +126,9 @@ def test_switch_loss_is_one_at_perfect_balance_and_z_loss_matches_definition():
     logits = torch.zeros(8, 4)
     from moelab.models.moe import Routing
 
-    routing = Routing(scores=logits.softmax(-1), logits=logits,
-                      experts=torch.arange(8).remainder(4)[:, None], gates=torch.full((8, 1), 0.25))
+    experts = torch.arange(8).remainder(4)[:, None]
+    routing = Routing(scores=logits.softmax(-1), logits=logits, experts=experts, gates=torch.full((8, 1), 0.25),
+                      counts=torch.bincount(experts.flatten(), minlength=4))
     assert balancing_loss(routing, cfg).item() == pytest.approx(1.0)
     z_cfg = MoEConfig(n_experts=4, top_k=1, z_loss_weight=1.0, expert_width=4)
     logits = torch.randn(8, 4)

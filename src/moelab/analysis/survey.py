@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -390,10 +389,7 @@ def survey(rows: list[ModelRow], benchmarks: list[str] | None = None, n_boot: in
 
 def benchmark_groups(rows: list[ModelRow]) -> dict[str, int]:
     """Open weights groups with an accuracy, per benchmark (what each fit can use)."""
-    counts: dict[str, int] = defaultdict(int)
-    for benchmark in BENCHMARKS:
-        counts[benchmark] = len(fit_points(rows, benchmark, by_reasoning=False))
-    return dict(counts)
+    return {benchmark: len(fit_points(rows, benchmark, by_reasoning=False)) for benchmark in BENCHMARKS}
 
 
 def estimate_rows(results: list[BenchmarkSurvey], rows: list[ModelRow]) -> list[SizeEstimate]:

@@ -32,12 +32,14 @@ def activation(mlp: str, x: torch.Tensor, up: torch.Tensor | None = None) -> tor
 
 @dataclass
 class Routing:
-    """scores [T, E] (softmax or sigmoid), logits [T, E], experts [T, k] int64, gates [T, k]."""
+    """scores [T, E] (softmax or sigmoid), logits [T, E], experts [T, k] int64, gates [T, k],
+    counts [E] int64 (assignments per expert)."""
 
     scores: torch.Tensor
     logits: torch.Tensor
     experts: torch.Tensor
     gates: torch.Tensor
+    counts: torch.Tensor
 
 
 class Router(nn.Module):
@@ -63,12 +65,13 @@ class Router(nn.Module):
         gates = scores.gather(1, experts)
         if self.cfg.renormalize:
             gates = gates / gates.sum(-1, keepdim=True)
+        counts = torch.bincount(experts.flatten(), minlength=self.cfg.n_experts)
         with torch.no_grad():
-            self.load += torch.bincount(experts.flatten(), minlength=self.cfg.n_experts)
+            self.load += counts
             p = scores / scores.sum(-1, keepdim=True)
             self.entropy_sum += -(p * p.clamp_min(1e-12).log()).sum()
             self.tokens_seen += x.shape[0]
-        return Routing(scores=scores, logits=logits, experts=experts, gates=gates.to(x.dtype))
+        return Routing(scores=scores, logits=logits, experts=experts, gates=gates.to(x.dtype), counts=counts)
 
     @torch.no_grad()
     def update_bias(self) -> None:
@@ -99,7 +102,7 @@ def balancing_loss(routing: Routing, cfg: MoEConfig) -> torch.Tensor:
     loss = routing.scores.new_zeros(())
     if cfg.aux_loss_weight:
         E = cfg.n_experts
-        f = torch.bincount(routing.experts.flatten(), minlength=E).float() / routing.experts.numel()
+        f = routing.counts.float() / routing.experts.numel()
         P = (routing.scores / routing.scores.sum(-1, keepdim=True)).mean(0)
         loss = loss + cfg.aux_loss_weight * E * (f * P).sum()
     if cfg.z_loss_weight:
@@ -200,10 +203,9 @@ class MoE(nn.Module):
         routing = self.router(flat)
         pairs = routing.experts.flatten()  # [T*k]; pair p is token p // k's (p % k)-th choice
         order = pairs.argsort(stable=True)  # pairs grouped by expert
-        counts = torch.bincount(pairs, minlength=self.cfg.n_experts)
         path = self.dispatch or choose_dispatch()
         # index_select, not fancy indexing: its backward is an index_add, not a slow index_put
-        y_sorted = self.experts(flat.index_select(0, order // k), counts, path)
+        y_sorted = self.experts(flat.index_select(0, order // k), routing.counts, path)
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(order.numel(), device=order.device)
         y_pairs = y_sorted.index_select(0, inverse).view(T, k, -1)  # back in token order
