@@ -36,7 +36,7 @@ def hf_block(layer: MoE, implementation: str):
     from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeSparseMoeBlock
 
     e = layer.experts
-    E, d, f = e.w_in.shape
+    E, f, d = e.w_out.shape
     config = Qwen3MoeConfig(hidden_size=d, moe_intermediate_size=f, num_experts=E,
                             num_experts_per_tok=layer.cfg.top_k, norm_topk_prob=layer.cfg.renormalize,
                             hidden_act="silu")
@@ -44,7 +44,7 @@ def hf_block(layer: MoE, implementation: str):
     block = Qwen3MoeSparseMoeBlock(config)
     with torch.no_grad():
         block.gate.weight.copy_(layer.router.gate.weight)
-        block.experts.gate_up_proj.copy_(torch.cat([e.w_in, e.w_up], dim=2).transpose(1, 2))
+        block.experts.gate_up_proj.copy_(e.w_in.transpose(1, 2))
         block.experts.down_proj.copy_(e.w_out.transpose(1, 2))
     return block
 

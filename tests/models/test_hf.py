@@ -70,9 +70,7 @@ def test_our_block_reproduces_transformers_block(implementation, top_k, renormal
         n_experts=E, top_k=top_k, expert_width=f, renormalize=renormalize)))).model)
     with torch.no_grad():
         ours.router.gate.weight.copy_(theirs.gate.weight)
-        gate, up = theirs.experts.gate_up_proj.chunk(2, dim=1)  # [E, f, d] each
-        ours.experts.w_in.copy_(gate.transpose(1, 2))
-        ours.experts.w_up.copy_(up.transpose(1, 2))
+        ours.experts.w_in.copy_(theirs.experts.gate_up_proj.transpose(1, 2))  # [E, 2f, d] -> [E, d, 2f]
         ours.experts.w_out.copy_(theirs.experts.down_proj.transpose(1, 2))
     x = torch.randn(3, 11, d)
     with torch.no_grad():

@@ -28,8 +28,9 @@ def naive_moe(layer: MoE, x: torch.Tensor) -> torch.Tensor:
         routing = layer.router(token)
         y = torch.zeros_like(token)
         for e, g in zip(routing.experts[0].tolist(), routing.gates[0]):
-            up = token @ ex.w_up[e] if ex.w_up is not None else None
-            y = y + g * (activation(ex.mlp, token @ ex.w_in[e], up) @ ex.w_out[e])
+            h = token @ ex.w_in[e]
+            hidden = activation(ex.mlp, *h.chunk(2, dim=-1)) if ex.mlp == "swiglu" else activation(ex.mlp, h)
+            y = y + g * (hidden @ ex.w_out[e])
         if layer.shared is not None:
             y = y + layer.shared(token)
         rows.append(y)

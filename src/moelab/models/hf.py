@@ -72,8 +72,8 @@ def hf_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
         ffn = block.ffn
         if hasattr(ffn, "router"):
             out[p + "mlp.gate.weight"] = ffn.router.gate.weight
-            e = ffn.experts  # ours: w_in, w_up [E, d, f], w_out [E, f, d]; theirs: [E, 2f, d], [E, d, f]
-            out[p + "mlp.experts.gate_up_proj"] = torch.cat([e.w_in, e.w_up], dim=2).transpose(1, 2)
+            e = ffn.experts  # ours: w_in [E, d, 2f] (gate | up), w_out [E, f, d]; theirs: [E, 2f, d], [E, d, f]
+            out[p + "mlp.experts.gate_up_proj"] = e.w_in.transpose(1, 2)
             out[p + "mlp.experts.down_proj"] = e.w_out.transpose(1, 2)
         else:
             for name in ("gate_proj", "up_proj", "down_proj"):

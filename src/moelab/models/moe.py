@@ -125,29 +125,31 @@ def choose_dispatch() -> str:
 
 
 class Experts(nn.Module):
-    """E stacked expert MLPs: w_in [E, d, h] (and w_up [E, d, h] for SwiGLU), w_out [E, h, d].
+    """E stacked expert MLPs: w_in [E, d, 2h] for SwiGLU (gate and up side by side, as
+    transformers' gate_up_proj, so one GEMM computes both) or [E, d, h] for GELU; w_out [E, h, d].
 
     `forward(x_sorted [N, d], counts [E], path)` applies expert e to its contiguous block of rows.
     Paths (identical results, tested against a naive reference):
       grouped_mm  F.grouped_mm over the ragged blocks
-      padded      scatter rows into [E, capacity, d] buffers (capacity = the largest block), two or
-                  three torch.bmm calls, gather back; padding rows are zero and get zero gradient
+      padded      scatter rows into [E, capacity, d] buffers (capacity = the largest block), two
+                  torch.bmm calls, gather back; padding rows are zero and get zero gradient
       loop        one matmul per expert
     """
 
     def __init__(self, d_model: int, width: int, n_experts: int, mlp: str):
         super().__init__()
         self.mlp = mlp
-        self.w_in = nn.Parameter(torch.empty(n_experts, d_model, width))
-        self.w_up = nn.Parameter(torch.empty(n_experts, d_model, width)) if mlp == "swiglu" else None
+        self.w_in = nn.Parameter(torch.empty(n_experts, d_model, (2 if mlp == "swiglu" else 1) * width))
         self.w_out = nn.Parameter(torch.empty(n_experts, width, d_model))
+
+    def act(self, h: torch.Tensor) -> torch.Tensor:
+        """The hidden activation from the input projection: SiLU(gate) * up, or GELU."""
+        return activation(self.mlp, *h.chunk(2, dim=-1)) if self.mlp == "swiglu" else activation(self.mlp, h)
 
     def forward(self, x: torch.Tensor, counts: torch.Tensor, path: str) -> torch.Tensor:
         if path == "grouped_mm":
             offsets = counts.cumsum(0).to(torch.int32)
-            up = F.grouped_mm(x, self.w_up, offs=offsets) if self.w_up is not None else None
-            hidden = activation(self.mlp, F.grouped_mm(x, self.w_in, offs=offsets), up)
-            return F.grouped_mm(hidden, self.w_out, offs=offsets)
+            return F.grouped_mm(self.act(F.grouped_mm(x, self.w_in, offs=offsets)), self.w_out, offs=offsets)
         if path == "padded":
             n_experts, rows = counts.numel(), x.shape[0]
             capacity = int(counts.max())
@@ -156,16 +158,11 @@ class Experts(nn.Module):
             slot = expert * capacity + torch.arange(rows, device=x.device) - starts[expert]
             buffer = x.new_zeros(n_experts * capacity, x.shape[1]).index_copy(0, slot, x)
             buffer = buffer.view(n_experts, capacity, -1)
-            up = torch.bmm(buffer, self.w_up) if self.w_up is not None else None
-            out = torch.bmm(activation(self.mlp, torch.bmm(buffer, self.w_in), up), self.w_out)
+            out = torch.bmm(self.act(torch.bmm(buffer, self.w_in)), self.w_out)
             return out.view(n_experts * capacity, -1).index_select(0, slot)
         # unbind once: indexing w[e] per expert would give each expert a full-size gradient (O(E^2))
         w_in, w_out = self.w_in.unbind(0), self.w_out.unbind(0)
-        w_up = self.w_up.unbind(0) if self.w_up is not None else None
-        outputs = []
-        for e, rows in enumerate(x.split(counts.tolist())):
-            up = rows @ w_up[e] if w_up is not None else None
-            outputs.append(activation(self.mlp, rows @ w_in[e], up) @ w_out[e])
+        outputs = [self.act(rows @ w_in[e]) @ w_out[e] for e, rows in enumerate(x.split(counts.tolist()))]
         return torch.cat(outputs)
 
 
