@@ -32,6 +32,12 @@ class Estimate:
     def __str__(self) -> str:
         return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
+    def pow10(self) -> Estimate:
+        """From log10 scale back to counts; an unbounded side becomes 0 or +inf, no point nan."""
+        return Estimate(10**self.value if math.isfinite(self.value) else math.nan,
+                        10**self.low if math.isfinite(self.low) else 0.0,
+                        10**self.high if math.isfinite(self.high) else math.inf, self.level)
+
 
 def _as_arrays(*columns) -> list[np.ndarray]:
     arrays = [np.asarray(c, dtype=float) for c in columns]
@@ -155,10 +161,7 @@ class LogLinearFit(LinearFit):
 
     def inverse(self, y0: float, level: float = 0.8) -> Estimate:
         """The x at which the fit predicts y0, with the calibration interval (on x, not log10 x)."""
-        u = super().inverse(y0, 0, (), level)
-        return Estimate(10**u.value if math.isfinite(u.value) else math.nan,
-                        10**u.low if math.isfinite(u.low) else 0.0,
-                        10**u.high if math.isfinite(u.high) else math.inf, level)
+        return super().inverse(y0, 0, (), level).pow10()
 
 
 def bootstrap(statistic, columns: list[np.ndarray], n_boot: int = 2000, level: float = 0.95,

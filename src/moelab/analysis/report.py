@@ -104,10 +104,7 @@ def headline_figure(records: list[dict]) -> bytes:
     axes[0, 1].legend(fontsize=7, loc="lower right")
     fig.suptitle("Knowledge follows total or active parameters?", fontsize=13)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+    return _png(fig, dpi=110)
 
 
 def attribution(records: list[dict]) -> dict[str, Estimate]:
@@ -123,6 +120,23 @@ def attribution(records: list[dict]) -> dict[str, Estimate]:
         out["partial r(bits, P_total | P_active)"] = partial_correlation(total, bits, active)
         out["partial r(bits, P_active | P_total)"] = partial_correlation(active, bits, total)
     return out
+
+
+def _png(fig, dpi: int) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _page(title: str, parts: list[str]) -> str:
+    return (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
 
 
 def _cell(value) -> str:
@@ -167,7 +181,7 @@ def write_report(rows: list[dict], folder: str | Path, title: str, description: 
     if len(done) >= 2:
         png = headline_figure(records)
         atomic_write(folder / "headline.png", lambda tmp: Path(tmp).write_bytes(png))
-        parts.append(f'<img alt="headline figure" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+        parts.append(_img(png, "headline figure"))
     stats = attribution(records)
     if stats:
         parts.append("<h2>Which parameter count explains the knowledge stored?</h2>")
@@ -195,9 +209,7 @@ def write_report(rows: list[dict], folder: str | Path, title: str, description: 
     if provenance:
         parts.append("<h2>Provenance</h2>")
         parts.append(_table(["git commit", "torch", "device"], [list(p) for p in provenance]))
-    page = (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
-    atomic_write_text(folder / "report.html", page)
+    atomic_write_text(folder / "report.html", _page(title, parts))
     return folder / "report.html"
 
 
@@ -253,10 +265,7 @@ def survey_figure(b, rows) -> bytes:
     axes[0].legend(fontsize=7, loc="upper left")
     fig.suptitle(f"{b.benchmark}: accuracy against total and active parameters", fontsize=12)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
+    return _png(fig, dpi=100)
 
 
 def write_survey_report(results, rows, folder: str | Path) -> Path:
@@ -275,7 +284,7 @@ def write_survey_report(results, rows, folder: str | Path) -> Path:
         name = "".join(c if c.isalnum() else "_" for c in b.benchmark) + ".png"
         atomic_write(folder / name, lambda tmp, data=png: Path(tmp).write_bytes(data))
         parts.append(f"<h2>{html.escape(b.benchmark)}</h2>")
-        parts.append(f'<img alt="{html.escape(b.benchmark)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+        parts.append(_img(png, b.benchmark))
         parts.append(_table(["models", "groups", "r(total)", "low", "high", "r(active)", "low", "high",
                              "partial r(total|active)", "low", "high", "gamma", "low", "high"],
                             [[a.subset, a.n_groups, *fmt(a.r_total), *fmt(a.r_active), *fmt(a.partial_total),
@@ -289,7 +298,5 @@ def write_survey_report(results, rows, folder: str | Path) -> Path:
                                 [[e.model, e.variant.split(";")[0], e.accuracy_pct, e.estimate_b, e.low_b,
                                   e.high_b, e.extrapolation_decades]
                                  for e in sorted(b.estimates, key=lambda e: -e.accuracy_pct)]))
-    page = (f"<!doctype html><html><head><meta charset=utf-8><title>moelab survey</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
-    atomic_write_text(folder / "report.html", page)
+    atomic_write_text(folder / "report.html", _page("moelab survey", parts))
     return folder / "report.html"

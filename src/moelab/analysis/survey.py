@@ -230,10 +230,7 @@ class SizeModel:
     def estimate(self, accuracy_pct: float, reasoning: bool, level: float = LEVEL) -> Estimate:
         """Total parameters (billions) at this accuracy, with the calibration interval."""
         others = [float(reasoning)] if self.covariate else []
-        u = self.fit_.inverse(float(to_scale(accuracy_pct, self.scale)), 0, others, level)
-        return Estimate(10**u.value if math.isfinite(u.value) else math.nan,
-                        10**u.low if math.isfinite(u.low) else 0.0,
-                        10**u.high if math.isfinite(u.high) else math.inf, level)
+        return self.fit_.inverse(float(to_scale(accuracy_pct, self.scale)), 0, others, level).pow10()
 
     def extrapolation(self, estimate_b: float) -> float:
         """Decades outside the totals the fit saw (0 inside, nan if no estimate)."""
@@ -306,14 +303,15 @@ def attribute(points: list[Point], subset: str, n_boot: int = 2000) -> Attributi
     if len(points) < MIN_GROUPS:
         return out
     acc = np.array([p.accuracy_pct for p in points])
-    u_total = np.log10([p.total_b for p in points])
-    u_active = np.log10([p.active_b for p in points])
+    total = np.array([p.total_b for p in points])
+    active = np.array([p.active_b for p in points])
+    u_total, u_active = np.log10(total), np.log10(active)
     out.r_total, out.r_active = pearson(u_total, acc, n_boot), pearson(u_active, acc, n_boot)
     out.spearman_total, out.spearman_active = spearman(u_total, acc, n_boot), spearman(u_active, acc, n_boot)
     if np.ptp(u_total - u_active) > 0:  # total and active not identical (some MoE models)
         out.partial_total = partial_correlation(u_total, acc, u_active, n_boot)
         out.partial_active = partial_correlation(u_active, acc, u_total, n_boot)
-        out.gamma = total_share(10**u_total, 10**u_active, acc, n_boot)
+        out.gamma = total_share(total, active, acc, n_boot)
     return out
 
 
