@@ -37,3 +37,36 @@ def test_unknown_preset_and_preset_list():
     assert runner.invoke(app, ["train", "--preset", "nope"]).exit_code == 2
     listed = runner.invoke(app, ["train", "--list-presets"])
     assert "tiny-dense" in listed.output and "tiny-moe" in listed.output
+
+
+def test_probe_a_lab_run_on_its_knowledge_base(trained_run, tmp_path):
+    _, run_dir, metrics = trained_run
+    out, survey_csv = tmp_path / "probe", tmp_path / "survey.csv"
+    result = runner.invoke(app, ["probe", f"lab:{run_dir}", f"kb:{run_dir}", "--out", str(out),
+                                 "--context-lengths", "0,30", "--depths", "0,1", "--survey-row", str(survey_csv),
+                                 "--developer", "moelab", "--save-task", str(tmp_path / "task.jsonl")])
+    assert result.exit_code == 0, result.output
+    probed = json.loads((out / "metrics.json").read_text())
+    for key in ("n", "correct", "incorrect", "partial", "not_attempted", "accuracy", "omniscience_index",
+                "hallucination_rate", "f_score", "output_tokens_per_question"):
+        assert key in probed
+    assert abs(probed["answerable"]["accuracy"] - metrics["accuracy"]) < 1e-6
+    assert (out / "report.html").exists() and (out / "context_rot.png").exists()
+    assert "Omniscience Index" in result.output and "moelab-probe" in survey_csv.read_text()
+
+    # The saved task, probed from the file, gives the same closed-book grades.
+    again = runner.invoke(app, ["probe", f"lab:{run_dir}", str(tmp_path / "task.jsonl"), "--out", str(tmp_path / "p2")])
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "p2" / "metrics.json").read_text())["correct"] == probed["correct"]
+
+
+def test_probe_reports_bad_task_lines_and_bad_models(trained_run, tmp_path):
+    _, run_dir, _ = trained_run
+    (tmp_path / "t.jsonl").write_text('{"id": "a", "question": "q", "answer": "x"}\n{"id": "b"}\n')
+    result = runner.invoke(app, ["probe", f"lab:{run_dir}", str(tmp_path / "t.jsonl")])
+    assert result.exit_code == 2 and "line 2:" in result.output and "Traceback" not in result.output
+    (tmp_path / "good.jsonl").write_text('{"id": "a", "question": "q", "answer": "x"}\n')
+    result = runner.invoke(app, ["probe", "gpt:foo", str(tmp_path / "good.jsonl")])
+    assert result.exit_code == 2 and "lab:RUN_DIR" in result.output
+    result = runner.invoke(app, ["probe", f"lab:{run_dir}", f"kb:{run_dir}", "--depths", "2"])
+    assert result.exit_code == 2 and "--depths" in result.output

@@ -432,3 +432,149 @@ def export(
     except MoelabError as err:
         fail(str(err))
     console.print(f"wrote {folder} (load with transformers.AutoModelForCausalLM.from_pretrained)")
+
+
+def _numbers(text: str, kind, option: str) -> tuple:
+    try:
+        return tuple(kind(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise MoelabError(f"{option} {text!r}: expected comma-separated numbers") from None
+
+
+def load_probe_task(task: str, people: int | None, invented: int | None, seed: int, distractors: Path | None):
+    """A JSONL task file, or kb:RUN_DIR (questions about that run's knowledge base)."""
+    from moelab.probe.tasks import knowledge_task, read_task
+
+    if task.startswith("kb:"):
+        from moelab.config import load_config
+        from moelab.knowledge import build_knowledge_base
+
+        run_dir = Path(task[3:])
+        if not (run_dir / "config.toml").exists():
+            raise MoelabError(f"{task}: no config.toml in {run_dir}; give a lab run folder")
+        kb = build_knowledge_base(load_config(run_dir / "config.toml").data)
+        result = knowledge_task(kb, people, invented, seed, name=f"kb-{run_dir.name}")
+    else:
+        result = read_task(task)
+        result.distractors = [q.needle for q in result.questions if q.needle]
+    if distractors is not None:
+        try:
+            text = distractors.read_text()
+        except FileNotFoundError:
+            raise MoelabError(f"--distractors {distractors}: no such file") from None
+        result.distractors = [p.strip() for p in text.split("\n\n") if p.strip()]
+    return result
+
+
+@app.command()
+def probe(
+    model: Annotated[str, typer.Argument(help="lab:RUN_DIR, hf:MODEL_DIR or openai:BASE_URL")],
+    task: Annotated[str, typer.Argument(help="a task JSONL file, or kb:RUN_DIR to ask about that run's knowledge base")],
+    out: Annotated[Path | None, typer.Option(help="results folder (default runs/probe-MODEL-TASK)")] = None,
+    context_lengths: Annotated[str, typer.Option(help="prompt lengths in words, e.g. 0,256,1024 (0 = question alone)")] = "0",
+    depths: Annotated[str, typer.Option(help="needle depths in padded prompts, 0 = start, 1 = end")] = "0,0.5,1",
+    distractors: Annotated[Path | None, typer.Option(help="padding text: paragraphs separated by blank lines")] = None,
+    judge: Annotated[str | None, typer.Option(help="grade with an LLM judge on this backend (e.g. openai:URL)")] = None,
+    judge_model_name: Annotated[str | None, typer.Option(help="the judge's model name on its server")] = None,
+    max_tokens: Annotated[int, typer.Option(help="output budget for questions that set none")] = 64,
+    model_name: Annotated[str | None, typer.Option(help="openai: the model name (default: the server's only one)")] = None,
+    api: Annotated[str, typer.Option(help="openai: 'chat' or 'completions'")] = "chat",
+    api_key_env: Annotated[str, typer.Option(help="openai: environment variable holding the API key")] = "OPENAI_API_KEY",
+    concurrency: Annotated[int, typer.Option(help="openai: requests in flight")] = 4,
+    timeout: Annotated[float, typer.Option(help="openai: seconds per request")] = 120.0,
+    server_stop: Annotated[bool, typer.Option("--server-stop", help="openai: also send stop strings to the server")] = False,
+    device: Annotated[str, typer.Option(help="lab and hf: torch device")] = "cpu",
+    people: Annotated[int | None, typer.Option(help="kb tasks: people asked about (default all)")] = None,
+    invented: Annotated[int | None, typer.Option(help="kb tasks: invented people (default a tenth as many)")] = None,
+    seed: Annotated[int, typer.Option(help="sampling of people and of padding passages")] = 0,
+    save_task: Annotated[Path | None, typer.Option(help="also write the task as JSONL here")] = None,
+    survey_row: Annotated[Path | None, typer.Option(help="append the result as a row of this survey CSV")] = None,
+    survey_model: Annotated[str | None, typer.Option(help="model name in the survey row")] = None,
+    developer: Annotated[str, typer.Option(help="developer in the survey row")] = "unknown",
+) -> None:
+    """Score a model on factual questions: correct / incorrect / partial / not attempted, the
+    Omniscience Index, hallucination rate, F-score, output tokens, and accuracy as the prompt grows."""
+    from moelab.analysis.report import write_probe_report
+    from moelab.probe.backends import make_backend
+    from moelab.probe.runner import ProbeSettings, append_survey_row, read_samples, run_probe
+    from moelab.probe.runner import survey_row as make_survey_row
+    from moelab.probe.tasks import write_task
+
+    try:
+        settings = ProbeSettings(_numbers(context_lengths, int, "--context-lengths"),
+                                 _numbers(depths, float, "--depths"), max_tokens, seed)
+        questions = load_probe_task(task, people, invented, seed, distractors)
+        if save_task is not None:
+            write_task(questions, save_task)
+        backend = make_backend(model, device, model_name, api, api_key_env, concurrency, timeout, server_stop)
+        grader = make_backend(judge, device, judge_model_name, "chat", api_key_env, concurrency, timeout) if judge else None
+        label = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(backend.describe()["model"]))
+        out = out or Path("runs") / f"probe-{label}-{questions.name}"
+        console.print(f"probe [bold]{backend.spec}[/] on {questions.name} ({len(questions.questions)} questions) "
+                      f"-> {out}", highlight=False)
+        with Progress(TextColumn("[bold]answers"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=Console(stderr=True)) as progress:
+            bar = progress.add_task("answers", total=None)
+
+            def advance(n: int, total: int) -> None:
+                progress.update(bar, total=total, advance=n)
+
+            metrics = run_probe(backend, questions, out, settings, grader, on_progress=advance)
+        report = write_probe_report(metrics, read_samples(out / "samples.jsonl"), out)
+        if survey_row is not None:
+            append_survey_row(survey_row, make_survey_row(metrics, survey_model, developer))
+    except MoelabError as err:
+        fail(str(err))
+    except KeyboardInterrupt:
+        Console(stderr=True).print(f"interrupted: answers so far are kept in {out}; rerun the same command "
+                                   "to finish", highlight=False)
+        raise typer.Exit(130) from None
+    console.print(probe_table(metrics))
+    if len({r["context_words"] for r in metrics["context_rot"]}) > 1:
+        console.print(context_rot_table(metrics["context_rot"]))
+    console.print(f"report: {report}  (samples: {out / 'samples.jsonl'}, metrics: {out / 'metrics.json'})")
+    if survey_row is not None:
+        console.print(f"survey row appended to {survey_row}")
+
+
+def _rate(m: dict, key: str, scale: float = 100.0, unit: str = "%") -> str:
+    value, interval = m.get(key), m.get(f"{key}_interval")
+    if value is None:
+        return "n/a"
+    text = f"{value * scale:.1f}{unit}"
+    if interval and None not in interval:
+        text += f"  [{interval[0] * scale:.1f}, {interval[1] * scale:.1f}]"
+    return text
+
+
+def probe_table(m: dict) -> Table:
+    table = Table(title=f"{m['model']} on {m['task']}: {m['n']} questions (95% intervals)",
+                  show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    rows = [
+        ("correct / incorrect / partial / not attempted",
+         f"{m['correct']} / {m['incorrect']} / {m['partial']} / {m['not_attempted']}"),
+        ("accuracy", _rate(m, "accuracy")),
+        ("Omniscience Index", _rate(m, "omniscience_index", 1.0, "")),
+        ("hallucination rate", _rate(m, "hallucination_rate")),
+        ("accuracy given attempted", _rate(m, "accuracy_given_attempted")),
+        ("F-score", _rate(m, "f_score")),
+        ("output tokens per question", f"{m['output_tokens_per_question']:.1f}"),
+        ("grader", f"{m['grader']} ({m['judge_parse_failures']} unparsed), {m['errors']} backend errors"),
+    ]
+    if m.get("unanswerable"):
+        rows.insert(2, ("abstained on invented questions", _rate(m["unanswerable"], "accuracy")))
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def context_rot_table(rot: list[dict]) -> Table:
+    table = Table(title="accuracy as the prompt grows", title_justify="left")
+    for name in ("context (words)", "needle depth", "n", "accuracy", "ratio to shortest"):
+        table.add_column(name, justify="right")
+    for r in rot:
+        table.add_row(str(r["context_words"]), "none" if r["depth"] is None else f"{r['depth']:g}", str(r["n"]),
+                      _rate(r, "accuracy"), "n/a" if r["ratio_to_shortest"] is None else f"{r['ratio_to_shortest']:.2f}")
+    return table

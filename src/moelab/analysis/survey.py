@@ -37,7 +37,7 @@ COLUMNS = ["model", "developer", "open_weights", "architecture", "total_params_b
            "benchmark", "variant", "accuracy_pct", "omniscience_index", "hallucination_rate_pct",
            "source", "as_of"]
 REQUIRED = ["model", "developer", "benchmark"]
-BENCHMARKS = ["AA-Omniscience", "SimpleQA", "IKP", "TriviaQA", "NaturalQuestions"]
+BENCHMARKS = ["AA-Omniscience", "SimpleQA", "IKP", "TriviaQA", "NaturalQuestions", "moelab-probe"]
 LEVEL = 0.8  # estimate intervals
 MIN_GROUPS = 8  # fewer open weights groups on a benchmark: no fit
 

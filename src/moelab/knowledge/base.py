@@ -10,6 +10,7 @@ never renormalised over the valid values.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -99,6 +100,21 @@ class KnowledgeBase(Protocol):
     loss_spans: tuple[str, ...]
     recall_span: str
 
+    # -- questions, for the probe's task generator (token ids throughout) --
+    stop_words: tuple[str, ...]  # words that end an answer in the training format
+
+    def name(self, person: int) -> list[int]:
+        """The name tokens of a person."""
+
+    def question(self, name: list[int], attribute: int) -> list[int]:
+        """<bos>, then the training text about `name` up to where `attribute`'s value starts."""
+
+    def answer(self, person: int, attribute: int) -> list[int]:
+        """The value tokens of a person's attribute, as the recall probe scores them."""
+
+    def paragraph(self, person: int) -> list[int]:
+        """A person's canonical paragraph, <bos> ... <eos>: the facts the questions ask for."""
+
 
 def name_term_bits(n_people: int, n_possible_names: int, p1: float) -> float:
     """N * log2(N0 / e^p1): bits in the names, from the mean name loss p1 (nats)."""
@@ -113,6 +129,11 @@ def sample_names(n_people: int, slots: int, symbols: int, rng: np.random.Generat
         digits[:, s] = codes % symbols
         codes = codes // symbols
     return digits
+
+
+def name_token_ids(vocab: Vocabulary) -> list[int]:
+    """Ids of the name tokens ('n<i>'), which can fill any name slot: for inventing people."""
+    return [i for i, tok in enumerate(vocab.tokens) if re.fullmatch(r"n\d+", tok)]
 
 
 def pad_rows(rows: list[list[int]], pad: int) -> torch.Tensor:

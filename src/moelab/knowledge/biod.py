@@ -37,6 +37,7 @@ from moelab.knowledge.base import (
 class BioD:
     loss_spans = ("name.name", "value.value", "value.first_chunk")
     recall_span = "value.value"
+    stop_words = ()  # set per instance: every attribute token, then <eos>
 
     def __init__(self, cfg: DataConfig):
         self.cfg = cfg
@@ -62,6 +63,7 @@ class BioD:
         self.vocab, remap = full.restricted_to(np.concatenate([names.ravel(), blocks.ravel()]))
         self.names_t = torch.from_numpy(remap[names])
         self.blocks = torch.from_numpy(remap[blocks])
+        self.stop_words = (*self.attribute_names, EOS)
 
     # -- training text ------------------------------------------------------------------------
 
@@ -98,6 +100,20 @@ class BioD:
             "value": Probe(rows, {"value": value_span, "first_chunk": first_chunk},
                            attribute=torch.arange(K).repeat(N)),
         }
+
+    # -- questions ----------------------------------------------------------------------------
+
+    def name(self, person: int) -> list[int]:
+        return self.names_t[person].tolist()
+
+    def question(self, name: list[int], attribute: int) -> list[int]:
+        return [self.vocab.bos, *name, self.vocab.ids[self.attribute_names[attribute]]]
+
+    def answer(self, person: int, attribute: int) -> list[int]:
+        return self.blocks[person, attribute, 1:].tolist()
+
+    def paragraph(self, person: int) -> list[int]:
+        return [self.vocab.bos, *self.name(person), *self.blocks[person].ravel().tolist(), self.vocab.eos]
 
     def information_bits(self) -> dict[str, float]:
         c = self.cfg

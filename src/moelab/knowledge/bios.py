@@ -60,6 +60,7 @@ class BioS:
     loss_spans = ("name.name", "bio.value")
     recall_span = "recall.value"
     attribute_names = ATTRIBUTES
+    stop_words = (".", EOS)
 
     def __init__(self, cfg: DataConfig):
         self.cfg = cfg
@@ -128,6 +129,17 @@ class BioS:
             else:
                 out.append(item)
 
+    def _canonical_bio(self, person: int, value_positions: list[int] | None = None) -> list[int]:
+        """Fixed order and template 0; value positions of the stored attributes + first pronoun."""
+        row = [self.vocab.bos]
+        for a in range(len(ATTRIBUTES)):
+            stored = ATTRIBUTES[a] in STORED
+            self._sentence(person, a, 0, first=a == 0, out=row,
+                           value_positions=value_positions if stored else None)
+            if a == 0 and value_positions is not None:
+                value_positions.append(len(row))  # the next sentence opens with he/she
+        return row + [self.vocab.eos]
+
     def training_batch(self, people: np.ndarray, rng: np.random.Generator) -> TrainingBatch:
         rows = []
         for person in people:
@@ -152,14 +164,8 @@ class BioS:
         # Canonical biography: fixed order and template 0; span = stored values + first pronoun.
         bio_rows, bio_positions = [], []
         for i in range(N):
-            row, positions = [bos], []
-            for a in range(len(ATTRIBUTES)):
-                stored = ATTRIBUTES[a] in STORED
-                self._sentence(i, a, 0, first=a == 0, out=row,
-                               value_positions=positions if stored else None)
-                if a == 0:
-                    positions.append(len(row))  # the next sentence opens with he/she
-            bio_rows.append(row + [self.vocab.eos])
+            positions = []
+            bio_rows.append(self._canonical_bio(i, positions))
             bio_positions.append(positions)
 
         # Recall: each attribute asked as the first sentence, <bos> name ... value.
@@ -189,6 +195,23 @@ class BioS:
             "recall": Probe(recall_tokens, {"value": recall_mask},
                             attribute=torch.tensor(recall_attr)),
         }
+
+    # -- questions ----------------------------------------------------------------------------
+
+    def name(self, person: int) -> list[int]:
+        return list(self.names[person])
+
+    def question(self, name: list[int], attribute: int) -> list[int]:
+        # Template 0 of every attribute is "{s} <words> {v} .", so any name can be its subject.
+        template = self.templates[attribute][0]
+        assert template[0] == SUBJECT and VALUE in template
+        return [self.vocab.bos, *name, *template[1:template.index(VALUE)]]
+
+    def answer(self, person: int, attribute: int) -> list[int]:
+        return list(self.values[person][attribute])
+
+    def paragraph(self, person: int) -> list[int]:
+        return self._canonical_bio(person)
 
     @property
     def n_possible_names(self) -> int:

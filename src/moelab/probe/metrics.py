@@ -1,0 +1,88 @@
+"""Probe metrics: pure functions of per-sample grades (and token counts).
+
+With c, i, p, a the counts of correct, incorrect, partial and not-attempted answers, N their sum:
+    accuracy                  c / N
+    omniscience index         100 (c - i) / N           (AA-Omniscience; partial and abstention score 0)
+    hallucination rate        i / (i + p + a)           (AA-Omniscience: wrong answers among non-correct ones)
+    attempted rate            (c + i + p) / N
+    accuracy given attempted  c / (c + i)               (SimpleQA)
+    f-score                   harmonic mean of c / N and c / (c + i)   (SimpleQA)
+Rates carry 95% Wilson intervals; the omniscience index a normal interval from its per-sample
+scores (+1, -1, 0); the f-score a percentile bootstrap over samples.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+from moelab.analysis.fit import bootstrap
+from moelab.probe.grading import CORRECT, INCORRECT, NOT_ATTEMPTED, PARTIAL
+
+LEVEL = 0.95
+
+
+def wilson(successes: int, n: int, level: float = LEVEL) -> list[float]:
+    """The Wilson score interval of a binomial proportion ([nan, nan] when n = 0)."""
+    if n == 0:
+        return [math.nan, math.nan]
+    z = stats.norm.ppf(0.5 + level / 2)
+    q = successes / n
+    centre = (q + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(q * (1 - q) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den else math.nan
+
+
+def f_score(c: int, i: int, n: int) -> float:
+    """SimpleQA's F: the harmonic mean of accuracy c/N and accuracy given attempted c/(c+i)."""
+    if n == 0:
+        return math.nan
+    if c == 0:
+        return 0.0
+    overall, given_attempted = c / n, c / (c + i)
+    return 2 * overall * given_attempted / (overall + given_attempted)
+
+
+def _f_score_of(is_correct: np.ndarray, is_incorrect: np.ndarray) -> float:
+    return f_score(int(is_correct.sum()), int(is_incorrect.sum()), len(is_correct))
+
+
+def grade_metrics(grades: list[str], output_tokens: list[int] | None = None,
+                  reasoning_tokens: list[int | None] | None = None, n_boot: int = 1000) -> dict:
+    """Every metric of a list of grades; token metrics when counts are given (None where unknown)."""
+    n = len(grades)
+    c, i, p, a = (sum(g == kind for g in grades) for kind in (CORRECT, INCORRECT, PARTIAL, NOT_ATTEMPTED))
+    if c + i + p + a != n:
+        raise ValueError(f"unknown grade(s): {sorted(set(grades) - {CORRECT, INCORRECT, PARTIAL, NOT_ATTEMPTED})}")
+    scores = np.array([1.0 if g == CORRECT else -1.0 if g == INCORRECT else 0.0 for g in grades])
+    oi = float(100 * scores.mean()) if n else math.nan
+    half = float(100 * stats.norm.ppf(0.5 + LEVEL / 2) * scores.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    out = {
+        "n": n, "correct": c, "incorrect": i, "partial": p, "not_attempted": a,
+        "accuracy": _ratio(c, n), "accuracy_interval": wilson(c, n),
+        "omniscience_index": oi, "omniscience_index_interval": [oi - half, oi + half],
+        "hallucination_rate": _ratio(i, i + p + a), "hallucination_rate_interval": wilson(i, i + p + a),
+        "attempted_rate": _ratio(c + i + p, n), "attempted_rate_interval": wilson(c + i + p, n),
+        "accuracy_given_attempted": _ratio(c, c + i), "accuracy_given_attempted_interval": wilson(c, c + i),
+        "f_score": f_score(c, i, n),
+    }
+    if n:
+        columns = [np.array([g == CORRECT for g in grades]), np.array([g == INCORRECT for g in grades])]
+        e = bootstrap(_f_score_of, columns, n_boot=n_boot, level=LEVEL)
+        out["f_score_interval"] = [e.low, e.high]
+    else:
+        out["f_score_interval"] = [math.nan, math.nan]
+    if output_tokens is not None:
+        total = float(sum(output_tokens))
+        out["output_tokens_per_question"] = _ratio(total, n)
+        out["output_tokens_per_correct"] = _ratio(total, c)
+        out["accuracy_per_1k_output_tokens"] = _ratio(out["accuracy"], out["output_tokens_per_question"] / 1000)
+    reported = [r for r in (reasoning_tokens or []) if r is not None]
+    out["reasoning_tokens_per_question"] = _ratio(float(sum(reported)), len(reported)) if reported else None
+    return out

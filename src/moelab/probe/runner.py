@@ -1,0 +1,313 @@
+"""Run a probe: build the prompts (closed book, and padded to each context length and needle
+depth), get answers from a backend, grade them, and write per-sample JSONL and metrics.
+
+Output folder:
+    probe.json     what was probed with what settings (a rerun must match it to resume)
+    samples.jsonl  one graded answer per line, appended as answers arrive
+    metrics.json   the metrics (written last, atomically)
+A rerun with the same settings skips every sample already in samples.jsonl; samples whose backend
+call failed are not written, so they are retried.
+
+Context rot: a prompt of length L words holds the question's needle (the passage with its
+answer), when it has one, at depth d (0 = first passage, 1 = last) among distractor passages
+drawn at random, then the question. Lengths are in whitespace-separated words, the unit every
+backend shares; the prompt tokens each backend reports are recorded beside them.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import json
+import math
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from moelab.analysis.survey import COLUMNS, parse_rows
+from moelab.errors import MoelabError
+from moelab.io import atomic_write_json, atomic_write_text
+from moelab.probe.backends import Backend, Completion, Request
+from moelab.probe.grading import CORRECT, JUDGE_PROMPT_SHA256, grade, judge_prompt, parse_judgement
+from moelab.probe.metrics import grade_metrics
+from moelab.probe.tasks import Question, Task
+from moelab.run import environment
+
+SURVEY_BENCHMARK = "moelab-probe"
+JUDGE_MAX_TOKENS = 16
+CHUNK = 64  # samples per backend call: progress and resumable writes happen between chunks
+
+
+def system_prompt(domain: str | None) -> str:
+    about = f" about {domain}" if domain else ""
+    return (f"You are answering factual questions{about}. Reply with just the answer, no explanation. "
+            "If you do not know the answer, or would need more context or tools, say that you do not "
+            "know: a wrong answer is worse than no answer.")
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    context_lengths: tuple[int, ...] = (0,)  # prompt lengths in words; 0 = the question alone
+    depths: tuple[float, ...] = (0.5,)  # needle positions in padded prompts, 0 = start, 1 = end
+    max_tokens: int = 64  # output budget of questions that set none
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.context_lengths or any(n < 0 for n in self.context_lengths):
+            raise MoelabError("--context-lengths must be non-negative word counts")
+        if not self.depths or any(not 0 <= d <= 1 for d in self.depths):
+            raise MoelabError("--depths must lie in [0, 1]")
+        if self.max_tokens < 1:
+            raise MoelabError("--max-tokens must be positive")
+
+
+@dataclass(frozen=True)
+class Sample:
+    key: str
+    question: Question
+    context_words: int
+    depth: float | None  # None: no needle placed (closed book, or a question without one)
+    prompt: str
+
+
+def padded_prompt(question: Question, length: int, depth: float | None, distractors: list[str],
+                  seed: int) -> str:
+    """`question` after about `length` words of distractor passages (and its needle at `depth`)."""
+    pool = [p for p in distractors if p != question.needle]
+    if not pool:
+        raise MoelabError("padding prompts needs distractor passages: give --distractors FILE "
+                          "(paragraphs separated by blank lines) or a task from kb:RUN_DIR")
+    rng = np.random.default_rng([seed, zlib.crc32(f"{question.id}|{length}|{depth}".encode())])
+    needle_words = len(question.needle.split()) if depth is not None else 0
+    passages, words, order = [], needle_words + len(question.question.split()), []
+    while words < length:
+        if not order:
+            order = rng.permutation(len(pool)).tolist()
+        passages.append(pool[order.pop()])
+        words += len(passages[-1].split())
+    if depth is not None:
+        passages.insert(round(depth * len(passages)), question.needle)
+    return "\n\n".join([*passages, question.question])
+
+
+def build_samples(task: Task, settings: ProbeSettings) -> list[Sample]:
+    samples = []
+    for length in sorted(set(settings.context_lengths)):
+        for q in task.questions:
+            if length == 0:
+                samples.append(Sample(f"{q.id}|0|-", q, 0, None, q.question))
+                continue
+            for depth in (sorted(set(settings.depths)) if q.needle else [None]):
+                tag = "-" if depth is None else f"{depth:g}"
+                prompt = padded_prompt(q, length, depth, task.distractors, settings.seed)
+                samples.append(Sample(f"{q.id}|{length}|{tag}", q, length, depth, prompt))
+    return samples
+
+
+def _request(sample: Sample, settings: ProbeSettings, chat: bool) -> Request:
+    q = sample.question
+    return Request(sample.prompt, q.max_tokens or settings.max_tokens, q.stop,
+                   system_prompt(q.domain) if chat else None)
+
+
+def _record(sample: Sample, completion: Completion, judged: tuple[str | None, str] | None) -> dict:
+    rule = grade(sample.question, completion.text)
+    judge_grade, judge_reply = judged if judged else (None, None)
+    q = sample.question
+    return {"key": sample.key, "id": q.id, "domain": q.domain, "answerable": q.answerable,
+            "context_words": sample.context_words, "depth": sample.depth,
+            "prompt_words": len(sample.prompt.split()), "question": q.question, "answer": q.answer,
+            "output": completion.text, "grade": judge_grade or rule, "rule_grade": rule,
+            "judge_reply": judge_reply, "judge_parse_failure": judged is not None and judge_grade is None,
+            "output_tokens": completion.output_tokens, "prompt_tokens": completion.prompt_tokens,
+            "reasoning_tokens": completion.reasoning_tokens}
+
+
+def _judge(judge: Backend, samples: list[Sample], completions: dict[int, Completion]) -> dict[int, tuple]:
+    """Judge each answered sample: index -> (grade or None when unparsable, raw reply)."""
+    indices = [i for i in completions if completions[i].error is None]
+    requests = [Request(judge_prompt(samples[i].question, completions[i].text), JUDGE_MAX_TOKENS)
+                for i in indices]
+    replies: dict[int, Completion] = {}
+    judge.complete(requests, lambda j, c: replies.__setitem__(indices[j], c))
+    return {i: (parse_judgement(c.text) if c.error is None else None, c.error or c.text)
+            for i, c in replies.items()}
+
+
+def read_samples(path: Path) -> list[dict]:
+    """Records already written; a torn last line (an interrupted write) is dropped."""
+    if not path.exists():
+        return []
+    records, lines = [], path.read_text().splitlines()
+    for n, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n != len(lines) - 1:
+                raise MoelabError(f"{path} line {n + 1} is not valid JSON; move the file away to start over")
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+    return records
+
+
+def _finite(x):
+    """JSON-safe: NaN and infinities become null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
+
+
+def summarise(records: list[dict]) -> dict:
+    """Metrics at the shortest context (overall, by domain, answerable vs not) and the context-rot table."""
+    shortest = min(r["context_words"] for r in records)
+
+    def metrics(rs: list[dict]) -> dict:
+        return grade_metrics([r["grade"] for r in rs], [r["output_tokens"] for r in rs],
+                             [r["reasoning_tokens"] for r in rs])
+
+    base = [r for r in records if r["context_words"] == shortest]
+    out = metrics(base)
+    by_domain = defaultdict(list)
+    for r in base:
+        by_domain[r["domain"] or "(none)"].append(r)
+    out["by_domain"] = {d: metrics(rs) for d, rs in sorted(by_domain.items())}
+    for name, want in (("answerable", True), ("unanswerable", False)):
+        subset = [r for r in base if r["answerable"] is want]
+        out[name] = metrics(subset) if subset else None
+    out["context_words"] = shortest
+    out["judge_parse_failures"] = sum(r["judge_parse_failure"] for r in records)
+
+    groups = defaultdict(list)
+    for r in records:
+        groups[(r["context_words"], r["depth"])].append(r)
+    rot = []
+    for (length, depth), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] is None, kv[0][1] or 0)):
+        m = metrics(rs)
+        ids = {r["id"] for r in rs}  # the reference: the same questions at the shortest length
+        reference = [r["grade"] == CORRECT for r in base if r["id"] in ids]
+        reference_accuracy = float(np.mean(reference)) if reference else None
+        rot.append({"context_words": length, "depth": depth, "n": m["n"], "accuracy": m["accuracy"],
+                    "accuracy_interval": m["accuracy_interval"], "omniscience_index": m["omniscience_index"],
+                    "prompt_words": float(np.mean([r["prompt_words"] for r in rs])),
+                    "ratio_to_shortest": m["accuracy"] / reference_accuracy if reference_accuracy else None})
+    out["context_rot"] = rot
+    return out
+
+
+def run_probe(backend: Backend, task: Task, out_dir: str | Path, settings: ProbeSettings,
+              judge: Backend | None = None, on_progress: Callable[[int, int], None] | None = None) -> dict:
+    """Probe `backend` on `task`; returns the metrics (also written to out_dir/metrics.json)."""
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    header = {"model": backend.spec, "task": task.name, "task_sha256": task.sha256,
+              "settings": asdict(settings), "grader": f"judge:{judge.spec}" if judge else "deterministic",
+              "judge_prompt_sha256": JUDGE_PROMPT_SHA256 if judge else None}
+    header_path = out_dir / "probe.json"
+    if header_path.exists():
+        before = json.loads(header_path.read_text())
+        changed = [k for k in header if before.get(k) != json.loads(json.dumps(header[k]))]
+        if changed:
+            raise MoelabError(f"{out_dir} holds a probe with other {', '.join(changed)}; "
+                              "choose another --out to keep both")
+    else:
+        atomic_write_json(header_path, header)
+
+    samples = build_samples(task, settings)
+    samples_path = out_dir / "samples.jsonl"
+    records = read_samples(samples_path)
+    done = {r["key"] for r in records}
+    pending = [s for s in samples if s.key not in done]
+    errors: list[str] = []
+    if on_progress:
+        on_progress(len(samples) - len(pending), len(samples))
+    with open(samples_path, "a") as sink:
+        for start_index in range(0, len(pending), CHUNK):
+            chunk = pending[start_index:start_index + CHUNK]
+            completions: dict[int, Completion] = {}
+
+            def arrived(i: int, c: Completion) -> None:
+                completions[i] = c
+                if on_progress:
+                    on_progress(1, len(samples))
+
+            backend.complete([_request(s, settings, backend.chat) for s in chunk], arrived)
+            judged = _judge(judge, chunk, completions) if judge else {}
+            for i, sample in enumerate(chunk):
+                c = completions[i]
+                if c.error is not None:
+                    errors.append(f"{sample.key}: {c.error}")
+                    continue
+                record = _record(sample, c, judged.get(i))
+                records.append(record)
+                sink.write(json.dumps(record) + "\n")
+            sink.flush()
+
+    keys = {s.key for s in samples}
+    records = [r for r in records if r["key"] in keys]
+    if not records:
+        raise MoelabError(f"no answers: every backend call failed, e.g. {errors[0] if errors else '?'}")
+    metrics = summarise(records) | header | {
+        "errors": len(errors), "error_examples": errors[:5], "samples": len(samples),
+        "model_info": backend.describe(), "wall_seconds": time.perf_counter() - start,
+    } | environment(torch.device("cpu"))
+    atomic_write_json(out_dir / "metrics.json", _finite(metrics))
+    return _finite(metrics)
+
+
+def survey_row(metrics: dict, model: str | None = None, developer: str = "unknown") -> dict:
+    """A survey CSV row (analysis/survey.py's columns) for a probe's results."""
+    info = metrics["model_info"]
+    billions = lambda n: f"{n / 1e9:.6g}" if n else ""  # noqa: E731
+    grader = "LLM judge" if metrics["grader"].startswith("judge:") else "deterministic grading"
+    return {
+        "model": model or info["model"], "developer": developer,
+        "open_weights": "true" if info["open_weights"] else "false", "architecture": info["architecture"] or "",
+        "total_params_b": billions(info["p_total"]), "active_params_b": billions(info["p_active"]),
+        "benchmark": SURVEY_BENCHMARK,
+        "variant": f"task {metrics['task']} ({metrics['task_sha256'][:12]}), {metrics['n']} questions, {grader}",
+        "accuracy_pct": f"{100 * metrics['accuracy']:.2f}",
+        "omniscience_index": f"{metrics['omniscience_index']:.2f}",
+        "hallucination_rate_pct": (f"{100 * metrics['hallucination_rate']:.2f}"
+                                   if metrics["hallucination_rate"] is not None else ""),
+        "source": f"moelab probe {metrics['model']} (commit {metrics.get('git_commit') or 'unknown'})",
+        "as_of": datetime.date.today().isoformat(),
+    }
+
+
+def append_survey_row(path: str | Path, row: dict) -> None:
+    """Append `row` to a survey CSV (created with its header if missing), checked by the survey's loader."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else ""
+    if text and text.splitlines()[0].split(",") != COLUMNS:
+        raise MoelabError(f"{path} line 1: not a survey CSV header (expected {','.join(COLUMNS)})")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    if not text:
+        writer.writeheader()
+    elif not text.endswith("\n"):
+        buffer.write("\n")
+    writer.writerow(row)
+    new_text = text + buffer.getvalue()
+    check = path.with_name(f".{path.name}.check")
+    try:
+        check.write_text(new_text)
+        _, problems = parse_rows(check)
+    finally:
+        check.unlink(missing_ok=True)
+    last_line = new_text.count("\n")
+    mine = [p.replace(str(check), str(path)) for p in problems
+            if f"line {last_line}:" in p or f"line {last_line}," in p]
+    if mine:
+        raise MoelabError("the survey row would be invalid: " + "; ".join(mine))
+    atomic_write_text(path, new_text)

@@ -1,0 +1,146 @@
+import json
+
+import pytest
+
+from moelab.analysis.survey import parse_rows
+from moelab.errors import MoelabError
+from moelab.probe.backends import Completion
+from moelab.probe.runner import (
+    ProbeSettings,
+    append_survey_row,
+    build_samples,
+    padded_prompt,
+    read_samples,
+    run_probe,
+    survey_row,
+)
+from moelab.probe.tasks import Question, Task
+
+CAPITALS = {"France": "Paris", "Japan": "Tokyo", "Peru": "Lima", "Kenya": "Nairobi"}
+
+
+def capital_task() -> Task:
+    questions = [Question(country, f"Capital of {country}?", city, domain="geo",
+                          needle=f"The capital of {country} is {city}.") for country, city in CAPITALS.items()]
+    questions.append(Question("Atlantis", "Capital of Atlantis?", None, domain="geo"))
+    return Task("capitals", questions, [f"Filler sentence number {i} says nothing." for i in range(50)])
+
+
+class Scripted:
+    """A backend that answers from a table: what a real backend returns, without a model."""
+
+    spec, chat = "scripted:", True
+
+    def __init__(self, answers: dict[str, str], fail_on: set[str] = frozenset()):
+        self.answers, self.fail_on, self.prompts = answers, fail_on, []
+
+    def complete(self, requests, on_done):
+        for i, r in enumerate(requests):
+            self.prompts.append(r)
+            key = next(k for k in self.answers if k in r.prompt.split("\n\n")[-1])
+            if key in self.fail_on:
+                on_done(i, Completion("", 0, error="HTTP 503: busy (after 5 attempts)"))
+            else:
+                on_done(i, Completion(self.answers[key], 3, reasoning_tokens=1))
+
+    def describe(self):
+        return {"model": "scripted", "p_total": 8e9, "p_active": 1e9, "architecture": "moe", "open_weights": True}
+
+
+ANSWERS = {"France": "Paris", "Japan": "Kyoto", "Peru": "I don't know", "Kenya": "Nairobi", "Atlantis": "Poseidonia"}
+
+
+def test_grades_metrics_and_files(tmp_path):
+    backend = Scripted(ANSWERS)
+    m = run_probe(backend, capital_task(), tmp_path, ProbeSettings())
+    assert (m["correct"], m["incorrect"], m["partial"], m["not_attempted"]) == (2, 2, 0, 1)
+    assert m["omniscience_index"] == 0.0 and m["hallucination_rate"] == pytest.approx(2 / 3)
+    assert m["unanswerable"]["incorrect"] == 1 and m["answerable"]["accuracy"] == 0.5
+    assert m["output_tokens_per_question"] == 3 and m["reasoning_tokens_per_question"] == 1
+    assert "know" in backend.prompts[0].system and backend.prompts[0].max_tokens == 64
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["n"] == 5 and saved["grader"] == "deterministic" and saved["git_commit"] is not None
+    assert len(read_samples(tmp_path / "samples.jsonl")) == 5
+
+
+def test_failed_calls_are_counted_not_written_and_retried_on_rerun(tmp_path):
+    m = run_probe(Scripted(ANSWERS, fail_on={"Japan"}), capital_task(), tmp_path, ProbeSettings())
+    assert m["errors"] == 1 and m["n"] == 4 and "HTTP 503" in m["error_examples"][0]
+    backend = Scripted(ANSWERS)
+    m = run_probe(backend, capital_task(), tmp_path, ProbeSettings())
+    assert m["errors"] == 0 and m["n"] == 5 and [r.prompt for r in backend.prompts] == ["Capital of Japan?"]
+
+
+def test_an_interrupted_probe_resumes_and_a_torn_line_is_dropped(tmp_path):
+    settings = ProbeSettings(context_lengths=(0, 30))
+    full = run_probe(Scripted(ANSWERS), capital_task(), tmp_path / "a", settings)
+    lines = (tmp_path / "a" / "samples.jsonl").read_text().splitlines()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "probe.json").write_text((tmp_path / "a" / "probe.json").read_text())
+    (tmp_path / "b" / "samples.jsonl").write_text("\n".join(lines[:7]) + "\n" + lines[7][:20])
+    backend = Scripted(ANSWERS)
+    resumed = run_probe(backend, capital_task(), tmp_path / "b", settings)
+    assert len(backend.prompts) == len(lines) - 7
+    for key in ("n", "correct", "incorrect", "context_rot"):
+        assert resumed[key] == full[key]
+
+
+def test_a_rerun_with_other_settings_is_refused(tmp_path):
+    run_probe(Scripted(ANSWERS), capital_task(), tmp_path, ProbeSettings())
+    with pytest.raises(MoelabError, match="other settings"):
+        run_probe(Scripted(ANSWERS), capital_task(), tmp_path, ProbeSettings(max_tokens=5))
+
+
+def test_padded_prompts_reach_the_length_and_place_the_needle():
+    q = capital_task().questions[0]
+    pool = capital_task().distractors
+    for depth, where in ((0.0, 0), (1.0, -2)):
+        passages = padded_prompt(q, 100, depth, pool, seed=0).split("\n\n")
+        assert passages[where] == q.needle and passages[-1] == q.question
+        assert 100 <= sum(len(p.split()) for p in passages) < 100 + 7
+    assert padded_prompt(q, 100, 0.5, pool, 0) == padded_prompt(q, 100, 0.5, pool, 0)
+    with pytest.raises(MoelabError, match="distractor"):
+        padded_prompt(q, 100, 0.5, [q.needle], 0)
+
+
+def test_context_rot_table_compares_the_same_questions(tmp_path):
+    settings = ProbeSettings(context_lengths=(0, 50), depths=(0.0, 1.0))
+    samples = build_samples(capital_task(), settings)
+    assert len(samples) == 5 + 4 * 2 + 1  # Atlantis has no needle: one padded prompt
+    m = run_probe(Scripted(ANSWERS), capital_task(), tmp_path, settings)
+    needle_rows = [r for r in m["context_rot"] if r["depth"] is not None]
+    assert [r["n"] for r in needle_rows] == [4, 4]
+    assert all(r["ratio_to_shortest"] == 1.0 for r in needle_rows)  # the script ignores context
+
+
+def test_judge_grades_replace_rule_grades_and_failures_are_counted(tmp_path):
+    class Judge:
+        spec, chat = "judge:", True
+
+        def complete(self, requests, on_done):
+            for i, r in enumerate(requests):
+                on_done(i, Completion("A" if "Kyoto" in r.prompt else "unsure", 1))
+
+        def describe(self):
+            return {}
+
+    m = run_probe(Scripted(ANSWERS), capital_task(), tmp_path, ProbeSettings(), judge=Judge())
+    samples = {s["id"]: s for s in read_samples(tmp_path / "samples.jsonl")}
+    assert samples["Japan"]["grade"] == "correct" and samples["Japan"]["rule_grade"] == "incorrect"
+    assert samples["France"]["judge_parse_failure"] and samples["France"]["grade"] == "correct"
+    assert m["judge_parse_failures"] == 4 and m["grader"] == "judge:judge:" and len(m["judge_prompt_sha256"]) == 64
+
+
+def test_survey_row_is_a_valid_survey_line(tmp_path):
+    m = run_probe(Scripted(ANSWERS), capital_task(), tmp_path / "p", ProbeSettings())
+    csv_path = tmp_path / "survey.csv"
+    append_survey_row(csv_path, survey_row(m, developer="Acme"))
+    append_survey_row(csv_path, survey_row(m, model="scripted-2", developer="Acme"))
+    rows, problems = parse_rows(csv_path)
+    assert problems == [] and [r.model for r in rows] == ["scripted", "scripted-2"]
+    row = rows[0]
+    assert (row.total_b, row.active_b, row.benchmark, row.accuracy_pct) == (8.0, 1.0, "moelab-probe", 40.0)
+    assert row.omniscience_index == 0.0 and row.hallucination_rate_pct == pytest.approx(66.67)
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(MoelabError, match="not a survey CSV header"):
+        append_survey_row(tmp_path / "other.csv", survey_row(m))

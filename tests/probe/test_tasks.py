@@ -1,0 +1,75 @@
+import json
+
+import pytest
+
+from moelab.config import DataConfig
+from moelab.knowledge import build_knowledge_base
+from moelab.probe.tasks import Question, Task, TaskError, knowledge_task, read_task, write_task
+
+
+def test_a_valid_file_reads_back_what_was_written(tmp_path):
+    task = Task("t", [Question("q1", "Capital of France?", "Paris", ("paris, france",), "geography"),
+                      Question("q2", "Birth year of the invented Zorblax?", None, max_tokens=8, stop=("\n",))])
+    write_task(task, tmp_path / "t.jsonl")
+    again = read_task(tmp_path / "t.jsonl")
+    assert again.questions == task.questions and again.sha256 == task.sha256
+
+
+def test_every_malformed_line_is_reported_with_its_number(tmp_path):
+    lines = [
+        {"id": "ok", "question": "q?", "answer": "a"},
+        "{not json",
+        {"id": "no-answer", "question": "q?"},
+        {"id": "", "question": "q?", "answer": "a"},
+        {"id": "bad-types", "question": "q?", "answer": 3, "aliases": "x", "max_tokens": 0},
+        {"id": "ok", "question": "again?", "answer": "b"},
+        {"id": "extra", "question": "q?", "answer": "a", "hint": "x"},
+        [1, 2],
+    ]
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
+    with pytest.raises(TaskError) as err:
+        read_task(path)
+    text = str(err.value)
+    assert "line 2: not valid JSON" in text
+    assert "line 3: 'answer' is missing" in text
+    assert "line 4: 'id' must be a non-empty string" in text
+    assert "line 5: 'answer' must be a non-empty string or null" in text
+    assert "line 5: 'aliases' must be a list of strings" in text and "line 5: 'max_tokens'" in text
+    assert "line 6: duplicate id 'ok' (first on line 1)" in text
+    assert "line 7: unknown field(s) hint" in text
+    assert "line 8: expected a JSON object" in text
+    assert "line 1:" not in text
+
+
+def test_missing_and_empty_files_are_errors(tmp_path):
+    with pytest.raises(TaskError, match="no such task file"):
+        read_task(tmp_path / "nope.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(TaskError, match="no questions"):
+        read_task(tmp_path / "empty.jsonl")
+
+
+@pytest.mark.parametrize("kind", ["biod", "bios"])
+def test_knowledge_task_asks_in_the_training_format(kind):
+    cfg = DataConfig(kind=kind, n_people=50, name_slots=2, name_vocab=16, seed=3)
+    kb = build_knowledge_base(cfg)
+    task = knowledge_task(kb, n_people=20, n_invented=4, seed=1)
+    n_attributes = len(kb.attribute_names)
+    known = [q for q in task.questions if q.answerable]
+    invented = [q for q in task.questions if not q.answerable]
+    assert len(known) == 20 * n_attributes and len(invented) == 4 * n_attributes
+    real_names = {" ".join(kb.vocab.decode(kb.name(p))) for p in range(kb.n_people)}
+    for q in known:
+        person, attribute = int(q.id[1:].split("-")[0]), kb.attribute_names.index(q.domain)
+        assert q.question.split() == kb.vocab.decode(kb.question(kb.name(person), attribute))
+        assert q.answer.split() == kb.vocab.decode(kb.answer(person, attribute))
+        assert q.max_tokens == len(q.answer.split())
+        name = " ".join(kb.vocab.decode(kb.name(person)))
+        assert q.needle.startswith(f"<bos> {name} ") and f" {q.answer} " in q.needle
+        assert set(q.stop) == set(kb.stop_words)
+    slots = cfg.name_slots
+    for q in invented:
+        assert " ".join(q.question.split()[1:1 + slots]) not in real_names
+    assert len(task.distractors) == 30  # the paragraphs of people not asked about
+    assert knowledge_task(kb, n_people=20, n_invented=4, seed=1).sha256 == task.sha256
