@@ -147,9 +147,18 @@ def test_diagnostics_report_dead_experts_and_violation():
     assert d["load"] == [0.75, 0.25, 0.0, 0.0]
 
 
-def test_dispatch_defaults_to_grouped_gemm_where_pytorch_has_it():
+def test_dispatch_defaults_to_grouped_gemm_where_pytorch_has_it_and_shapes_align():
     expected = "grouped_mm" if hasattr(torch.nn.functional, "grouped_mm") else "padded"
-    assert choose_dispatch() == expected
+    assert choose_dispatch(40, 104, 4) == expected
+    assert choose_dispatch(16, 10, 4) == "padded"  # 40-byte rows: grouped_mm would refuse them
+    assert choose_dispatch(40, 10, 2) == "padded"
+
+
+def test_unaligned_expert_widths_train():
+    layer = make_moe(n_experts=8, top_k=2, expert_width=10)
+    y, aux = layer(torch.randn(2, 5, 24))
+    (y.sum() + aux).backward()
+    assert torch.isfinite(layer.experts.w_in.grad).all()
 
 
 def test_empty_experts_are_handled_by_every_path():

@@ -39,6 +39,22 @@ def test_grid_expands_products_zips_and_blocks(tmp_path):
     assert sweep.runs[-1].label == "dense d_ff=208"
 
 
+def test_blocks_that_differ_only_in_fixed_fields_get_distinct_labels(tmp_path):
+    text = """base = "tiny-moe"
+[[grid]]
+"model.moe.aux_loss_weight" = [0.0]
+"seed" = [0, 1]
+[[grid]]
+"model.moe.aux_loss_weight" = [0.0]
+"model.moe.bias_update_rate" = [0.001]
+"seed" = [0, 1]
+"""
+    labels = [r.label for r in load_sweep(write(tmp_path, text)).runs]
+    assert labels == ["E=8 k=1 w=104 aux_loss_weight=0.0 seed=0", "E=8 k=1 w=104 aux_loss_weight=0.0 seed=1",
+                      "E=8 k=1 w=104 aux_loss_weight=0.0 bias_update_rate=0.001 seed=0",
+                      "E=8 k=1 w=104 aux_loss_weight=0.0 bias_update_rate=0.001 seed=1"]
+
+
 def test_identical_runs_are_deduplicated_by_config_hash(tmp_path):
     text = 'base = "tiny-dense"\n[[grid]]\n"seed" = [0, 0, 1]\n'
     assert len(load_sweep(write(tmp_path, text)).runs) == 2

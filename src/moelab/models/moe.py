@@ -113,15 +113,18 @@ def balancing_loss(routing: Routing, cfg: MoEConfig) -> torch.Tensor:
 DISPATCH_PATHS = ("grouped_mm", "padded", "loop")
 
 
-def choose_dispatch() -> str:
-    """The expert path: grouped GEMM where PyTorch has it, else the padded batched GEMM.
+def choose_dispatch(d_model: int, width: int, element_size: int) -> str:
+    """The expert path: grouped GEMM where PyTorch has it and the shapes allow it, else the padded
+    batched GEMM. (grouped_mm needs every row of its operands to start on a 16-byte boundary, so
+    d_model and the expert width in bytes must be multiples of 16.)
 
     Measured with benchmarks/moe_layer.py --paths on a 2-core CPU (forward + backward, 1-2
     threads): at d_model 256 the padded path was at most 8% faster, and only below ~32 rows per
     expert; at d_model 40 it was 13-48% slower at every load. The loop is the plain reference.
     The choice never depends on timings, so a run's numbers do not depend on machine load.
     """
-    return "grouped_mm" if hasattr(F, "grouped_mm") else "padded"
+    aligned = (d_model * element_size) % 16 == 0 and (width * element_size) % 16 == 0
+    return "grouped_mm" if hasattr(F, "grouped_mm") and aligned else "padded"
 
 
 class Experts(nn.Module):
@@ -200,7 +203,7 @@ class MoE(nn.Module):
         routing = self.router(flat)
         pairs = routing.experts.flatten()  # [T*k]; pair p is token p // k's (p % k)-th choice
         order = pairs.argsort(stable=True)  # pairs grouped by expert
-        path = self.dispatch or choose_dispatch()
+        path = self.dispatch or choose_dispatch(shape[-1], self.cfg.expert_width, x.element_size())
         # index_select, not fancy indexing: its backward is an index_add, not a slow index_put
         y_sorted = self.experts(flat.index_select(0, order // k), routing.counts, path)
         inverse = torch.empty_like(order)

@@ -148,7 +148,7 @@ def load_sweep_data(data: dict[str, Any], source: str, folder: Path | None) -> S
     if isinstance(blocks, dict):
         blocks = [blocks]
     name = data.get("name", source)
-    runs: dict[str, SweepRun] = {}
+    expanded: list[tuple[RunConfig, dict[str, Any], set[str]]] = []  # config, assignment, varied paths
     for b, block in enumerate(blocks):
         where = f"{source} grid {b + 1}:"
         axes = _axes(dict(block), where)
@@ -163,10 +163,16 @@ def load_sweep_data(data: dict[str, Any], source: str, folder: Path | None) -> S
             except ConfigError as err:
                 described = " ".join(f"{p.split('.')[-1]}={v}" for p, v in assignment.items())
                 raise ConfigError(f"{where} run {described}: {err}") from None
-            label = run_label(cfg, {p: v for p, v in assignment.items() if p in varied})
-            cfg.name = f"{name}/{label.replace(' ', ',')}"
-            key = config_key(cfg)
-            runs.setdefault(key, SweepRun(key, label, cfg))
+            expanded.append((cfg, assignment, varied))
+    labels = [run_label(cfg, {p: v for p, v in a.items() if p in varied}) for cfg, a, varied in expanded]
+    clashing = {label for label in labels if labels.count(label) > 1}
+    runs: dict[str, SweepRun] = {}
+    for (cfg, assignment, _), label in zip(expanded, labels):
+        if label in clashing:  # blocks that differ only in fields each fixes: name those fields too
+            label = run_label(cfg, assignment)
+        cfg.name = f"{name}/{label.replace(' ', ',')}"
+        key = config_key(cfg)
+        runs.setdefault(key, SweepRun(key, label, cfg))
     if not runs:
         raise ConfigError(f"{source}: the grid expands to no runs")
     return Sweep(name=name, description=data.get("description", ""), runs=list(runs.values()))
