@@ -18,6 +18,8 @@ def write(tmp_path, text):
     ("[model]\nd_model = 30\nn_heads = 4\n", "model.d_model = 30 is not divisible by model.n_heads"),
     ("[model]\nd_ff = -5\n", "model.d_ff = -5"),
     ("[data]\nn_people = -1\n", "data.n_people = -1"),
+    ("[data]\njunk_fraction = 1.0\n", "data.junk_fraction = 1.0: must be in"),
+    ("[data]\nkind = \"bios\"\ndomain_token = true\n", "implemented for bioD only"),
     ("[train]\nlr = \"fast\"\n", "train.lr: expected a number"),
     ("[train]\nexposures = 1.5\n", "train.exposures: expected an integer"),
     ("[model]\ntie_embeddings = 1\n", "model.tie_embeddings: expected bool"),

@@ -45,6 +45,13 @@ class DataConfig:
     diversity: int = 64  # D: distinct chunks per attribute (bioD)
     value_vocab: int = 64  # T: value-token alphabet (bioD)
     seed: int = 0  # the knowledge base's own seed, so model seeds can vary over fixed facts
+    junk_fraction: float = 0.0  # share of training paragraphs about throwaway people, each seen once (bioD)
+    domain_token: bool = False  # mark useful paragraphs (and probes) with a <useful> token after <bos> (bioD)
+
+
+# Fields added after sweeps were first stored: omitted from run keys while at these defaults, so
+# stored runs that predate them keep their keys and a rerun resumes them.
+LATER_FIELDS = {"data.junk_fraction": 0.0, "data.domain_token": False}
 
 
 @dataclass
@@ -191,6 +198,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     _require(d.n_people <= n0 // 2,
              f"data.n_people = {d.n_people} needs at least twice as many possible names "
              f"(name_vocab ** name_slots = {n0}); raise data.name_vocab or data.name_slots")
+    _require(0.0 <= d.junk_fraction < 1.0, f"data.junk_fraction = {d.junk_fraction}: must be in [0, 1)")
+    if d.kind != "biod":
+        _require(d.junk_fraction == 0.0 and not d.domain_token,
+                 f"data.junk_fraction and data.domain_token are implemented for bioD only (data.kind = {d.kind!r})")
     if d.kind == "biod":
         _require(d.diversity <= d.value_vocab**d.chunk_length,
                  f"data.diversity = {d.diversity} exceeds the {d.value_vocab ** d.chunk_length} "

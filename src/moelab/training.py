@@ -2,7 +2,8 @@
 
 The number of steps follows from the exposures asked for: every person's paragraph is seen
 `exposures` times (one shuffled pass over the people per exposure, a fresh attribute order and
-template each time), so steps = ceil(exposures * n_people / batch_size).
+template each time), so steps = ceil(exposures * n_people / batch_size). A knowledge base with
+junk data adds its junk paragraphs to every pass, and the steps grow with them.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-def n_steps(cfg: TrainConfig, n_people: int) -> int:
-    return math.ceil(cfg.exposures * n_people / cfg.batch_size)
+def n_steps(cfg: TrainConfig, rows_per_exposure: int) -> int:
+    return math.ceil(cfg.exposures * rows_per_exposure / cfg.batch_size)
 
 
 def learning_rate(step: int, steps: int, cfg: TrainConfig) -> float:
@@ -56,9 +57,10 @@ def make_optimizer(model: Transformer, cfg: TrainConfig, device: torch.device) -
                              fused=device.type in ("cpu", "cuda"))
 
 
-def people_order(n_people: int, exposures: int, rng: np.random.Generator) -> np.ndarray:
-    """One shuffled pass over the people per exposure, concatenated: [exposures * n_people]."""
-    return np.concatenate([rng.permutation(n_people) for _ in range(exposures)])
+def people_order(n_people: int, exposures: int, rng: np.random.Generator, junk: int = 0) -> np.ndarray:
+    """One shuffled pass per exposure over the people and `junk` junk slots (-1), concatenated."""
+    one_pass = np.concatenate([np.arange(n_people), np.full(junk, -1)])
+    return np.concatenate([rng.permutation(one_pass) for _ in range(exposures)])
 
 
 def train(
@@ -71,8 +73,8 @@ def train(
 ) -> TrainResult:
     """Train `model` on `kb` in place. `on_step(step, steps)` is called after every step."""
     rng = np.random.default_rng(seed)
-    order = people_order(kb.n_people, cfg.exposures, rng)
-    steps = n_steps(cfg, kb.n_people)
+    order = people_order(kb.n_people, cfg.exposures, rng, kb.junk_per_exposure)
+    steps = n_steps(cfg, kb.n_people + kb.junk_per_exposure)
     optimizer = make_optimizer(model, cfg, device)
     model.train()
     history: list[dict] = []

@@ -68,3 +68,34 @@ def test_probe_spans_cover_names_and_values():
     assert value.spans["first_chunk"].sum() == value.tokens.shape[0] * CFG.chunk_length
     # row 4 asks about person 1, attribute 1: its scored tokens are that value
     assert torch.equal(value.tokens[4][value.spans["value"][4]], kb.blocks[1, 1, 1:])
+
+
+def test_junk_people_are_fresh_and_only_useful_paragraphs_carry_the_domain_token():
+    kb = BioD(DataConfig(**{**CFG.__dict__, "junk_fraction": 0.75, "domain_token": True}))
+    plain = BioD(CFG)
+    assert kb.junk_per_exposure == 150  # N f / (1 - f)
+    assert kb.information_bits() == plain.information_bits()  # junk adds no knowledge to store
+    marker = kb.vocab.ids["<useful>"]
+    batch = kb.training_batch(np.array([0, -1, 1, -1]), np.random.default_rng(0))
+    seq = torch.cat([batch.inputs[:, :1], batch.targets.clamp(min=0)], dim=1)
+    assert seq[0, 1] == marker and seq[2, 1] == marker and (seq[[1, 3], 1] != marker).all()
+    assert (batch.targets[[1, 3], -1] == -100).all() and (batch.targets[[0, 2], -1] == kb.vocab.eos).all()
+    useful_names = {tuple(n) for n in kb.names_t.tolist()}
+    junk_names = {tuple(seq[r, 1:1 + CFG.name_slots].tolist()) for r in (1, 3)}
+    assert not junk_names & useful_names  # (collisions are possible in principle; not with this seed)
+    attrs = {kb.vocab.ids[a] for a in kb.attribute_names}
+    assert sum(int(t) in attrs for t in seq[1]) == CFG.n_attributes
+    for probe in kb.probes().values():
+        assert (probe.tokens[:, :2] == torch.tensor([kb.vocab.bos, marker])).all()
+    assert kb.question(kb.name(0), 0)[:2] == [kb.vocab.bos, marker]
+    assert "<useful>" not in plain.vocab.ids  # no unused embedding row without the option
+
+
+def test_junk_adds_steps_in_proportion():
+    from moelab.config import TrainConfig
+    from moelab.training import n_steps, people_order
+
+    order = people_order(10, 3, np.random.default_rng(0), junk=30)
+    assert len(order) == 120 and (order == -1).sum() == 90
+    assert sorted(order[:40][order[:40] >= 0].tolist()) == list(range(10))  # each pass holds everyone once
+    assert n_steps(TrainConfig(exposures=100, batch_size=32), 2000 + 6000) == 25000

@@ -83,9 +83,11 @@ class KnowledgeBase(Protocol):
     vocab: Vocabulary
     n_people: int
     attribute_names: list[str]
+    junk_per_exposure: int  # paragraphs about throwaway people added to each pass (id -1 in a batch)
 
     def training_batch(self, people: np.ndarray, rng: np.random.Generator) -> TrainingBatch:
-        """One paragraph per person id, each with a fresh attribute order (and template)."""
+        """One paragraph per person id, each with a fresh attribute order (and template); an id of
+        -1 asks for a junk paragraph about a person drawn afresh."""
 
     def probes(self) -> dict[str, Probe]:
         """Probes for the bit estimator and recall; see `loss_spans` and `recall_span`."""

@@ -7,6 +7,11 @@ value tokens; a person's value for k is C chunks drawn uniformly from that set.
 A paragraph is  <bos> name (attr_k value_k) for k in a fresh random order <eos>,  so every paragraph
 has the same length and the attribute always precedes its value (the "training format").
 
+Junk data (Allen-Zhu & Li, Result 10): with `junk_fraction` f, each pass over the people also
+holds N f / (1 - f) paragraphs about throwaway people drawn afresh from the same distributions,
+each seen once. With `domain_token`, useful paragraphs (and every probe) start <bos> <useful>,
+junk ones do not: the paper's "wikipedia.org" marker of reliable text.
+
 Information content (the R_max numerator):
     N log2(N0/N)  +  N K C log2 D  +  K D log2(T^L / D)
 Bit estimate from mean span losses p1 (name), p2 (whole value), p3 (first chunk), in nats:
@@ -30,8 +35,11 @@ from moelab.knowledge.base import (
     TrainingBatch,
     Vocabulary,
     name_term_bits,
+    name_token_ids,
     sample_names,
 )
+
+USEFUL = "<useful>"
 
 
 class BioD:
@@ -45,7 +53,7 @@ class BioD:
         K, C, L, D, T = cfg.n_attributes, cfg.value_chunks, cfg.chunk_length, cfg.diversity, cfg.value_vocab
         self.attribute_names = [f"attr{k}" for k in range(K)]
         full = Vocabulary(
-            [BOS, EOS]
+            [BOS, EOS, USEFUL]
             + [f"n{i}" for i in range(cfg.name_vocab)]
             + self.attribute_names
             + [f"v{i}" for i in range(T)]
@@ -60,41 +68,68 @@ class BioD:
         blocks = np.concatenate([attrs, values], axis=2)  # [N, K, 1+CL]: attr_k then its value
 
         # Keep only tokens that occur, so no embedding row is unused (SCIENCE.md §1).
-        self.vocab, remap = full.restricted_to(np.concatenate([names.ravel(), blocks.ravel()]))
+        marker = np.array([full.ids[USEFUL]] if cfg.domain_token else [], dtype=np.int64)
+        self.vocab, remap = full.restricted_to(np.concatenate([names.ravel(), blocks.ravel(), marker]))
         self.names_t = torch.from_numpy(remap[names])
         self.blocks = torch.from_numpy(remap[blocks])
+        self.chunks = torch.from_numpy(remap[chunks])  # [K, D, L], for junk people
         self.stop_words = (*self.attribute_names, EOS)
+        self.prefix = [self.vocab.bos] + ([self.vocab.ids[USEFUL]] if cfg.domain_token else [])
+        f = cfg.junk_fraction
+        self.junk_per_exposure = round(N * f / (1 - f))
 
     # -- training text ------------------------------------------------------------------------
 
     def training_batch(self, people: np.ndarray, rng: np.random.Generator) -> TrainingBatch:
+        """Paragraphs for `people`; an id of -1 asks for a fresh junk person."""
+        people = np.asarray(people)
         B, K = len(people), self.cfg.n_attributes
+        junk = torch.from_numpy(people < 0)
+        idx = torch.from_numpy(np.where(people < 0, 0, people))
+        names, blocks = self.names_t[idx].clone(), self.blocks[idx].clone()  # [B, S], [B, K, 1+CL]
+        if junk.any():
+            names[junk], blocks[junk] = self._junk_people(int(junk.sum()), rng)
         order = torch.from_numpy(np.argsort(rng.random((B, K)), axis=1))  # fresh order per exposure
-        idx = torch.from_numpy(np.asarray(people))
-        blocks = self.blocks[idx[:, None], order]  # [B, K, 1+CL]
-        bos = torch.full((B, 1), self.vocab.bos, dtype=torch.int64)
+        blocks = blocks[torch.arange(B)[:, None], order]
+        prefix = torch.tensor(self.prefix).expand(B, -1)
         eos = torch.full((B, 1), self.vocab.eos, dtype=torch.int64)
-        seq = torch.cat([bos, self.names_t[idx], blocks.reshape(B, -1), eos], dim=1)
-        return TrainingBatch(inputs=seq[:, :-1], targets=seq[:, 1:])
+        seq = torch.cat([prefix, names, blocks.reshape(B, -1), eos], dim=1)
+        targets = seq[:, 1:].clone()
+        if len(self.prefix) > 1 and junk.any():  # junk carries no marker: drop it, pad the end
+            seq[junk, 1:-1] = seq[junk, 2:].clone()
+            seq[junk, -1] = self.vocab.eos
+            targets = seq[:, 1:].clone()
+            targets[junk, -1] = -100
+        return TrainingBatch(inputs=seq[:, :-1], targets=targets)
+
+    def _junk_people(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Names and attribute blocks of `n` people drawn afresh: [n, S], [n, K, 1+CL]."""
+        K, C, S = self.cfg.n_attributes, self.cfg.value_chunks, self.cfg.name_slots
+        alphabet = torch.tensor(name_token_ids(self.vocab))
+        names = alphabet[torch.from_numpy(rng.integers(0, len(alphabet), size=(n, S)))]
+        choice = torch.from_numpy(rng.integers(0, self.cfg.diversity, size=(n, K, C)))
+        values = self.chunks[torch.arange(K)[None, :, None], choice].reshape(n, K, -1)
+        return names, torch.cat([self.blocks[0, :, :1].expand(n, K, 1), values], dim=2)
 
     # -- measurement --------------------------------------------------------------------------
 
     def probes(self) -> dict[str, Probe]:
         N, K = self.n_people, self.cfg.n_attributes
-        S, CL, L = self.cfg.name_slots, self.cfg.value_chunks * self.cfg.chunk_length, self.cfg.chunk_length
-        bos = torch.full((N, 1), self.vocab.bos, dtype=torch.int64)
-        name_tokens = torch.cat([bos, self.names_t], dim=1)  # [N, 1+S]
+        CL, L = self.cfg.value_chunks * self.cfg.chunk_length, self.cfg.chunk_length
+        P = len(self.prefix)
+        name_tokens = torch.cat([torch.tensor(self.prefix).expand(N, -1), self.names_t], dim=1)  # [N, P+S]
         name_span = torch.zeros_like(name_tokens, dtype=torch.bool)
-        name_span[:, 1:] = True
+        name_span[:, P:] = True
 
-        # One row per (person, attribute): <bos> name attr_k value_k, attribute first.
+        # One row per (person, attribute): prefix name attr_k value_k, attribute first.
         rows = torch.cat(
             [name_tokens.repeat_interleave(K, dim=0), self.blocks.reshape(N * K, 1 + CL)], dim=1
         )
+        start = name_tokens.shape[1] + 1  # the value follows the attribute token
         value_span = torch.zeros_like(rows, dtype=torch.bool)
-        value_span[:, 2 + S:] = True
+        value_span[:, start:] = True
         first_chunk = torch.zeros_like(rows, dtype=torch.bool)
-        first_chunk[:, 2 + S: 2 + S + L] = True
+        first_chunk[:, start: start + L] = True
         return {
             "name": Probe(name_tokens, {"name": name_span}),
             "value": Probe(rows, {"value": value_span, "first_chunk": first_chunk},
@@ -107,13 +142,13 @@ class BioD:
         return self.names_t[person].tolist()
 
     def question(self, name: list[int], attribute: int) -> list[int]:
-        return [self.vocab.bos, *name, self.vocab.ids[self.attribute_names[attribute]]]
+        return [*self.prefix, *name, self.vocab.ids[self.attribute_names[attribute]]]
 
     def answer(self, person: int, attribute: int) -> list[int]:
         return self.blocks[person, attribute, 1:].tolist()
 
     def paragraph(self, person: int) -> list[int]:
-        return [self.vocab.bos, *self.name(person), *self.blocks[person].ravel().tolist(), self.vocab.eos]
+        return [*self.prefix, *self.name(person), *self.blocks[person].ravel().tolist(), self.vocab.eos]
 
     def information_bits(self) -> dict[str, float]:
         c = self.cfg

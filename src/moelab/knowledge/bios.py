@@ -61,6 +61,7 @@ class BioS:
     recall_span = "recall.value"
     attribute_names = ATTRIBUTES
     stop_words = (".", EOS)
+    junk_per_exposure = 0
 
     def __init__(self, cfg: DataConfig):
         self.cfg = cfg

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from moelab.config import (
-    RunConfig, field_types, from_dict, load_config, load_preset, preset_names, read_toml, to_dict,
-    validate,
+    LATER_FIELDS, RunConfig, field_types, from_dict, load_config, load_preset, preset_names, read_toml,
+    to_dict, validate,
 )
 from moelab.errors import ConfigError
 
@@ -83,6 +83,10 @@ def config_key(cfg: RunConfig) -> str:
     """A short stable hash of everything that affects a run's result (the name does not)."""
     data = to_dict(cfg)
     data.pop("name")
+    for path, default in LATER_FIELDS.items():
+        section, name = path.split(".")
+        if data[section][name] == default:
+            del data[section][name]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
