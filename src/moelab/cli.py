@@ -578,3 +578,48 @@ def context_rot_table(rot: list[dict]) -> Table:
         table.add_row(str(r["context_words"]), "none" if r["depth"] is None else f"{r['depth']:g}", str(r["n"]),
                       _rate(r, "accuracy"), "n/a" if r["ratio_to_shortest"] is None else f"{r['ratio_to_shortest']:.2f}")
     return table
+
+
+@app.command()
+def quantize(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run folder")],
+    bits: Annotated[list[int] | None, typer.Option(help="weight widths to try (repeatable; default 8 and 4)")] = None,
+) -> None:
+    """Round a trained model's weights to int8/int4 (per channel) and measure the bits it still stores."""
+    import torch
+
+    from moelab.evaluation.quantization import quantized_capacity
+    from moelab.io import atomic_write_json
+    from moelab.run import load_run
+
+    try:
+        cfg, kb, model = load_run(run_dir)
+        rows = quantized_capacity(model, kb, bits or [8, 4], cfg.train.eval_batch_size, torch.device("cpu"))
+    except (MoelabError, ValueError) as err:
+        fail(str(err))
+    atomic_write_json(run_dir / "quantization.json", {"run": str(run_dir), "rows": rows})
+    table = Table(title=f"{run_dir}: knowledge after round-to-nearest quantization", title_justify="left")
+    for name in ("weights", "bits stored", "vs full precision", "bits / param", "storage used", "recall"):
+        table.add_column(name, justify="right")
+    for r in rows:
+        table.add_row("fp32" if r["weight_bits"] == 32 else f"int{r['weight_bits']}", f"{r['bits']:,.0f}",
+                      f"{r['bits_vs_full_precision']:.1%}", f"{r['bits_per_param']:.3f}",
+                      f"{r['storage_used']:.1%}", f"{r['accuracy']:.1%}")
+    console.print(table)
+    console.print(f"wrote {run_dir / 'quantization.json'}")
+
+
+@app.command()
+def identities() -> None:
+    """Check the bit estimator's identities (SCIENCE.md §5.1) with an oracle model; no training."""
+    from moelab.evaluation.identities import identity_table
+
+    rows = identity_table()
+    table = Table(title="estimator identities (oracle model through the full probe pipeline)", title_justify="left")
+    for name, justify in (("identity", "left"), ("expected", "right"), ("measured", "right"), ("relative error", "right")):
+        table.add_column(name, justify=justify)
+    for r in rows:
+        table.add_row(r["identity"], f"{r['expected']:.6f}", f"{r['measured']:.6f}", f"{r['relative_error']:.1e}")
+    console.print(table)
+    if any(r["relative_error"] > 1e-6 for r in rows):
+        fail("an identity does not hold to 1e-6")

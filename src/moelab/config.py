@@ -45,13 +45,16 @@ class DataConfig:
     diversity: int = 64  # D: distinct chunks per attribute (bioD)
     value_vocab: int = 64  # T: value-token alphabet (bioD)
     seed: int = 0  # the knowledge base's own seed, so model seeds can vary over fixed facts
+    graph_nodes: int = 16  # twohop: node symbols per graph
+    graph_hops: int = 2  # twohop: hops from the query node to the answer
     junk_fraction: float = 0.0  # share of training paragraphs about throwaway people, each seen once (bioD)
     domain_token: bool = False  # mark useful paragraphs (and probes) with a <useful> token after <bos> (bioD)
 
 
 # Fields added after sweeps were first stored: omitted from run keys while at these defaults, so
 # stored runs that predate them keep their keys and a rerun resumes them.
-LATER_FIELDS = {"data.junk_fraction": 0.0, "data.domain_token": False}
+LATER_FIELDS = {"data.junk_fraction": 0.0, "data.domain_token": False, "data.graph_nodes": 16,
+                "data.graph_hops": 2}
 
 
 @dataclass
@@ -189,13 +192,16 @@ def validate(cfg: RunConfig) -> RunConfig:
     d, m, t = cfg.data, cfg.model, cfg.train
     moe = m.moe
 
-    _require(d.kind in ("biod", "bios"), f"data.kind = {d.kind!r}: use 'biod' or 'bios'")
+    _require(d.kind in ("biod", "bios", "twohop"), f"data.kind = {d.kind!r}: use 'biod', 'bios' or 'twohop'")
+    if d.kind == "twohop":
+        _require(d.graph_nodes >= 3, f"data.graph_nodes = {d.graph_nodes}: need at least 3 nodes")
+        _require(d.graph_hops >= 1, f"data.graph_hops = {d.graph_hops}: must be at least 1")
     for name in ("n_people", "name_slots", "name_vocab", "n_attributes", "value_chunks",
                  "chunk_length", "diversity", "value_vocab"):
         value = getattr(d, name)
         _require(value >= 1, f"data.{name} = {value}: must be a positive integer")
     n0 = d.name_vocab**d.name_slots
-    _require(d.n_people <= n0 // 2,
+    _require(d.kind == "twohop" or d.n_people <= n0 // 2,
              f"data.n_people = {d.n_people} needs at least twice as many possible names "
              f"(name_vocab ** name_slots = {n0}); raise data.name_vocab or data.name_slots")
     _require(0.0 <= d.junk_fraction < 1.0, f"data.junk_fraction = {d.junk_fraction}: must be in [0, 1)")

@@ -1,7 +1,7 @@
 """The bit estimator (SCIENCE.md §3, identities of §5.1), checked through the whole probe pipeline.
 
-An oracle "model" that knows the knowledge base emits exact next-token distributions, so the bits
-the pipeline reports can be compared with the closed forms to 1e-6 relative.
+An oracle "model" that knows the knowledge base (evaluation/identities.py) emits exact next-token
+distributions, so the bits the pipeline reports can be compared with the closed forms to 1e-6.
 """
 
 import math
@@ -9,56 +9,11 @@ import math
 import pytest
 import torch
 
-from moelab.config import DataConfig
 from moelab.evaluation import measure_capacity, score_probe
+from moelab.evaluation.identities import IDENTITY_DATA, identity_table, oracle_capacity
 from moelab.knowledge import BioD
 
-CFG = DataConfig(n_people=60, name_slots=2, name_vocab=16, n_attributes=3, value_chunks=2,
-                 chunk_length=1, diversity=8, value_vocab=32, seed=3)
-
-
-class Oracle(torch.nn.Module):
-    """Uniform over the real names (a prefix tree, so each name gets exactly 1/N); for value chunk
-    tokens (L = 1) it puts probability `q` on the right token and spreads 1 - q uniformly over the
-    rest of that attribute's diversity set (q = 1/D is the uniform predictor)."""
-
-    def __init__(self, kb: BioD, q: float):
-        super().__init__()
-        self.kb, self.q = kb, q
-        V = len(kb.vocab)
-        self.vocab_size = V
-        names = kb.names_t.tolist()
-        first = torch.zeros(V)
-        for n in names:
-            first[n[0]] += 1
-        self.first = first / first.sum()
-        self.second = {}
-        for n in names:
-            self.second.setdefault(n[0], torch.zeros(V))[n[1]] += 1
-        self.person = {tuple(n): i for i, n in enumerate(names)}
-        attr0 = kb.vocab.ids["attr0"]
-        self.sets = {attr0 + a: sorted(set(kb.blocks[:, a, 1:].flatten().tolist()))
-                     for a in range(CFG.n_attributes)}
-
-    def forward(self, tokens):
-        B, S = tokens.shape
-        probs = torch.full((B, S, self.vocab_size), 1.0 / self.vocab_size, dtype=torch.float64)
-        for b in range(B):
-            row = tokens[b].tolist()
-            probs[b, 0] = self.first
-            if S > 1:
-                counts = self.second[row[1]]
-                probs[b, 1] = counts / counts.sum()
-            if S > 3:
-                person, attr = self.person[tuple(row[1:3])], row[3]
-                values = self.kb.blocks[person, attr - self.kb.vocab.ids["attr0"], 1:].tolist()
-                for j in range(S - 3):
-                    p = torch.zeros(self.vocab_size, dtype=torch.float64)
-                    others = [v for v in self.sets[attr] if v != values[j]]
-                    p[others] = (1 - self.q) / len(others)
-                    p[values[j]] = self.q
-                    probs[b, 3 + j] = p
-        return probs.log(), torch.zeros(())
+CFG = IDENTITY_DATA
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +26,7 @@ def kb():
 
 
 def capacity(kb, q):
-    return measure_capacity(Oracle(kb, q), kb, batch_size=64, device=torch.device("cpu"))
+    return oracle_capacity(kb, q)
 
 
 def test_perfect_value_predictor_with_uniform_names_stores_everything(kb):
@@ -111,3 +66,9 @@ def test_real_models_never_exceed_r_max(kb):
     assert result.bits < result.information_bits
     assert result.bit_terms["value"] < 0  # a random model is worse than uniform: never clipped
 
+
+
+def test_identity_table_holds_every_identity():
+    rows = identity_table()
+    assert len(rows) == 7
+    assert all(r["relative_error"] < 1e-6 for r in rows), rows

@@ -1,0 +1,59 @@
+"""Post-training quantization and the knowledge that survives it (Allen-Zhu & Li, Result 8:
+int8 keeps a model's 2 bits per parameter; int4 loses much of it).
+
+Round-to-nearest, symmetric, per output channel: each channel's weights are scaled so the largest
+magnitude maps to the top integer level, rounded, and mapped back (fake quantization: the bits
+are then measured with the same estimator as the full-precision model). Every weight matrix,
+expert stack and embedding is quantized; norm weights (vectors) stay in full precision.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from moelab.evaluation.capacity import measure_capacity
+from moelab.knowledge import KnowledgeBase
+from moelab.models import Transformer
+
+
+def quantize_tensor(weight: torch.Tensor, bits: int, reduce_dim: int) -> torch.Tensor:
+    """`weight` rounded to signed `bits`-bit integers with one scale per slice along `reduce_dim`."""
+    levels = 2 ** (bits - 1) - 1  # symmetric: int8 -> [-127, 127], int4 -> [-7, 7]
+    scale = weight.abs().amax(dim=reduce_dim, keepdim=True) / levels
+    scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+    return (weight / scale).round().clamp(-levels, levels) * scale
+
+
+def input_dim(name: str, weight: torch.Tensor) -> int:
+    """The axis a channel's scale spans: nn.Linear weights are [out, in], expert stacks [E, in, out]
+    (used as x @ w), embeddings [vocab, d] (one scale per token row)."""
+    return -2 if ".experts.w_" in f".{name}" else -1
+
+
+def quantize_model(model: Transformer, bits: int) -> Transformer:
+    """A copy of `model` with every weight of two or more dimensions quantized to `bits` bits."""
+    if not 2 <= bits <= 16:
+        raise ValueError(f"bits = {bits}: use 2 to 16")
+    quantized = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in quantized.named_parameters():
+            if p.dim() >= 2:
+                p.copy_(quantize_tensor(p, bits, input_dim(name, p)))
+    return quantized
+
+
+def quantized_capacity(model: Transformer, kb: KnowledgeBase, bits_list: list[int], batch_size: int,
+                       device: torch.device) -> list[dict]:
+    """Bits stored and recall at full precision and at each quantization width."""
+    params = sum(p.numel() for p in model.parameters())
+    rows = []
+    for bits in [32, *bits_list]:
+        m = model if bits == 32 else quantize_model(model, bits)
+        c = measure_capacity(m, kb, batch_size, device)
+        rows.append({"weight_bits": bits, "bits": c.bits, "bits_per_param": c.bits / params,
+                     "storage_used": c.bits / (params * bits), "accuracy": c.accuracy})
+    for row in rows:
+        row["bits_vs_full_precision"] = row["bits"] / rows[0]["bits"] if rows[0]["bits"] else None
+    return rows
