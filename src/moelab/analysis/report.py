@@ -22,11 +22,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter  # noqa: E402
 
+from moelab.analysis import science  # noqa: E402
 from moelab.analysis.fit import Estimate, LogLinearFit, partial_correlation, pearson  # noqa: E402
 from moelab.io import atomic_write, atomic_write_text  # noqa: E402
 
 COLUMNS = ["label", "status", "n_experts", "top_k", "expert_width", "granularity", "p_total", "p_active",
-           "active_fraction", "bits", "bits_per_param", "bits_per_active_param", "accuracy",
+           "active_fraction", "bits", "information_bits", "bits_per_param", "bits_per_active_param", "accuracy",
            "max_violation", "dead_experts", "exposures", "steps", "seed", "wall_seconds", "reason", "key"]
 
 
@@ -41,6 +42,7 @@ def flatten_run(row: dict) -> dict:
     if routing:
         record["max_violation"] = max(r["max_violation"] for r in routing)
         record["dead_experts"] = sum(r["dead_experts"] for r in routing)
+    record["history"] = m.get("history", [])  # for the figures; not a CSV column
     return record
 
 
@@ -166,7 +168,7 @@ def write_report(rows: list[dict], folder: str | Path, title: str, description: 
 
     def write_csv(tmp: str) -> None:
         with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(records)
 
@@ -178,15 +180,17 @@ def write_report(rows: list[dict], folder: str | Path, title: str, description: 
     parts.append(f"<p class=note>{len(done)} of {len(records)} runs done. Bits: Allen-Zhu &amp; Li's "
                  "estimator from summed span losses under the full softmax (a lower bound). Intervals: "
                  "95% bootstrap.</p>")
-    if len(done) >= 2:
-        png = headline_figure(records)
+    knowledge = science.knowledge_runs(records)
+    if len(knowledge) >= 2:
+        png = headline_figure(knowledge)
         atomic_write(folder / "headline.png", lambda tmp: Path(tmp).write_bytes(png))
         parts.append(_img(png, "headline figure"))
-    stats = attribution(records)
+    stats = attribution(knowledge)
     if stats:
         parts.append("<h2>Which parameter count explains the knowledge stored?</h2>")
         parts.append(_table(["statistic (log10 scales)", "value", "95% low", "95% high"],
                             [[k, v.value, v.low, v.high] for k, v in stats.items()]))
+    parts += science_sections(records, folder)
     parts.append("<h2>Runs</h2>")
     headers = ["run", "E", "k", "expert width", "P_total", "P_active", "active fraction", "bits",
                "bits/param", "bits/active param", "recall", "time (s)", "status"]
@@ -211,6 +215,142 @@ def write_report(rows: list[dict], folder: str | Path, title: str, description: 
         parts.append(_table(["git commit", "torch", "device"], [list(p) for p in provenance]))
     atomic_write_text(folder / "report.html", _page(title, parts))
     return folder / "report.html"
+
+
+def _save_png(folder: Path, name: str, png: bytes) -> None:
+    atomic_write(folder / name, lambda tmp: Path(tmp).write_bytes(png))
+
+
+def _est(e: Estimate) -> list:
+    return [e.value, "n/a" if math.isnan(e.low) else e.low, "n/a" if math.isnan(e.high) else e.high]
+
+
+def frontier_figure(f: science.Frontier) -> bytes:
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    x = [1.0] + [p.active_fraction for p in f.points]
+    y = [1.0] + [p.ratio.value for p in f.points]
+    err = [[0.0] + [p.ratio.value - p.ratio.low if not math.isnan(p.ratio.low) else 0 for p in f.points],
+           [0.0] + [p.ratio.high - p.ratio.value if not math.isnan(p.ratio.high) else 0 for p in f.points]]
+    ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color="black", lw=1)
+    for p in f.points:
+        ax.annotate(p.label, (p.active_fraction, p.ratio.value), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points")
+    for level, colour in ((0.9, "tab:orange"), (0.5, "tab:red")):
+        ax.axhline(level, color=colour, ls="--", lw=1, label=f"{level:.0%} of dense")
+        k = f.knees.get(level)
+        if k is not None and not math.isnan(k.value):
+            ax.axvline(k.value, color=colour, ls=":", lw=1)
+            if not math.isnan(k.low):
+                ax.axvspan(k.low, k.high, color=colour, alpha=0.12)
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("active fraction (sparser to the right)")
+    ax.set_ylabel("bits per total parameter / dense")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _png(fig, dpi=110)
+
+
+def exposures_figure(rows: list[dict]) -> bytes:
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    ax.plot([r["exposures"] for r in rows], [r["bits_per_param"] for r in rows], marker="o", color="black")
+    ax.axhline(2.0, color="tab:green", ls="--", lw=1, label="2 bits/param (paper, 1000 exposures)")
+    ax.axhline(1.0, color="tab:blue", ls="--", lw=1, label="1 bit/param (paper, 100 exposures)")
+    ax.set_xscale("log")
+    ax.set_xlabel("exposures per person")
+    ax.set_ylabel("bits per parameter")
+    ax.set_title(f"dense model, {rows[0]['p_total']:,} parameters", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _png(fig, dpi=110)
+
+
+def violation_figure(records: list[dict]) -> bytes:
+    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    labels = sorted({science.group_label(r["label"]) for r in records})
+    cmap = plt.get_cmap("tab10")
+    for r in records:
+        points = [(h["step"], h["max_violation"]) for h in r["history"] if "max_violation" in h]
+        i = labels.index(science.group_label(r["label"]))
+        ax.plot(*zip(*points), color=cmap(i % 10), lw=1, alpha=0.8,
+                label=labels[i] if r is next(x for x in records if science.group_label(x["label"]) == labels[i]) else None)
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("max load violation (max load / mean - 1)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return _png(fig, dpi=110)
+
+
+def reasoning_figure(groups: list[science.Group]) -> bytes:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True, layout="constrained")
+    for ax, key, name in ((axes[0], "p_active", "active parameters"), (axes[1], "p_total", "total parameters")):
+        for g in groups:
+            e = g.interval("accuracy")
+            moe = bool(g.runs[0]["n_experts"])
+            ax.errorbar(g.mean(key), e.value, yerr=None if math.isnan(e.low) else [[e.value - e.low], [e.high - e.value]],
+                        marker="^" if moe else "o", capsize=3, color="tab:purple" if moe else "black")
+            ax.annotate(g.label, (g.mean(key), e.value), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("held-out accuracy (reasoning task)")
+    return _png(fig, dpi=110)
+
+
+def science_sections(records: list[dict], folder: Path) -> list[str]:
+    """Report sections for what a sweep varies: seeds, a fixed-total frontier, exposures, load
+    balance over training, a reasoning task."""
+    parts = []
+    knowledge = science.knowledge_runs(records)
+    pooled = [g for g in science.groups(knowledge) if len(g.runs) > 1]
+    if pooled:
+        parts.append("<h2>Pooled over seeds (mean and 95% t interval)</h2>")
+        parts.append(_table(["configuration", "seeds", "P_total", "active fraction", "bits", "low", "high",
+                             "bits/param", "recall", "low", "high"],
+                            [[g.label, len(g.runs), g.mean("p_total"), g.mean("active_fraction"),
+                              *_est(g.interval("bits")), g.mean("bits_per_param"), *_est(g.interval("accuracy"))]
+                             for g in science.groups(knowledge)]))
+    f = science.frontier(records)
+    if f is not None:
+        _save_png(folder, "frontier.png", png := frontier_figure(f))
+        parts.append("<h2>Sparsity frontier at fixed total parameters</h2>")
+        parts.append(_img(png, "bits per total parameter relative to dense against active fraction"))
+        parts.append(_table(["knee (ratio to dense)", "active fraction", "95% low", "95% high"],
+                            [[f"{level:.0%}", *_est(k)] for level, k in f.knees.items()]))
+        parts.append(f"<p class=note>Dense: {f.dense_bits_per_param.value:.3f} bits/param "
+                     f"(95% interval {f.dense_bits_per_param.low:.3f} to {f.dense_bits_per_param.high:.3f}). "
+                     f"A knee of n/a was not reached down to the sparsest configuration measured "
+                     f"({f.smallest_fraction:.1%} active); an interval of n/a means some seed resamples "
+                     "never cross that level.</p>")
+        parts.append(_table(["configuration", "active fraction", "seeds", "bits/param vs dense", "low", "high"],
+                            [[p.label, p.active_fraction, p.n_seeds, *_est(p.ratio)] for p in f.points]))
+    exposures = science.exposure_table(records)
+    if exposures:
+        _save_png(folder, "exposures.png", png := exposures_figure(exposures))
+        parts.append("<h2>Bits per parameter against exposures</h2>")
+        parts.append(_img(png, "bits per parameter against exposures"))
+        parts.append(_table(["exposures", "bits", "bits/param", "recall"],
+                            [[r["exposures"], r["bits"], r["bits_per_param"], r["accuracy"]] for r in exposures]))
+    violations = science.violation_table(records)
+    if len(violations) > 1:
+        moe = [r for r in knowledge if r["n_experts"] and r["history"]]
+        _save_png(folder, "violation.png", png := violation_figure(moe))
+        parts.append("<h2>Load balance over training</h2>")
+        parts.append(_img(png, "max load violation over training steps"))
+        parts.append(_table(["configuration", "seeds", "max violation: first log", "mean", "last",
+                             "bits", "low", "high", "recall", "low", "high"],
+                            [[v["label"], v["seeds"], v["first"], v["mean"], v["last"], *_est(v["bits"]),
+                              *_est(v["accuracy"])] for v in violations]))
+    reasoning = science.groups(science.reasoning_runs(records))
+    if reasoning:
+        _save_png(folder, "reasoning.png", png := reasoning_figure(reasoning))
+        parts.append("<h2>Reasoning task (no knowledge to store)</h2>")
+        parts.append(_img(png, "reasoning accuracy against active and total parameters"))
+        parts.append(_table(["configuration", "seeds", "P_total", "P_active", "accuracy", "low", "high"],
+                            [[g.label, len(g.runs), g.mean("p_total"), g.mean("p_active"),
+                              *_est(g.interval("accuracy"))] for g in reasoning]))
+    return parts
 
 
 def survey_figure(b, rows) -> bytes:

@@ -1,0 +1,170 @@
+"""Summaries of the science presets, from flat run records (report.flatten_run rows plus metrics):
+seeds pooled into groups, the sparsity frontier and its knees, exposures, load balance over
+training, and reasoning accuracy. Each function returns plain numbers; report.py draws them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from moelab.analysis.fit import Estimate
+
+LEVEL = 0.95
+
+
+def group_label(label: str) -> str:
+    """A run label without its seed: the runs of one configuration pooled over seeds."""
+    return re.sub(r"\s*seed=\d+", "", label).strip()
+
+
+def _is_reasoning(r: dict) -> bool:
+    return r.get("information_bits") == 0  # a task with no knowledge to store
+
+
+def knowledge_runs(records: list[dict]) -> list[dict]:
+    """Finished runs on a knowledge base (reasoning runs store no knowledge and are left out)."""
+    return [r for r in records if r["status"] == "done" and not _is_reasoning(r)]
+
+
+def reasoning_runs(records: list[dict]) -> list[dict]:
+    return [r for r in records if r["status"] == "done" and _is_reasoning(r)]
+
+
+@dataclass
+class Group:
+    label: str
+    runs: list[dict]
+
+    def values(self, key: str) -> np.ndarray:
+        return np.array([r[key] for r in self.runs], dtype=float)
+
+    def mean(self, key: str) -> float:
+        return float(self.values(key).mean())
+
+    def interval(self, key: str) -> Estimate:
+        """Mean over seeds with a t interval (the value alone for one seed)."""
+        v = self.values(key)
+        if len(v) < 2:
+            return Estimate(float(v.mean()), math.nan, math.nan, LEVEL)
+        from scipy import stats
+
+        half = stats.t.ppf(0.5 + LEVEL / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+        return Estimate(float(v.mean()), float(v.mean() - half), float(v.mean() + half), LEVEL)
+
+
+def groups(records: list[dict]) -> list[Group]:
+    by_label: dict[str, list[dict]] = {}
+    for r in records:
+        by_label.setdefault(group_label(r["label"]), []).append(r)
+    return [Group(label, runs) for label, runs in by_label.items()]
+
+
+# ---------------------------------------------------------------------------------------------
+# the sparsity frontier
+
+
+@dataclass
+class FrontierPoint:
+    label: str
+    active_fraction: float
+    n_seeds: int
+    ratio: Estimate  # bits per total parameter relative to dense at the same total
+
+
+@dataclass
+class Frontier:
+    dense_bits_per_param: Estimate
+    points: list[FrontierPoint]  # by active fraction, descending
+    knees: dict[float, Estimate]  # level -> active fraction where the ratio first falls below it
+    smallest_fraction: float
+
+
+def _ratio_curve(dense: float, moe: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(active fraction, bits-per-param ratio to dense), dense first, by descending fraction."""
+    return [(1.0, 1.0)] + sorted(((f, b / dense) for f, b in moe), reverse=True)
+
+
+def knee(curve: list[tuple[float, float]], level: float) -> float:
+    """The active fraction where the ratio first drops below `level` going sparser, interpolated
+    in log active fraction; nan when it never does in the measured range."""
+    for (f0, r0), (f1, r1) in zip(curve, curve[1:]):
+        if r1 < level <= r0:
+            t = (r0 - level) / (r0 - r1)
+            return float(10 ** (math.log10(f0) + t * (math.log10(f1) - math.log10(f0))))
+    return math.nan
+
+
+def frontier(records: list[dict], levels=(0.9, 0.5), n_boot: int = 2000, seed: int = 0) -> Frontier | None:
+    """Bits per total parameter against active fraction at a fixed total, relative to the dense
+    runs of that total; knees with percentile intervals from resampling seeds within each group."""
+    runs = knowledge_runs(records)
+    dense = [r for r in runs if not r["n_experts"]]
+    if not dense:
+        return None
+    total = float(np.mean([r["p_total"] for r in dense]))
+    moe = [g for g in groups([r for r in runs if r["n_experts"] and abs(r["p_total"] / total - 1) < 0.05])]
+    if len(moe) < 2:
+        return None
+    dense_bpp = np.array([r["bits_per_param"] for r in dense])
+    fractions = [g.mean("active_fraction") for g in moe]
+    samples = [g.values("bits_per_param") for g in moe]
+    curve = _ratio_curve(dense_bpp.mean(), [(f, s.mean()) for f, s in zip(fractions, samples)])
+    rng = np.random.default_rng(seed)
+    boot = {level: [] for level in levels}
+    for _ in range(n_boot):
+        d = rng.choice(dense_bpp, len(dense_bpp)).mean()
+        c = _ratio_curve(d, [(f, rng.choice(s, len(s)).mean()) for f, s in zip(fractions, samples)])
+        for level in levels:
+            boot[level].append(knee(c, level))
+    knees = {}
+    for level in levels:
+        draws = np.array(boot[level])
+        reached = draws[np.isfinite(draws)]
+        low, high = (np.quantile(reached, [0.5 - LEVEL / 2, 0.5 + LEVEL / 2]) if len(reached) == len(draws)
+                     else (math.nan, math.nan))  # some resamples never cross: no finite interval
+        knees[level] = Estimate(knee(curve, level), float(low), float(high), LEVEL)
+    points = []
+    for g, f, s in sorted(zip(moe, fractions, samples), key=lambda x: -x[1]):
+        ratios = s / dense_bpp.mean()
+        e = Group(g.label, [{"r": x} for x in ratios]).interval("r")
+        points.append(FrontierPoint(g.label, f, len(s), e))
+    d = Group("dense", [{"r": x} for x in dense_bpp]).interval("r")
+    return Frontier(d, points, knees, min(fractions))
+
+
+# ---------------------------------------------------------------------------------------------
+# exposures and load balance
+
+
+def exposure_table(records: list[dict]) -> list[dict]:
+    """Dense runs of one size trained for different numbers of exposures (empty if none vary)."""
+    runs = [r for r in knowledge_runs(records) if not r["n_experts"]]
+    by_size: dict[int, list[dict]] = {}
+    for r in runs:
+        by_size.setdefault(r["p_total"], []).append(r)
+    for size, rs in by_size.items():
+        if len({r["exposures"] for r in rs}) >= 3:
+            return [{"p_total": size, "exposures": r["exposures"], "bits": r["bits"],
+                     "bits_per_param": r["bits_per_param"], "accuracy": r["accuracy"]}
+                    for r in sorted(rs, key=lambda r: r["exposures"])]
+    return []
+
+
+def violation_table(records: list[dict]) -> list[dict]:
+    """Per configuration (seeds pooled): max load violation early, on average and at the end of
+    training, bits stored and recall, for MoE runs whose history records the violation."""
+    out = []
+    for g in groups([r for r in knowledge_runs(records) if r["n_experts"] and r.get("history")]):
+        histories = [[h["max_violation"] for h in r["history"] if "max_violation" in h] for r in g.runs]
+        if not all(histories):
+            continue
+        out.append({"label": g.label, "seeds": len(g.runs),
+                    "first": float(np.mean([h[0] for h in histories])),
+                    "mean": float(np.mean([np.mean(h) for h in histories])),
+                    "last": float(np.mean([h[-1] for h in histories])),
+                    "bits": g.interval("bits"), "accuracy": g.interval("accuracy")})
+    return out

@@ -1,0 +1,59 @@
+import math
+
+import pytest
+
+from moelab.analysis import science
+from moelab.analysis.report import write_report
+
+
+def record(label, n_experts, active_fraction, bits_per_param, p_total=100_000, **extra):
+    return {"label": label, "status": "done", "n_experts": n_experts, "top_k": 1, "p_total": p_total,
+            "p_active": int(p_total * active_fraction), "active_fraction": active_fraction,
+            "bits_per_param": bits_per_param, "bits": bits_per_param * p_total, "information_bits": 1e6,
+            "accuracy": 0.5, "exposures": 100, "history": [], **extra}
+
+
+def test_group_label_drops_the_seed():
+    assert science.group_label("E=8 k=1 w=104 seed=2") == "E=8 k=1 w=104"
+    assert science.group_label("E=8 k=1 aux_loss_weight=0.0 seed=10 x=1") == "E=8 k=1 aux_loss_weight=0.0 x=1"
+
+
+def test_knee_interpolates_in_log_active_fraction():
+    curve = [(1.0, 1.0), (0.1, 0.8), (0.01, 0.4)]
+    assert science.knee(curve, 0.9) == pytest.approx(10 ** -0.5)  # halfway between 1 and 0.1 in log
+    assert science.knee(curve, 0.5) == pytest.approx(10 ** -1.75)
+    assert math.isnan(science.knee(curve, 0.3))  # never reached
+
+
+def test_frontier_from_seeded_runs():
+    runs = [record(f"dense seed={s}", 0, 1.0, 1.0 + d) for s, d in enumerate((-0.01, 0.0, 0.01))]
+    for s in range(3):
+        runs.append(record(f"E=4 seed={s}", 4, 0.3, 0.95 + 0.01 * s))
+        runs.append(record(f"E=16 seed={s}", 16, 0.1, 0.7 + 0.01 * s))
+        runs.append(record(f"E=64 seed={s}", 64, 0.03, 0.3 + 0.01 * s))
+        runs.append(record(f"E=8 other total seed={s}", 8, 0.2, 0.9, p_total=300_000))  # not this total
+    f = science.frontier(runs, n_boot=300)
+    assert [p.label for p in f.points] == ["E=4", "E=16", "E=64"]
+    assert f.points[1].ratio.value == pytest.approx(0.71) and f.points[1].n_seeds == 3
+    k90, k50 = f.knees[0.9], f.knees[0.5]
+    assert 0.1 < k90.value < 0.3 and 0.03 < k50.value < 0.1
+    assert k90.low <= k90.value <= k90.high and k50.low <= k50.value <= k50.high
+
+
+def test_exposures_violation_and_reasoning_sections(tmp_path):
+    runs = [record(f"dense exposures={e}", 0, 1.0, b, exposures=e) for e, b in ((30, 0.2), (100, 0.9), (1000, 2.0))]
+    history = lambda v: [{"step": 100 * i, "max_violation": v / i} for i in range(1, 4)]  # noqa: E731
+    runs += [record(f"E=8 aux={a} seed={s}", 8, 0.2, 0.5, history=history(v)) for a, v in ((0, 3), (1, 1))
+             for s in (0, 1)]
+    runs.append(record("dense twohop", 0, 1.0, 0.0, information_bits=0, accuracy=0.9))
+    assert [r["exposures"] for r in science.exposure_table(runs)] == [30, 100, 1000]
+    table = science.violation_table(runs)
+    assert [(v["label"], v["first"], v["last"]) for v in table] == [("E=8 aux=0", 3, 1), ("E=8 aux=1", 1, 1 / 3)]
+    assert [g.label for g in science.groups(science.reasoning_runs(runs))] == ["dense twohop"]
+
+    rows = [{"key": str(i), "label": r["label"], "status": "done", "reason": None, "config": {},
+             "metrics": {**r, "routing": []}} for i, r in enumerate(runs)]
+    write_report(rows, tmp_path, "t")
+    for name in ("exposures.png", "violation.png", "reasoning.png", "headline.png"):
+        assert (tmp_path / name).exists(), name
+    assert "Reasoning task" in (tmp_path / "report.html").read_text()
