@@ -602,7 +602,8 @@ def quantize(
     for name in ("weights", "bits stored", "vs full precision", "bits / param", "storage used", "recall"):
         table.add_column(name, justify="right")
     for r in rows:
-        table.add_row("fp32" if r["weight_bits"] == 32 else f"int{r['weight_bits']}", f"{r['bits']:,.0f}",
+        name = "fp32" if r["weight_bits"] == 32 else f"int{r['weight_bits']}"
+        table.add_row(name + (" (embeddings fp32)" if r["embeddings_full_precision"] else ""), f"{r['bits']:,.0f}",
                       f"{r['bits_vs_full_precision']:.1%}", f"{r['bits_per_param']:.3f}",
                       f"{r['storage_used']:.1%}", f"{r['accuracy']:.1%}")
     console.print(table)

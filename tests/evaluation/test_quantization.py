@@ -26,3 +26,7 @@ def test_quantized_copy_leaves_the_model_and_norms_alone(trained_run):
     assert abs(rows[0]["bits"] - metrics["bits"]) < 1e-3 * abs(metrics["bits"]) + 1e-6  # fp32: the run's own bits
     assert abs(rows[1]["bits_vs_full_precision"] - 1) < 1e-3  # 16-bit rounding changes nothing that matters
     assert rows[3]["bits"] < rows[0]["bits"]  # 2-bit weights lose knowledge
+    assert [r["embeddings_full_precision"] for r in rows] == [False] * 4 + [True] * 3
+    kept = quantize_model(model, 4, keep_embeddings=True)
+    assert torch.equal(kept.embed.weight, model.embed.weight)
+    assert not torch.equal(kept.blocks[0].attn.q_proj.weight, model.blocks[0].attn.q_proj.weight)

@@ -4,7 +4,9 @@ int8 keeps a model's 2 bits per parameter; int4 loses much of it).
 Round-to-nearest, symmetric, per output channel: each channel's weights are scaled so the largest
 magnitude maps to the top integer level, rounded, and mapped back (fake quantization: the bits
 are then measured with the same estimator as the full-precision model). Every weight matrix,
-expert stack and embedding is quantized; norm weights (vectors) stay in full precision.
+expert stack and embedding is quantized; norm weights (vectors) stay in full precision. A second
+pass keeps the token embedding (tied to the output head here) in full precision, since
+deployments often do; "storage used" still divides by the quantized width for every weight.
 """
 
 from __future__ import annotations
@@ -32,28 +34,31 @@ def input_dim(name: str, weight: torch.Tensor) -> int:
     return -2 if ".experts.w_" in f".{name}" else -1
 
 
-def quantize_model(model: Transformer, bits: int) -> Transformer:
-    """A copy of `model` with every weight of two or more dimensions quantized to `bits` bits."""
+def quantize_model(model: Transformer, bits: int, keep_embeddings: bool = False) -> Transformer:
+    """A copy of `model` with every weight of two or more dimensions quantized to `bits` bits
+    (the token embedding, which ties to the output head, kept in full precision if asked)."""
     if not 2 <= bits <= 16:
         raise ValueError(f"bits = {bits}: use 2 to 16")
     quantized = copy.deepcopy(model)
     with torch.no_grad():
         for name, p in quantized.named_parameters():
-            if p.dim() >= 2:
+            if p.dim() >= 2 and not (keep_embeddings and name.startswith(("embed.", "lm_head."))):
                 p.copy_(quantize_tensor(p, bits, input_dim(name, p)))
     return quantized
 
 
 def quantized_capacity(model: Transformer, kb: KnowledgeBase, bits_list: list[int], batch_size: int,
                        device: torch.device) -> list[dict]:
-    """Bits stored and recall at full precision and at each quantization width."""
+    """Bits stored and recall at full precision, at each quantization width, and at each width
+    with the embeddings kept in full precision."""
     params = sum(p.numel() for p in model.parameters())
     rows = []
-    for bits in [32, *bits_list]:
-        m = model if bits == 32 else quantize_model(model, bits)
+    for bits, keep in [(32, False), *((b, False) for b in bits_list), *((b, True) for b in bits_list)]:
+        m = model if bits == 32 else quantize_model(model, bits, keep)
         c = measure_capacity(m, kb, batch_size, device)
-        rows.append({"weight_bits": bits, "bits": c.bits, "bits_per_param": c.bits / params,
-                     "storage_used": c.bits / (params * bits), "accuracy": c.accuracy})
+        rows.append({"weight_bits": bits, "embeddings_full_precision": keep, "bits": c.bits,
+                     "bits_per_param": c.bits / params, "storage_used": c.bits / (params * bits),
+                     "accuracy": c.accuracy})
     for row in rows:
         row["bits_vs_full_precision"] = row["bits"] / rows[0]["bits"] if rows[0]["bits"] else None
     return rows
