@@ -160,7 +160,7 @@ def sweep(
 
 @app.command()
 def report(folder: Annotated[Path, typer.Argument(help="a sweep folder")]) -> None:
-    """Rewrite report.html, headline.png and runs.csv of a sweep folder from its store."""
+    """Rewrite a sweep folder's report.html, runs.csv and figures from its store."""
     import json
 
     from moelab.analysis.report import write_report

@@ -181,6 +181,12 @@ def write_report(rows: list[dict], folder: str | Path, title: str, description: 
                  "estimator from summed span losses under the full softmax (a lower bound). Intervals: "
                  "95% bootstrap.</p>")
     knowledge = science.knowledge_runs(records)
+    exposures = [r["exposures"] for r in knowledge]
+    if len(set(exposures)) > 1:  # size fits compare runs trained alike: keep the most common exposures
+        modal = max(set(exposures), key=exposures.count)
+        knowledge = [r for r in knowledge if r["exposures"] == modal]
+        parts.append(f"<p class=note>The figure and fits below use the {len(knowledge)} runs at {modal} "
+                     "exposures; the exposures section shows the rest.</p>")
     if len(knowledge) >= 2:
         png = headline_figure(knowledge)
         atomic_write(folder / "headline.png", lambda tmp: Path(tmp).write_bytes(png))
