@@ -43,6 +43,8 @@ def flatten_run(row: dict) -> dict:
         record["max_violation"] = max(r["max_violation"] for r in routing)
         record["dead_experts"] = sum(r["dead_experts"] for r in routing)
     record["history"] = m.get("history", [])  # for the figures; not a CSV column
+    data = m.get("config", {}).get("data", {})
+    record["junk_fraction"], record["domain_token"] = data.get("junk_fraction", 0.0), data.get("domain_token", False)
     return record
 
 
@@ -288,6 +290,21 @@ def violation_figure(records: list[dict]) -> bytes:
     return _png(fig, dpi=110)
 
 
+def junk_figure(rows: list[dict]) -> bytes:
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    fractions = sorted({r["junk_fraction"] for r in rows})
+    for offset, token, colour in ((-0.15, False, "grey"), (0.15, True, "tab:blue")):
+        sel = {r["junk_fraction"]: r["bits"] for r in rows if r["domain_token"] == token}
+        xs = [i + offset for i, f in enumerate(fractions) if f in sel]
+        ax.bar(xs, [sel[f] for f in fractions if f in sel], width=0.3, color=colour,
+               label="with <useful> token" if token else "no token")
+    ax.set_xticks(range(len(fractions)), [f"{f:.0%} junk" for f in fractions])
+    ax.set_ylabel("bits of the useful knowledge stored")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    return _png(fig, dpi=110)
+
+
 def reasoning_figure(groups: list[science.Group]) -> bytes:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True, layout="constrained")
     for ax, key, name in ((axes[0], "p_active", "active parameters"), (axes[1], "p_total", "total parameters")):
@@ -348,6 +365,14 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
                              "bits", "low", "high", "recall", "low", "high"],
                             [[v["label"], v["seeds"], v["first"], v["mean"], v["last"], *_est(v["bits"]),
                               *_est(v["accuracy"])] for v in violations]))
+    junk = [r for r in knowledge if r.get("junk_fraction") not in ("", None)]
+    if len({r["junk_fraction"] for r in junk}) > 1:
+        _save_png(folder, "junk.png", png := junk_figure(junk))
+        parts.append("<h2>Useful knowledge among junk paragraphs</h2>")
+        parts.append(_img(png, "bits stored against the share of junk paragraphs"))
+        parts.append(_table(["junk fraction", "domain token", "steps", "bits", "bits/param", "recall"],
+                            [[r["junk_fraction"], str(r["domain_token"]), r["steps"], r["bits"], r["bits_per_param"],
+                              r["accuracy"]] for r in sorted(junk, key=lambda r: (r["junk_fraction"], r["domain_token"]))]))
     reasoning = science.groups(science.reasoning_runs(records))
     if reasoning:
         _save_png(folder, "reasoning.png", png := reasoning_figure(reasoning))
