@@ -1,19 +1,20 @@
 """A reasoning task that needs no memorised facts: where do two hops from u lead?
 
 Every example is a fresh random graph in which each of `graph_nodes` node symbols has one
-outgoing edge (a random permutation f), listed in random order in the prompt, then a query:
+outgoing edge (a random permutation f), listed in random order in the prompt, then three queries
+about distinct nodes:
 
-    <bos> a f(a) , b f(b) , ... ? u = f(f(u)) <eos>
+    <bos> a f(a) , b f(b) , ... ? u = f(f(u)) ? v = f(f(v)) ? w = f(f(w)) <eos>
 
 Answering takes two lookups in the prompt, the second keyed by the result of the first: a 2-hop
-path, with the endpoint as the answer (uniform over the nodes, so chance is 1 / graph_nodes).
-Only the answer token is trained. Nothing carries over between examples, so the task stores no
+path (`graph_hops` of them in general), with the endpoint as the answer. Only the answer tokens
+are trained; a held-out graph counts as right when all three answers are. Nothing carries over between examples, so the task stores no
 knowledge: `information_bits` is empty and the bit estimate is 0; what is measured is held-out
 accuracy (greedy, over the full vocabulary) on 2,000 graphs from a separate random stream.
 
-(The yes/no form, "is there a 2-hop path from u to w" over a random edge list, gives one bit of
-signal per example; a 3-layer model did not learn it in 6,250 steps on a 2-core CPU: 53.6% held
-out, chance 50%. The endpoint form gives log2(graph_nodes) bits per example and is learnable.)
+On a 2-core CPU neither this form nor the yes/no one ("is there a 2-hop path from u to w" over
+a random edge list) was learned in the ~6,000-12,000 steps a 20-minute preset allows; see
+docs/results.md for the runs. The task is here for longer (GPU) training.
 
 Training draws `n_people` fresh examples per exposure (the field keeps its name so that every
 knowledge base shares the config and the training loop).
