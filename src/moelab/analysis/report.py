@@ -277,11 +277,13 @@ def violation_figure(records: list[dict]) -> bytes:
     fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
     labels = sorted({science.group_label(r["label"]) for r in records})
     cmap = plt.get_cmap("tab10")
+    labelled = set()
     for r in records:
         points = [(h["step"], h["max_violation"]) for h in r["history"] if "max_violation" in h]
-        i = labels.index(science.group_label(r["label"]))
-        ax.plot(*zip(*points), color=cmap(i % 10), lw=1, alpha=0.8,
-                label=labels[i] if r is next(x for x in records if science.group_label(x["label"]) == labels[i]) else None)
+        group = science.group_label(r["label"])
+        i = labels.index(group)
+        ax.plot(*zip(*points), color=cmap(i % 10), lw=1, alpha=0.8, label=None if group in labelled else group)
+        labelled.add(group)  # one legend entry per configuration, however many seeds
     ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel("max load violation (max load / mean - 1)")
