@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from moelab.evaluation import measure_capacity, score_probe
+from moelab.evaluation import measure_capacity
 from moelab.evaluation.identities import IDENTITY_DATA, identity_table, oracle_capacity
 from moelab.knowledge import BioD
 

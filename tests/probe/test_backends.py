@@ -15,7 +15,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from moelab.errors import MoelabError
-from moelab.knowledge import build_knowledge_base
 from moelab.probe.backends import HFBackend, LabBackend, OpenAIBackend, Request, cut_at_stop
 from moelab.probe.runner import ProbeSettings, read_samples, run_probe
 from moelab.probe.tasks import knowledge_task

@@ -390,7 +390,7 @@ def survey_figure(b, rows) -> bytes:
     """Accuracy vs total and vs active parameters for one benchmark: open models as points (dense
     circles, MoE triangles), the fit with its 80% prediction band, closed models as horizontal
     bands over their estimated 80% range (clipped, with an arrow, past 100x the largest open model)."""
-    from moelab.analysis.survey import fit_points, to_scale
+    from moelab.analysis.survey import fit_points
 
     points = fit_points(rows, b.benchmark, by_reasoning=False)
     lo = min(p.total_b for p in points)
