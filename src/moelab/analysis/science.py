@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from moelab.analysis.fit import Estimate
 
@@ -50,8 +51,6 @@ class Group:
         v = self.values(key)
         if len(v) < 2:
             return Estimate(float(v.mean()), math.nan, math.nan, LEVEL)
-        from scipy import stats
-
         half = stats.t.ppf(0.5 + LEVEL / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
         return Estimate(float(v.mean()), float(v.mean() - half), float(v.mean() + half), LEVEL)
 
@@ -106,7 +105,7 @@ def frontier(records: list[dict], levels=(0.9, 0.5), n_boot: int = 2000, seed: i
     if not dense:
         return None
     total = float(np.mean([r["p_total"] for r in dense]))
-    moe = [g for g in groups([r for r in runs if r["n_experts"] and abs(r["p_total"] / total - 1) < 0.05])]
+    moe = groups([r for r in runs if r["n_experts"] and abs(r["p_total"] / total - 1) < 0.05])
     if len(moe) < 2:
         return None
     dense_bpp = np.array([r["bits_per_param"] for r in dense])

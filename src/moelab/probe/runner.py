@@ -152,7 +152,7 @@ def read_samples(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             if n != len(lines) - 1:
                 raise MoelabError(f"{path} line {n + 1} is not valid JSON; move the file away to start over")
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))  # drop the torn line
     return records
 
 
