@@ -145,14 +145,16 @@ def read_samples(path: Path) -> list[dict]:
     """Records already written; a torn last line (an interrupted write) is dropped."""
     if not path.exists():
         return []
-    records, lines = [], path.read_text().splitlines()
+    text = path.read_text()
+    records, lines = [], text.splitlines()
     for n, line in enumerate(lines):
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             if n != len(lines) - 1:
                 raise MoelabError(f"{path} line {n + 1} is not valid JSON; move the file away to start over")
-            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))  # drop the torn line
+    if text and (len(records) < len(lines) or not text.endswith("\n")):  # torn last write: mend it
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
     return records
 
 
