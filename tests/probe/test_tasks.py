@@ -73,3 +73,10 @@ def test_knowledge_task_asks_in_the_training_format(kind):
         assert " ".join(q.question.split()[1:1 + slots]) not in real_names
     assert len(task.distractors) == 30  # the paragraphs of people not asked about
     assert knowledge_task(kb, n_people=20, n_invented=4, seed=1).sha256 == task.sha256
+
+
+def test_a_reasoning_task_has_no_facts_to_ask_about():
+    from moelab.errors import MoelabError
+
+    with pytest.raises(MoelabError, match="no facts to ask about"):
+        knowledge_task(build_knowledge_base(DataConfig(kind="twohop", graph_nodes=6)))

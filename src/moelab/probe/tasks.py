@@ -167,6 +167,9 @@ def knowledge_task(kb: KnowledgeBase, n_people: int | None = None, n_invented: i
                    seed: int = 0, name: str = "kb") -> Task:
     """Questions about every attribute of `n_people` people (all by default) and of `n_invented`
     people who do not exist (by default a tenth as many, at least one), in the training format."""
+    if not kb.information_bits():
+        raise MoelabError(f"data.kind = {kb.cfg.kind!r} holds no facts to ask about; "
+                          "make probe tasks from a biod or bios run")
     rng = np.random.default_rng(seed)
     n_people = kb.n_people if n_people is None else min(n_people, kb.n_people)
     people = np.sort(rng.choice(kb.n_people, size=n_people, replace=False))
