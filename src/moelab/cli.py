@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from moelab.config import RunConfig, load_config, load_preset, preset_names, validate
+from moelab.config import REASONING_KINDS, RunConfig, load_config, load_preset, preset_names, validate
 from moelab.errors import MoelabError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -46,7 +46,9 @@ def resolve_run_config(config: Path | None, preset: str | None, seed: int | None
 
 
 def metrics_table(m: dict) -> Table:
-    table = Table(title=f"{m['name']}: knowledge stored", show_header=False, title_justify="left")
+    reasoning = m["data_kind"] in REASONING_KINDS
+    title = f"{m['name']}: {'reasoning task' if reasoning else 'knowledge stored'}"
+    table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column(justify="right")
     arch = f"dense (d_ff {m['expert_width']})" if not m["n_experts"] else (
@@ -55,13 +57,19 @@ def metrics_table(m: dict) -> Table:
         ("model", arch),
         ("P_total / P_active", f"{m['p_total']:,} / {m['p_active']:,}  ({m['active_fraction']:.1%} active)"),
         ("exposures / steps", f"{m['exposures']} / {m['steps']:,}"),
-        ("knowledge base", f"{m['data_kind']}, {m['n_people']:,} people, {m['information_bits']:,.0f} bits"),
-        ("bits stored", f"{m['bits']:,.0f}  ({', '.join(f'{k} {v:,.0f}' for k, v in m['bit_terms'].items())})"),
-        ("bits / param", f"{m['bits_per_param']:.3f}  (R_max {m['r_max']:.2f})"),
-        ("bits / active param", f"{m['bits_per_active_param']:.3f}"),
-        ("recall accuracy", f"{m['accuracy']:.1%}"),
-        ("wall time", f"{m['wall_seconds']:.1f} s  ({m['tokens_per_second']:,.0f} tokens/s)"),
     ]
+    if reasoning:  # nothing to store: fresh examples, scored on held-out ones
+        rows += [("task", f"{m['data_kind']}, {m['n_people']:,} fresh examples per exposure"),
+                 ("held-out accuracy", f"{m['accuracy']:.1%}")]
+    else:
+        rows += [
+            ("knowledge base", f"{m['data_kind']}, {m['n_people']:,} people, {m['information_bits']:,.0f} bits"),
+            ("bits stored", f"{m['bits']:,.0f}  ({', '.join(f'{k} {v:,.0f}' for k, v in m['bit_terms'].items())})"),
+            ("bits / param", f"{m['bits_per_param']:.3f}  (R_max {m['r_max']:.2f})"),
+            ("bits / active param", f"{m['bits_per_active_param']:.3f}"),
+            ("recall accuracy", f"{m['accuracy']:.1%}"),
+        ]
+    rows.append(("wall time", f"{m['wall_seconds']:.1f} s  ({m['tokens_per_second']:,.0f} tokens/s)"))
     for row in rows:
         table.add_row(*row)
     return table

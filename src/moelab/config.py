@@ -35,7 +35,7 @@ class DataConfig:
     have fixed value sets). Names are `name_slots` tokens, each from `name_vocab` symbols.
     """
 
-    kind: str = "biod"  # "biod" (compact, default) or "bios" (templated sentences)
+    kind: str = "biod"  # "biod" (compact, default), "bios" (templated sentences); reasoning: "sort", "twohop"
     n_people: int = 2000  # N
     name_slots: int = 3  # tokens per name
     name_vocab: int = 64  # symbols per name slot: N0 = name_vocab ** name_slots
@@ -43,18 +43,22 @@ class DataConfig:
     value_chunks: int = 2  # C: chunks per value (bioD)
     chunk_length: int = 2  # L: tokens per chunk (bioD)
     diversity: int = 64  # D: distinct chunks per attribute (bioD)
-    value_vocab: int = 64  # T: value-token alphabet (bioD)
+    value_vocab: int = 64  # T: value-token alphabet (bioD); sort: the numbers lists are drawn from
     seed: int = 0  # the knowledge base's own seed, so model seeds can vary over fixed facts
     graph_nodes: int = 16  # twohop: node symbols per graph
     graph_hops: int = 2  # twohop: hops from the query node to the answer
+    list_length: int = 16  # sort: numbers per list
     junk_fraction: float = 0.0  # share of training paragraphs about throwaway people, each seen once (bioD)
     domain_token: bool = False  # mark useful paragraphs (and probes) with a <useful> token after <bos> (bioD)
 
 
+KINDS = ("biod", "bios", "sort", "twohop")
+REASONING_KINDS = ("sort", "twohop")  # tasks with no facts to store: fresh examples, held-out accuracy
+
 # Fields added after sweeps were first stored: omitted from run keys while at these defaults, so
 # stored runs that predate them keep their keys and a rerun resumes them.
 LATER_FIELDS = {"data.junk_fraction": 0.0, "data.domain_token": False, "data.graph_nodes": 16,
-                "data.graph_hops": 2}
+                "data.graph_hops": 2, "data.list_length": 16}
 
 
 @dataclass
@@ -192,7 +196,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     d, m, t = cfg.data, cfg.model, cfg.train
     moe = m.moe
 
-    _require(d.kind in ("biod", "bios", "twohop"), f"data.kind = {d.kind!r}: use 'biod', 'bios' or 'twohop'")
+    _require(d.kind in KINDS, f"data.kind = {d.kind!r}: use one of {', '.join(KINDS)}")
+    if d.kind == "sort":
+        _require(d.list_length >= 2, f"data.list_length = {d.list_length}: need at least 2 numbers to sort")
     if d.kind == "twohop":
         _require(d.graph_nodes >= 3, f"data.graph_nodes = {d.graph_nodes}: need at least 3 nodes")
         _require(d.graph_hops >= 1, f"data.graph_hops = {d.graph_hops}: must be at least 1")
@@ -201,7 +207,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         value = getattr(d, name)
         _require(value >= 1, f"data.{name} = {value}: must be a positive integer")
     n0 = d.name_vocab**d.name_slots
-    _require(d.kind == "twohop" or d.n_people <= n0 // 2,
+    _require(d.kind in REASONING_KINDS or d.n_people <= n0 // 2,
              f"data.n_people = {d.n_people} needs at least twice as many possible names "
              f"(name_vocab ** name_slots = {n0}); raise data.name_vocab or data.name_slots")
     _require(0.0 <= d.junk_fraction < 1.0, f"data.junk_fraction = {d.junk_fraction}: must be in [0, 1)")
