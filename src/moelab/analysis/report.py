@@ -308,18 +308,21 @@ def junk_figure(rows: list[dict]) -> bytes:
 
 
 def reasoning_figure(groups: list[science.Group]) -> bytes:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True, layout="constrained")
+    """Accuracy (seed mean and t interval) against active and against total parameters, one colour
+    per configuration (a legend, since MoE points sit on top of dense ones in the active panel)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True, layout="constrained")
+    colours = plt.get_cmap("tab10")
     for ax, key, name in ((axes[0], "p_active", "active parameters"), (axes[1], "p_total", "total parameters")):
-        for g in groups:
+        for i, g in enumerate(groups):
             e = g.interval("accuracy")
-            moe = bool(g.runs[0]["n_experts"])
             ax.errorbar(g.mean(key), e.value, yerr=None if math.isnan(e.low) else [[e.value - e.low], [e.high - e.value]],
-                        marker="^" if moe else "o", capsize=3, color="tab:purple" if moe else "black")
-            ax.annotate(g.label, (g.mean(key), e.value), fontsize=7, xytext=(4, 4), textcoords="offset points")
+                        marker="^" if g.runs[0]["n_experts"] else "o", capsize=3, color=colours(i % 10),
+                        label=g.label, linestyle="none")
         ax.set_xscale("log")
         ax.set_xlabel(name)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("held-out accuracy (reasoning task)")
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return _png(fig, dpi=110)
 
 

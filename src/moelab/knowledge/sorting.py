@@ -9,9 +9,9 @@ Writing the i-th output takes comparing the list's elements with each other and 
 already written: an algorithm applied in context, with no fact that carries over between
 examples. A held-out list counts as right when every output token is.
 
-Measured on a 2-core CPU (3,000 steps of 32 lists, 16 numbers of 64, two layers; see
-docs/results.md): whole-list accuracy rises steeply with width (about 6% at d_model 16, 64% at 32,
-89% at 64), which is what the memorization-vs-reasoning preset needs.
+In the memorization-vs-reasoning preset (3,000 steps of 32 lists, 16 numbers of 64, two layers,
+three seeds; docs/results.md) held-out whole-list accuracy rises steeply with width: 7% at
+d_model 16, 54% at 32, 91% at 64.
 """
 
 from __future__ import annotations
