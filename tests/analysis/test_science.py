@@ -25,6 +25,12 @@ def test_knee_interpolates_in_log_active_fraction():
     assert math.isnan(science.knee(curve, 0.3))  # never reached
 
 
+def test_the_frontier_keeps_only_configurations_no_sparser_one_beats():
+    curve = science._ratio_curve(2.0, [(0.5, 1.8), (0.3, 1.0), (0.29, 1.6), (0.2, 1.2), (0.1, 0.6)])
+    assert curve == [(1.0, 1.0), (0.5, 0.9), (0.29, 0.8), (0.2, 0.6), (0.1, 0.3)]  # (0.3, 0.5) is beaten
+    assert science.knee(curve, 0.5) == pytest.approx(10 ** (math.log10(0.2) + math.log10(0.5) / 3))
+
+
 def test_frontier_from_seeded_runs():
     runs = [record(f"dense seed={s}", 0, 1.0, 1.0 + d) for s, d in enumerate((-0.01, 0.0, 0.01))]
     for s in range(3):

@@ -235,14 +235,15 @@ def _est(e: Estimate) -> list:
 
 def frontier_figure(f: science.Frontier) -> bytes:
     fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
-    x = [1.0] + [p.active_fraction for p in f.points]
-    y = [1.0] + [p.ratio.value for p in f.points]
-    err = [[0.0] + [p.ratio.value - p.ratio.low if not math.isnan(p.ratio.low) else 0 for p in f.points],
-           [0.0] + [p.ratio.high - p.ratio.value if not math.isnan(p.ratio.high) else 0 for p in f.points]]
-    ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color="black", lw=1)
-    for p in f.points:
-        ax.annotate(p.label, (p.active_fraction, p.ratio.value), fontsize=7, xytext=(4, 4),
-                    textcoords="offset points")
+    ax.plot(*zip(*f.curve), color="black", lw=1, label="frontier (best configuration per sparsity)")
+    on_frontier = {fraction for fraction, _ in f.curve}
+    for p in [None, *f.points]:  # None: the dense point
+        x, e = (1.0, Estimate(1.0, math.nan, math.nan, 0.95)) if p is None else (p.active_fraction, p.ratio)
+        err = None if math.isnan(e.low) else [[e.value - e.low], [e.high - e.value]]
+        ax.errorbar(x, e.value, yerr=err, marker="o", capsize=3, color="black", linestyle="none",
+                    markerfacecolor="black" if x in on_frontier else "white")
+        if p is not None:
+            ax.annotate(p.label, (x, e.value), fontsize=7, xytext=(4, 4), textcoords="offset points")
     for level, colour in ((0.9, "tab:orange"), (0.5, "tab:red")):
         ax.axhline(level, color=colour, ls="--", lw=1, label=f"{level:.0%} of dense")
         k = f.knees.get(level)

@@ -78,13 +78,22 @@ class FrontierPoint:
 class Frontier:
     dense_bits_per_param: Estimate
     points: list[FrontierPoint]  # by active fraction, descending
-    knees: dict[float, Estimate]  # level -> active fraction where the ratio first falls below it
+    knees: dict[float, Estimate]  # level -> active fraction where the frontier falls below it
+    curve: list[tuple[float, float]]  # the frontier itself: (active fraction, ratio), dense first
     smallest_fraction: float
 
 
 def _ratio_curve(dense: float, moe: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """(active fraction, bits-per-param ratio to dense), dense first, by descending fraction."""
-    return [(1.0, 1.0)] + sorted(((f, b / dense) for f, b in moe), reverse=True)
+    """The frontier: (active fraction, bits-per-param ratio to dense), dense first, by descending
+    fraction, keeping only configurations that no sparser one beats. A configuration that stores
+    less than a sparser one is not the way to reach its sparsity, so it does not set the knee."""
+    points = sorted(((f, b / dense) for f, b in moe), reverse=True)
+    envelope, best_sparser = [], -math.inf
+    for f, r in reversed(points):  # from the sparsest up
+        if r > best_sparser:
+            envelope.append((f, r))
+            best_sparser = r
+    return [(1.0, 1.0)] + envelope[::-1]
 
 
 def knee(curve: list[tuple[float, float]], level: float) -> float:
@@ -99,7 +108,8 @@ def knee(curve: list[tuple[float, float]], level: float) -> float:
 
 def frontier(records: list[dict], levels=(0.9, 0.5), n_boot: int = 2000, seed: int = 0) -> Frontier | None:
     """Bits per total parameter against active fraction at a fixed total, relative to the dense
-    runs of that total; knees with percentile intervals from resampling seeds within each group."""
+    runs of that total; knees on the frontier (the best configuration at each sparsity, see
+    `_ratio_curve`) with percentile intervals from resampling seeds within each group."""
     runs = knowledge_runs(records)
     dense = [r for r in runs if not r["n_experts"]]
     if not dense:
@@ -132,7 +142,7 @@ def frontier(records: list[dict], levels=(0.9, 0.5), n_boot: int = 2000, seed: i
         e = Group(g.label, [{"r": x} for x in ratios]).interval("r")
         points.append(FrontierPoint(g.label, f, len(s), e))
     d = Group("dense", [{"r": x} for x in dense_bpp]).interval("r")
-    return Frontier(d, points, knees, min(fractions))
+    return Frontier(d, points, knees, curve, min(fractions))
 
 
 # ---------------------------------------------------------------------------------------------
