@@ -5,6 +5,14 @@ limit, a SwiGLU MLP of width k * expert_width (the same active FLOPs per token).
 All implementations of one shape are timed in one process, interleaved repetition by repetition,
 and the median is reported; the ratios are what to read (absolute times depend on the machine).
 
+Two more timings split moelab's cost, to show where the distance to the dense limit comes from:
+  experts      the expert MLPs alone (grouped GEMMs and activation, forward + backward) on T*k
+               rows already sorted and spread evenly over the experts: no router, no gather, no
+               scatter. What remains of "ours" is the routing.
+  weight pass  one read and one write of every expert weight (a copy of the stacked weights into
+               a buffer): the least memory traffic of a backward pass that writes every expert's
+               weight gradient, however few rows each expert sees.
+
     python benchmarks/moe_layer.py                 # the CPU grid (d_model 256, 4096 tokens)
     python benchmarks/moe_layer.py --full          # the issue's whole grid (long on a CPU)
     python benchmarks/moe_layer.py --json out.json
@@ -22,7 +30,7 @@ import time
 import torch
 
 from moelab.config import ModelConfig, MoEConfig, RunConfig, validate
-from moelab.models.moe import DISPATCH_PATHS, MLP, MoE
+from moelab.models.moe import DISPATCH_PATHS, MLP, MoE, choose_dispatch
 
 
 def our_layer(d: int, f: int, E: int, k: int) -> MoE:
@@ -88,17 +96,35 @@ def bench_shape(d: int, f: int, E: int, k: int, tokens: int, reps: int, with_hf:
             with torch.no_grad():
                 torch.testing.assert_close(block(x[None])[0], layer(x[None])[0][0], rtol=1e-4, atol=1e-5)
             impls[f"hf_{name}"] = lambda t, b=block: b(t[None])[0]
-    times = {name: [] for name in impls}
+    x_sorted = torch.randn(tokens * k, d, requires_grad=True)
+    w_sorted = torch.randn(tokens * k, d)
+    counts = torch.full((E,), tokens * k // E)
+    counts[: tokens * k % E] += 1
+    path = choose_dispatch(d, f, x.element_size())
+    buffers = [torch.empty_like(p) for p in (layer.experts.w_in, layer.experts.w_out)]
+
+    def weight_pass() -> float:
+        start = time.perf_counter()
+        for b, p in zip(buffers, (layer.experts.w_in, layer.experts.w_out)):
+            b.copy_(p)
+        return time.perf_counter() - start
+
     params = [p for m in modules for p in m.parameters()]
-    for name, fn in impls.items():
-        step(fn, x, w, params)  # warm-up
+    timers = {name: (lambda fn=fn: step(fn, x, w, params)) for name, fn in impls.items()}
+    timers["experts"] = lambda: step(lambda t: layer.experts(t, counts, path), x_sorted, w_sorted, params)
+    timers["weight_pass"] = weight_pass
+    times = {name: [] for name in timers}
+    for timer in timers.values():
+        timer()  # warm-up
     for _ in range(reps):
-        for name, fn in impls.items():
-            times[name].append(step(fn, x, w, params))
+        for name, timer in timers.items():
+            times[name].append(timer())
     median = {name: statistics.median(t) for name, t in times.items()}
     row = {"d_model": d, "n_experts": E, "top_k": k, "expert_width": f, "tokens": tokens,
            **{f"{name}_ms": 1e3 * t for name, t in median.items()},
-           "ratio_vs_dense": median["ours"] / median["dense"]}
+           "ratio_vs_dense": median["ours"] / median["dense"],
+           "ratio_experts_vs_dense": median["experts"] / median["dense"],
+           "routing_share": 1 - median["experts"] / median["ours"]}
     if "hf_grouped_mm" in median:
         row["ratio_vs_hf"] = median["ours"] / median["hf_grouped_mm"]
     if "hf_eager" in median:
@@ -142,7 +168,8 @@ def main() -> None:
                 json.dump(rows, handle, indent=2)
         return
     print(f"{'d':>5} {'E':>4} {'k':>2} {'f':>5} {'T':>6} | {'ours ms':>8} {'dense ms':>8} {'hf_gmm ms':>9} "
-          f"{'hf_eager ms':>11} | {'vs dense':>8} {'vs hf':>6} {'vs eager':>8}", flush=True)
+          f"{'hf_eager ms':>11} | {'vs dense':>8} {'vs hf':>6} {'vs eager':>8} | {'experts ms':>10} "
+          f"{'w-pass ms':>9} {'experts vs dense':>16} {'routing':>7}", flush=True)
     for d, f, E, k, tokens in grid(args.full):
         if k >= E:
             continue
@@ -151,7 +178,9 @@ def main() -> None:
         fmt = lambda key, w, p: f"{r[key]:>{w}.{p}f}" if key in r else f"{'-':>{w}}"  # noqa: E731
         print(f"{d:>5} {E:>4} {k:>2} {f:>5} {tokens:>6} | {fmt('ours_ms', 8, 1)} {fmt('dense_ms', 8, 1)} "
               f"{fmt('hf_grouped_mm_ms', 9, 1)} {fmt('hf_eager_ms', 11, 1)} | {fmt('ratio_vs_dense', 8, 2)} "
-              f"{fmt('ratio_vs_hf', 6, 2)} {fmt('ratio_vs_hf_eager', 8, 3)}", flush=True)
+              f"{fmt('ratio_vs_hf', 6, 2)} {fmt('ratio_vs_hf_eager', 8, 3)} | {fmt('experts_ms', 10, 1)} "
+              f"{fmt('weight_pass_ms', 9, 1)} {fmt('ratio_experts_vs_dense', 16, 2)} {r['routing_share']:>7.0%}",
+              flush=True)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=2)

@@ -1,6 +1,7 @@
 """One run end to end: it learns, it is reproducible, its files are complete and reload."""
 
 import json
+import math
 
 import torch
 
@@ -70,6 +71,7 @@ def test_moe_run_records_routing(tmp_path):
     assert metrics["p_active"] < metrics["p_total"]
     assert [r["layer"] for r in metrics["routing"]] == [0, 1]
     assert all(len(r["load"]) == 4 for r in metrics["routing"])
+    assert all(0 < r["router_entropy"] <= math.log(4) for r in metrics["routing"])  # measured in eval mode
     assert "max_violation" in metrics["history"][-1]
 
 

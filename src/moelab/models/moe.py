@@ -45,8 +45,9 @@ class Routing:
 class Router(nn.Module):
     """Token-choice top-k router with an optional auxiliary-loss-free selection bias.
 
-    Keeps running routing statistics (assignments per expert, summed score entropy, tokens seen)
-    for the bias update and for diagnostics; `reset_stats` clears them.
+    Keeps running routing statistics for the bias update and for diagnostics: assignments per
+    expert always, and the summed score entropy over the tokens seen in eval mode only (it costs
+    a few passes over [T, E] per step); `reset_stats` clears them.
     """
 
     def __init__(self, d_model: int, cfg: MoEConfig):
@@ -68,9 +69,10 @@ class Router(nn.Module):
         counts = torch.bincount(experts.flatten(), minlength=self.cfg.n_experts)
         with torch.no_grad():
             self.load += counts
-            p = scores / scores.sum(-1, keepdim=True)
-            self.entropy_sum += -(p * p.clamp_min(1e-12).log()).sum()
-            self.tokens_seen += x.shape[0]
+            if not self.training:  # the entropy is a diagnostic (evaluation/routing.py); training needs only loads
+                p = scores / scores.sum(-1, keepdim=True)
+                self.entropy_sum += -(p * p.clamp_min(1e-12).log()).sum()
+                self.tokens_seen += x.shape[0]
         return Routing(scores=scores, logits=logits, experts=experts, gates=gates.to(x.dtype), counts=counts)
 
     @torch.no_grad()
