@@ -592,8 +592,9 @@ def context_rot_table(rot: list[dict]) -> Table:
 def quantize(
     run_dir: Annotated[Path, typer.Argument(help="a finished run folder")],
     bits: Annotated[list[int] | None, typer.Option(help="weight widths to try (repeatable; default 8 and 4)")] = None,
+    group_size: Annotated[int, typer.Option(help="input weights per scale (0: one scale per output channel)")] = 0,
 ) -> None:
-    """Round a trained model's weights to int8/int4 (per channel) and measure the bits it still stores."""
+    """Round a trained model's weights to int8/int4 (per channel or per group) and measure the bits it still stores."""
     import torch
 
     from moelab.evaluation.quantization import quantized_capacity
@@ -602,11 +603,15 @@ def quantize(
 
     try:
         cfg, kb, model = load_run(run_dir)
-        rows = quantized_capacity(model, kb, bits or [8, 4], cfg.train.eval_batch_size, torch.device("cpu"))
+        if group_size < 0:
+            raise MoelabError(f"--group-size = {group_size}: use 0 (per channel) or a positive group")
+        rows = quantized_capacity(model, kb, bits or [8, 4], cfg.train.eval_batch_size, torch.device("cpu"), group_size)
     except (MoelabError, ValueError) as err:
         fail(str(err))
-    atomic_write_json(run_dir / "quantization.json", {"run": str(run_dir), "rows": rows})
-    table = Table(title=f"{run_dir}: knowledge after round-to-nearest quantization", title_justify="left")
+    out_file = run_dir / ("quantization.json" if not group_size else f"quantization-g{group_size}.json")
+    atomic_write_json(out_file, {"run": str(run_dir), "group_size": group_size, "rows": rows})
+    scales = f"one scale per {group_size} weights" if group_size else "one scale per output channel"
+    table = Table(title=f"{run_dir}: knowledge after round-to-nearest quantization ({scales})", title_justify="left")
     for name in ("weights", "bits stored", "vs full precision", "bits / param", "storage used", "recall"):
         table.add_column(name, justify="right")
     for r in rows:
@@ -615,7 +620,7 @@ def quantize(
                       f"{r['bits_vs_full_precision']:.1%}", f"{r['bits_per_param']:.3f}",
                       f"{r['storage_used']:.1%}", f"{r['accuracy']:.1%}")
     console.print(table)
-    console.print(f"wrote {run_dir / 'quantization.json'}")
+    console.print(f"wrote {out_file}")
 
 
 @app.command()

@@ -1,3 +1,6 @@
+import json
+
+import pytest
 import torch
 
 from moelab.evaluation.quantization import quantize_model, quantize_tensor, quantized_capacity
@@ -30,3 +33,31 @@ def test_quantized_copy_leaves_the_model_and_norms_alone(trained_run):
     kept = quantize_model(model, 4, keep_embeddings=True)
     assert torch.equal(kept.embed.weight, model.embed.weight)
     assert not torch.equal(kept.blocks[0].attn.q_proj.weight, model.blocks[0].attn.q_proj.weight)
+
+
+def test_group_scales_follow_each_group_of_inputs():
+    w = torch.tensor([[7.0, 3.0, 70.0, 30.0], [7.0, -7.0, 0.1, 0.0]])
+    q = quantize_tensor(w, bits=4, reduce_dim=-1, group_size=2)
+    assert torch.allclose(q[0], w[0])  # each pair has its own scale (1 and 10): all on their grids
+    assert torch.allclose(q[1, 2:], torch.tensor([0.1, 0.0]))
+    assert torch.equal(quantize_tensor(w, 4, -1, group_size=4), quantize_tensor(w, 4, -1))  # one group = per channel
+    coarse = quantize_tensor(w, 4, -1)
+    assert coarse[0, 0] == 10 and coarse[0, 1] == 0  # per channel, 70 sets the scale (10) for all four
+    stacked = torch.randn(3, 8, 5)  # expert stacks [E, in, out]: groups run along the input axis
+    assert torch.equal(quantize_tensor(stacked, 4, -2, 4)[1], quantize_tensor(stacked[1].T, 4, -1, 4).T)
+    with pytest.raises(ValueError, match="does not divide"):
+        quantize_tensor(w, 4, -1, group_size=3)
+
+
+def test_quantize_command_with_groups(trained_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from moelab.cli import app
+
+    _, run_dir, _ = trained_run
+    result = CliRunner().invoke(app, ["quantize", str(run_dir), "--bits", "4", "--group-size", "8"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((run_dir / "quantization-g8.json").read_text())["rows"]
+    assert [r["group_size"] for r in rows] == [None, 8, 8]
+    bad = CliRunner().invoke(app, ["quantize", str(run_dir), "--group-size", "7"])
+    assert bad.exit_code == 2 and "does not divide" in bad.output
