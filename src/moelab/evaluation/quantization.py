@@ -5,10 +5,11 @@ Round-to-nearest, symmetric, per output channel: each channel's weights are scal
 magnitude maps to the top integer level, rounded, and mapped back (fake quantization: the bits
 are then measured with the same estimator as the full-precision model). With `group_size` G,
 each channel's input weights get one scale per G consecutive weights instead (as int4 formats
-such as GPTQ's and AWQ's do, with G = 32-128), at the cost of one more 16-bit scale per G weights. Every weight matrix,
-expert stack and embedding is quantized; norm weights (vectors) stay in full precision. A second
-pass keeps the token embedding (tied to the output head here) in full precision, since
-deployments often do; "storage used" still divides by the quantized width for every weight.
+such as GPTQ's and AWQ's do, with G = 32-128), at the cost of one more 16-bit scale per G
+weights. Every weight matrix, expert stack and embedding is quantized; norm weights (vectors)
+stay in full precision. A second pass keeps the token embedding (tied to the output head here)
+in full precision, since deployments often do; "storage used" still divides by the quantized
+width for every weight.
 """
 
 from __future__ import annotations
