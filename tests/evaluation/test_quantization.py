@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -54,7 +55,8 @@ def test_quantize_command_with_groups(trained_run, tmp_path):
 
     from moelab.cli import app
 
-    _, run_dir, _ = trained_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run[1], run_dir)  # the shared run folder stays as the run left it
     result = CliRunner().invoke(app, ["quantize", str(run_dir), "--bits", "4", "--group-size", "8"])
     assert result.exit_code == 0, result.output
     rows = json.loads((run_dir / "quantization-g8.json").read_text())["rows"]
