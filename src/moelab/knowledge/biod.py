@@ -73,6 +73,7 @@ class BioD:
         self.names_t = torch.from_numpy(remap[names])
         self.blocks = torch.from_numpy(remap[blocks])
         self.chunks = torch.from_numpy(remap[chunks])  # [K, D, L], for junk people
+        self.name_alphabet = torch.tensor(name_token_ids(self.vocab))  # for junk people's names
         self.stop_words = (*self.attribute_names, EOS)
         self.prefix = [self.vocab.bos] + ([self.vocab.ids[USEFUL]] if cfg.domain_token else [])
         f = cfg.junk_fraction
@@ -94,18 +95,19 @@ class BioD:
         prefix = torch.tensor(self.prefix).expand(B, -1)
         eos = torch.full((B, 1), self.vocab.eos, dtype=torch.int64)
         seq = torch.cat([prefix, names, blocks.reshape(B, -1), eos], dim=1)
-        targets = seq[:, 1:].clone()
-        if len(self.prefix) > 1 and junk.any():  # junk carries no marker: drop it, pad the end
+        unmarked = len(self.prefix) > 1 and bool(junk.any())  # junk carries no marker: drop it, pad the end
+        if unmarked:
             seq[junk, 1:-1] = seq[junk, 2:].clone()
             seq[junk, -1] = self.vocab.eos
-            targets = seq[:, 1:].clone()
-            targets[junk, -1] = -100
+        targets = seq[:, 1:].clone()
+        if unmarked:
+            targets[junk, -1] = -100  # the padding is not a token to predict
         return TrainingBatch(inputs=seq[:, :-1], targets=targets)
 
     def _junk_people(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Names and attribute blocks of `n` people drawn afresh: [n, S], [n, K, 1+CL]."""
         K, C, S = self.cfg.n_attributes, self.cfg.value_chunks, self.cfg.name_slots
-        alphabet = torch.tensor(name_token_ids(self.vocab))
+        alphabet = self.name_alphabet
         names = alphabet[torch.from_numpy(rng.integers(0, len(alphabet), size=(n, S)))]
         choice = torch.from_numpy(rng.integers(0, self.cfg.diversity, size=(n, K, C)))
         values = self.chunks[torch.arange(K)[None, :, None], choice].reshape(n, K, -1)
