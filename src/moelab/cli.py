@@ -601,10 +601,10 @@ def quantize(
     from moelab.io import atomic_write_json
     from moelab.run import load_run
 
+    if group_size < 0:
+        fail(f"--group-size = {group_size}: use 0 (per channel) or a positive group")
     try:
         cfg, kb, model = load_run(run_dir)
-        if group_size < 0:
-            raise MoelabError(f"--group-size = {group_size}: use 0 (per channel) or a positive group")
         rows = quantized_capacity(model, kb, bits or [8, 4], cfg.train.eval_batch_size, torch.device("cpu"), group_size)
     except (MoelabError, ValueError) as err:
         fail(str(err))

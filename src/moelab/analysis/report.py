@@ -134,6 +134,15 @@ def _png(fig, dpi: int) -> bytes:
     return buffer.getvalue()
 
 
+def _save_png(folder: Path, name: str, png: bytes) -> None:
+    atomic_write(folder / name, lambda tmp: Path(tmp).write_bytes(png))
+
+
+def _yerr(e: Estimate) -> list | None:
+    """matplotlib's asymmetric error bar for an estimate; None when it has no interval."""
+    return None if math.isnan(e.low) else [[e.value - e.low], [e.high - e.value]]
+
+
 def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
@@ -191,7 +200,7 @@ def write_report(rows: list[dict], folder: str | Path, title: str, description: 
                      "exposures; the exposures section shows the rest.</p>")
     if len(knowledge) >= 2:
         png = headline_figure(knowledge)
-        atomic_write(folder / "headline.png", lambda tmp: Path(tmp).write_bytes(png))
+        _save_png(folder, "headline.png", png)
         parts.append(_img(png, "headline figure"))
     stats = attribution(knowledge)
     if stats:
@@ -225,10 +234,6 @@ def write_report(rows: list[dict], folder: str | Path, title: str, description: 
     return folder / "report.html"
 
 
-def _save_png(folder: Path, name: str, png: bytes) -> None:
-    atomic_write(folder / name, lambda tmp: Path(tmp).write_bytes(png))
-
-
 def _est(e: Estimate) -> list:
     return [e.value, "n/a" if math.isnan(e.low) else e.low, "n/a" if math.isnan(e.high) else e.high]
 
@@ -239,8 +244,7 @@ def frontier_figure(f: science.Frontier) -> bytes:
     on_frontier = {fraction for fraction, _ in f.curve}
     for p in [None, *f.points]:  # None: the dense point
         x, e = (1.0, Estimate(1.0, math.nan, math.nan, 0.95)) if p is None else (p.active_fraction, p.ratio)
-        err = None if math.isnan(e.low) else [[e.value - e.low], [e.high - e.value]]
-        ax.errorbar(x, e.value, yerr=err, marker="o", capsize=3, color="black", linestyle="none",
+        ax.errorbar(x, e.value, yerr=_yerr(e), marker="o", capsize=3, color="black", linestyle="none",
                     markerfacecolor="black" if x in on_frontier else "white")
         if p is not None:
             ax.annotate(p.label, (x, e.value), fontsize=7, xytext=(4, 4), textcoords="offset points")
@@ -316,9 +320,8 @@ def reasoning_figure(groups: list[science.Group]) -> bytes:
     for ax, key, name in ((axes[0], "p_active", "active parameters"), (axes[1], "p_total", "total parameters")):
         for i, g in enumerate(groups):
             e = g.interval("accuracy")
-            ax.errorbar(g.mean(key), e.value, yerr=None if math.isnan(e.low) else [[e.value - e.low], [e.high - e.value]],
-                        marker="^" if g.runs[0]["n_experts"] else "o", capsize=3, color=colours(i % 10),
-                        label=g.label, linestyle="none")
+            ax.errorbar(g.mean(key), e.value, yerr=_yerr(e), marker="^" if g.runs[0]["n_experts"] else "o",
+                        capsize=3, color=colours(i % 10), label=g.label, linestyle="none")
         ax.set_xscale("log")
         ax.set_xlabel(name)
         ax.grid(alpha=0.3, which="both")
@@ -332,14 +335,14 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
     balance over training, a reasoning task."""
     parts = []
     knowledge = science.knowledge_runs(records)
-    pooled = [g for g in science.groups(knowledge) if len(g.runs) > 1]
-    if pooled:
+    configurations = science.groups(knowledge)
+    if any(len(g.runs) > 1 for g in configurations):
         parts.append("<h2>Pooled over seeds (mean and 95% t interval)</h2>")
         parts.append(_table(["configuration", "seeds", "P_total", "active fraction", "bits", "low", "high",
                              "bits/param", "recall", "low", "high"],
                             [[g.label, len(g.runs), g.mean("p_total"), g.mean("active_fraction"),
                               *_est(g.interval("bits")), g.mean("bits_per_param"), *_est(g.interval("accuracy"))]
-                             for g in science.groups(knowledge)]))
+                             for g in configurations]))
     f = science.frontier(records)
     if f is not None:
         _save_png(folder, "frontier.png", png := frontier_figure(f))
@@ -459,7 +462,7 @@ def write_survey_report(results, rows, folder: str | Path) -> Path:
     for b in results:
         png = survey_figure(b, rows)
         name = "".join(c if c.isalnum() else "_" for c in b.benchmark) + ".png"
-        atomic_write(folder / name, lambda tmp, data=png: Path(tmp).write_bytes(data))
+        _save_png(folder, name, png)
         parts.append(f"<h2>{html.escape(b.benchmark)}</h2>")
         parts.append(_img(png, b.benchmark))
         parts.append(_table(["models", "groups", "r(total)", "low", "high", "r(active)", "low", "high",
@@ -533,7 +536,7 @@ def write_probe_report(metrics: dict, samples: list[dict], folder: str | Path) -
     rot = metrics["context_rot"]
     if len({r["context_words"] for r in rot}) > 1:
         png = context_rot_figure(rot)
-        atomic_write(folder / "context_rot.png", lambda tmp: Path(tmp).write_bytes(png))
+        _save_png(folder, "context_rot.png", png)
         parts.append("<h2>Accuracy as the prompt grows</h2>")
         parts.append(_img(png, "accuracy against prompt length"))
         parts.append(_table(["context (words)", "needle depth", "n", "accuracy", "95% low", "95% high",

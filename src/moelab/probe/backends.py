@@ -33,6 +33,11 @@ class Request:
     stop: tuple[str, ...] = ()
     system: str | None = None  # used in chat mode only
 
+    def messages(self) -> list[dict]:
+        """The request as chat messages: the system prompt (if any), then the user's."""
+        return ([{"role": "system", "content": self.system}] if self.system else []) + [
+            {"role": "user", "content": self.prompt}]
+
 
 @dataclass
 class Completion:
@@ -57,16 +62,21 @@ class Backend(Protocol):
         """What is known about the model: p_total, p_active, architecture, open_weights (None if unknown)."""
 
 
+def cut_text_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
+    """`text` up to its first stop string, and whether it had one."""
+    hits = [text.find(s) for s in stop if s in text]
+    return (text[: min(hits)], True) if hits else (text, False)
+
+
 def cut_at_stop(generated: list[int], eos: set[int], decode: Callable[[list[int]], str],
                 stop: tuple[str, ...]) -> tuple[str, int, bool]:
     """The answer text in `generated` token ids, how many tokens it used, and whether it ended."""
     for n in range(1, len(generated) + 1):
         if generated[n - 1] in eos:
             return decode(generated[: n - 1]).strip(), n, True
-        text = decode(generated[:n])
-        hits = [text.find(s) for s in stop if s in text]
-        if hits:
-            return text[: min(hits)].strip(), n, True
+        text, stopped = cut_text_at_stop(decode(generated[:n]), stop)
+        if stopped:
+            return text.strip(), n, True
     return decode(generated).strip(), len(generated), False
 
 
@@ -149,9 +159,7 @@ class HFBackend:
     def encode(self, r: Request) -> list[int]:
         if not self.chat:
             return self.tokenizer(r.prompt)["input_ids"]
-        messages = ([{"role": "system", "content": r.system}] if r.system else []) + [
-            {"role": "user", "content": r.prompt}]
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text = self.tokenizer.apply_chat_template(r.messages(), add_generation_prompt=True, tokenize=False)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def decode(self, ids: list[int]) -> str:
@@ -270,8 +278,7 @@ class OpenAIBackend:
         if self.server_stop and r.stop:
             body["stop"] = list(r.stop)
         if self.chat:
-            body["messages"] = ([{"role": "system", "content": r.system}] if r.system else []) + [
-                {"role": "user", "content": r.prompt}]
+            body["messages"] = r.messages()
         else:
             body["prompt"] = r.prompt
         try:
@@ -282,8 +289,7 @@ class OpenAIBackend:
             return Completion("", 0, error=str(e))
         except (KeyError, IndexError, TypeError):
             return Completion("", 0, error=f"{self.spec}: unexpected response shape {str(reply)[:200]}")
-        hits = [text.find(s) for s in r.stop if s in text]
-        text = text[: min(hits)] if hits else text
+        text, _ = cut_text_at_stop(text, r.stop)
         usage = reply.get("usage") or {}
         details = usage.get("completion_tokens_details") or {}
         return Completion(text.strip(), int(usage.get("completion_tokens") or 0), usage.get("prompt_tokens"),

@@ -19,7 +19,7 @@ import numpy as np
 from scipy import stats
 
 from moelab.analysis.fit import bootstrap
-from moelab.probe.grading import CORRECT, INCORRECT, NOT_ATTEMPTED, PARTIAL
+from moelab.probe.grading import CORRECT, GRADES, INCORRECT
 
 LEVEL = 0.95
 
@@ -57,9 +57,9 @@ def grade_metrics(grades: list[str], output_tokens: list[int] | None = None,
                   reasoning_tokens: list[int | None] | None = None, n_boot: int = 1000) -> dict:
     """Every metric of a list of grades; token metrics when counts are given (None where unknown)."""
     n = len(grades)
-    c, i, p, a = (sum(g == kind for g in grades) for kind in (CORRECT, INCORRECT, PARTIAL, NOT_ATTEMPTED))
+    c, i, p, a = (sum(g == kind for g in grades) for kind in GRADES)
     if c + i + p + a != n:
-        raise ValueError(f"unknown grade(s): {sorted(set(grades) - {CORRECT, INCORRECT, PARTIAL, NOT_ATTEMPTED})}")
+        raise ValueError(f"unknown grade(s): {sorted(set(grades) - set(GRADES))}")
     scores = np.array([1.0 if g == CORRECT else -1.0 if g == INCORRECT else 0.0 for g in grades])
     oi = float(100 * scores.mean()) if n else math.nan
     half = float(100 * stats.norm.ppf(0.5 + LEVEL / 2) * scores.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan

@@ -259,12 +259,12 @@ def run_probe(backend: Backend, task: Task, out_dir: str | Path, settings: Probe
     records = [r for r in records if r["key"] in keys]
     if not records:
         raise MoelabError(f"no answers: every backend call failed, e.g. {errors[0] if errors else '?'}")
-    metrics = summarise(records) | header | {
+    metrics = _finite(summarise(records) | header | {
         "errors": len(errors), "error_examples": errors[:5], "samples": len(samples),
         "model_info": backend.describe(), "wall_seconds": time.perf_counter() - start,
-    } | environment(torch.device("cpu"))
-    atomic_write_json(out_dir / "metrics.json", _finite(metrics))
-    return _finite(metrics)
+    } | environment(torch.device("cpu")))
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    return metrics
 
 
 def survey_row(metrics: dict, model: str | None = None, developer: str = "unknown") -> dict:

@@ -178,11 +178,11 @@ def knowledge_task(kb: KnowledgeBase, n_people: int | None = None, n_invented: i
     stop = tuple(kb.stop_words)
     questions = []
     for p in people.tolist():
+        paragraph = text(kb.paragraph(p))  # the needle of every question about p
         for a, attribute in enumerate(kb.attribute_names):
             answer = kb.answer(p, a)
             questions.append(Question(f"p{p}-{attribute}", text(kb.question(kb.name(p), a)), text(answer),
-                                      domain=attribute, needle=text(kb.paragraph(p)), stop=stop,
-                                      max_tokens=len(answer)))
+                                      domain=attribute, needle=paragraph, stop=stop, max_tokens=len(answer)))
     value_length = [len(kb.answer(0, a)) for a in range(len(kb.attribute_names))]
     for i, person_name in enumerate(invented_names(kb, n_invented, rng)):
         for a, attribute in enumerate(kb.attribute_names):
