@@ -70,3 +70,23 @@ def test_probe_reports_bad_task_lines_and_bad_models(trained_run, tmp_path):
     assert result.exit_code == 2 and "lab:RUN_DIR" in result.output
     result = runner.invoke(app, ["probe", f"lab:{run_dir}", f"kb:{run_dir}", "--depths", "2"])
     assert result.exit_code == 2 and "--depths" in result.output
+
+
+def test_user_text_is_printed_literally_not_as_rich_markup(tmp_path):
+    (tmp_path / "[x].toml").write_text('[set]\n"train.exposure" = 3\n')
+    result = runner.invoke(app, ["sweep", str(tmp_path / "[x].toml"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "[x].toml" in result.output and "[set]" in result.output and "'train.exposure'" in result.output
+    (tmp_path / "a[").mkdir()
+    (tmp_path / "a[" / "]b.toml").write_text("[model\n")  # the path reads a[/]b.toml
+    result = runner.invoke(app, ["train", str(tmp_path / "a[/]b.toml")])
+    assert result.exit_code == 2 and "a[/]b.toml" in result.output and "MarkupError" not in result.output
+
+
+def test_python_dash_m_moelab_lists_every_command():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "moelab", "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("train", "sweep", "report", "survey", "design", "export", "probe", "quantize", "identities"):
+        assert command in out, command

@@ -2,11 +2,15 @@
 
 import json
 import math
+import shutil
 
+import pytest
 import torch
 
+import moelab.run
+from moelab.errors import MoelabError
 from moelab.evaluation import measure_capacity, score_probe
-from moelab.run import execute, load_run
+from moelab.run import execute, load_run, read_metrics
 from tests.conftest import small_config
 
 REQUIRED = ["p_total", "p_active", "p_total_nonembedding", "n_experts", "top_k", "exposures", "steps",
@@ -25,7 +29,7 @@ def test_a_small_knowledge_base_is_learned(trained_run):
 
 def test_run_folder_is_complete(trained_run):
     _, out, metrics = trained_run
-    assert {p.name for p in out.iterdir()} == {"config.toml", "model.safetensors", "metrics.json"}
+    assert {p.name for p in out.iterdir()} == {"config.toml", "model.safetensors", "training.json", "metrics.json"}
     stored = json.loads((out / "metrics.json").read_text())
     assert all(key in stored for key in REQUIRED)
     assert stored["bits"] == metrics["bits"]
@@ -84,3 +88,64 @@ def test_bios_run_end_to_end(tmp_path):
     assert set(metrics["accuracy_per_attribute"]) == {
         "birth_date", "birth_city", "university", "major", "employer", "working_city"}
     assert set(metrics["bit_terms"]) == {"name", "value"}
+
+
+def test_failed_evaluation_keeps_the_checkpoint_and_a_rerun_only_evaluates(trained_run, tmp_path, monkeypatch):
+    cfg, _, first = trained_run
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("eval batch too large")
+
+    with monkeypatch.context() as m:
+        m.setattr(moelab.run, "measure_capacity", out_of_memory)
+        with pytest.raises(MemoryError):
+            execute(cfg, tmp_path)
+    assert {"model.safetensors", "training.json"} <= {p.name for p in tmp_path.iterdir()}
+    assert not (tmp_path / "metrics.json").exists()
+    steps = []
+    again = execute(cfg, tmp_path, on_step=lambda step, total: steps.append(step))
+    assert steps == [] and again["resumed_from_checkpoint"]  # no training step was taken
+    for key in ("bits", "accuracy", "final_loss", "history", "steps", "bit_terms"):
+        assert again[key] == first[key], key
+
+
+def test_a_checkpoint_of_another_config_is_not_resumed(trained_run, tmp_path):
+    cfg, out, first = trained_run
+    shutil.copytree(out, tmp_path, dirs_exist_ok=True)
+    (tmp_path / "metrics.json").unlink()
+    other = small_config()
+    other.train.exposures = 3
+    result = execute(other, tmp_path)
+    assert not result["resumed_from_checkpoint"] and result["steps"] < first["steps"]
+
+
+def test_damaged_metrics_are_refused_by_name(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text('{"bits": 12.5, "acc')
+    with pytest.raises(MoelabError, match=r"metrics.json: not valid JSON.*truncated"):
+        read_metrics(path)
+    path.write_text('{"bits": 12.5}')
+    with pytest.raises(MoelabError, match="not a moelab run's metrics"):
+        read_metrics(path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random", "empty"])
+def test_damaged_checkpoint_is_refused_by_name(trained_run, tmp_path, damage):
+    _, out, _ = trained_run
+    shutil.copytree(out, tmp_path, dirs_exist_ok=True)
+    weights = tmp_path / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes({"truncated": data[: len(data) // 2], "random": bytes(range(256)) * 4, "empty": b""}[damage])
+    with pytest.raises(MoelabError, match=r"model.safetensors: not a readable safetensors file"):
+        load_run(tmp_path)
+
+
+def test_checkpoint_of_another_architecture_is_refused_by_tensor(tmp_path):
+    from moelab.run import build, load_checkpoint
+
+    small = small_config(n_experts=2, top_k=1)
+    small.train.exposures = 1
+    execute(small, tmp_path)
+    _, other = build(small_config(n_experts=4, top_k=1), torch.device("cpu"))
+    with pytest.raises(MoelabError, match=r"tensor '.*' is shape \[2, .* needs shape \[4, .*another run"):
+        load_checkpoint(other, tmp_path / "model.safetensors")

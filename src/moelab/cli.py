@@ -1,11 +1,14 @@
 """The `moelab` command line. Thin: parse, call library functions, print with rich.
 
 Errors a user can cause (MoelabError) print one line and exit with status 2, without a traceback.
+Both consoles have Rich markup off: file names, model names and messages are printed as given
+(a `[set]` in an error or a `[/]` in a name is text, never markup); styles are set explicitly.
 """
 
 from __future__ import annotations
 
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -15,19 +18,21 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from moelab.config import REASONING_KINDS, RunConfig, load_config, load_preset, preset_names, validate
 from moelab.errors import MoelabError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="How sparse can a language model be before it forgets facts?")
-console = Console() if sys.stdout.isatty() else Console(width=160)
+console = Console(markup=False) if sys.stdout.isatty() else Console(width=160, markup=False)
+err_console = Console(stderr=True, markup=False)
 DEFAULT_PRESET = "tiny-dense"
 DEFAULT_SWEEP = "sparsity-ladder"
 
 
 def fail(message: str) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -95,8 +100,8 @@ def train(
         out = out or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if (out / "metrics.json").exists() and not overwrite:
             raise MoelabError(f"{out} already holds a finished run; pick another --out or pass --overwrite")
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=Console(stderr=True),
+        with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+                      MofNCompleteColumn(), TimeRemainingColumn(), console=err_console,
                       disable=not sys.stderr.isatty()) as progress:
             task = progress.add_task(f"training {cfg.name}", total=None)
             metrics = execute(cfg, out, on_step=lambda step, steps: progress.update(
@@ -105,6 +110,10 @@ def train(
         fail(str(err))
     console.print(metrics_table(metrics))
     console.print(f"wrote {out / 'metrics.json'}")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 @app.command()
@@ -125,7 +134,7 @@ def sweep(
 
     if list_presets:
         for name in sweep_preset_names():
-            console.print(f"[bold]{name}[/]: {load_sweep_preset(name).description}", highlight=False)
+            console.print(Text.assemble((name, "bold"), f": {load_sweep_preset(name).description}"))
         return
     try:
         if file is not None and preset is not None:
@@ -134,17 +143,19 @@ def sweep(
         if workers is not None and workers < 1:
             raise MoelabError(f"--workers {workers}: must be at least 1")
         out = out or Path("runs") / spec.name
-        console.print(f"sweep [bold]{spec.name}[/]: {len(spec.runs)} runs -> {out}", highlight=False)
+        console.print(Text.assemble("sweep ", (spec.name, "bold"), f": {len(spec.runs)} runs -> {out}"))
         store = Store(out)
+        for note in store.notes:
+            err_console.print(f"note: {note}", highlight=False)
         keys = [r.key for r in spec.runs]
         atomic_write_json(out / "sweep.json", {"name": spec.name, "description": spec.description, "keys": keys})
         engine = make_executor(executor, workers, ray_address)
     except MoelabError as err:
         fail(str(err))
     try:
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
-                      console=Console(stderr=True)) as progress:
+        with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+                      MofNCompleteColumn(), TextColumn("{task.fields[status]}", markup=False),
+                      TimeRemainingColumn(), console=err_console) as progress:
             task = progress.add_task("runs", total=len(spec.runs), status="")
 
             def show(p) -> None:
@@ -152,9 +163,12 @@ def sweep(
                 progress.update(task, completed=p.done + p.failed,
                                 status=f"{p.done} done, {p.running} running, {p.failed} failed{best}")
 
+            signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop: the same as Ctrl-C
             run_sweep(spec, store, executor=engine, retry_failed=retry_failed, on_progress=show)
+            for note in store.notes:
+                err_console.print(f"note: {note}", highlight=False)
     except KeyboardInterrupt:
-        Console(stderr=True).print(f"interrupted: finished runs are kept in {out}; "
+        err_console.print(f"interrupted: finished runs are kept in {out}; "
                                    "rerun the same command to finish the rest", highlight=False)
         raise typer.Exit(130) from None
     finally:
@@ -176,8 +190,8 @@ def report(folder: Annotated[Path, typer.Argument(help="a sweep folder")]) -> No
 
     if not (folder / "store.sqlite").exists():
         fail(f"{folder}: no store.sqlite here; give the folder a sweep wrote")
+    store = Store(folder)  # first: opening re-keys an old store and its sweep.json
     meta = json.loads((folder / "sweep.json").read_text()) if (folder / "sweep.json").exists() else {}
-    store = Store(folder)
     rows = store.rows(meta.get("keys"))
     store.close()
     path = write_report(rows, folder, title=f"moelab sweep: {meta.get('name', folder.name)}",
@@ -201,10 +215,6 @@ def runs_table(rows: list[dict]) -> Table:
     return table
 
 
-if __name__ == "__main__":
-    app()
-
-
 def _interval(e) -> str:
     return "n/a" if e is None else f"{e.value:+.2f} [{e.low:+.2f}, {e.high:+.2f}]"
 
@@ -226,11 +236,9 @@ def survey(
     n_boot: Annotated[int, typer.Option(help="bootstrap resamples for intervals")] = 1000,
 ) -> None:
     """Knowledge accuracy vs total and active parameters of public models; size estimates for closed ones."""
-    import json
-
     from moelab.analysis import survey as sv
+    from moelab.io import dumps
 
-    err_console = Console(stderr=True)
     try:
         if n_boot < 100:
             raise MoelabError(f"--n-boot {n_boot}: use at least 100 resamples")
@@ -262,7 +270,7 @@ def survey(
         document = {"benchmarks": sv.results_json(results)}
         if predictions is not None:
             document["predictions"] = [sv.estimate_json(e) for e in predictions]
-        print(json.dumps(document, indent=2))
+        print(dumps(document))  # strict JSON: NaN becomes null
         return
     for b in results:
         print_benchmark_survey(b)
@@ -272,7 +280,7 @@ def survey(
 
 def print_benchmark_survey(b) -> None:
     lo, hi = min(p.total_b for p in b.chosen.points), max(p.total_b for p in b.chosen.points)
-    console.rule(f"[bold]{b.benchmark}[/]")
+    console.rule(Text(b.benchmark, style="bold"))
     console.print(f"{len(b.chosen.points)} open-weights points ({_billions(lo)}B to {_billions(hi)}B total); "
                   "one per weights group, its best variant. Intervals: 95% bootstrap.", highlight=False)
     table = Table(title="which parameter count tracks accuracy (correlations on log10 counts)", title_justify="left")
@@ -484,6 +492,8 @@ def probe(
     distractors: Annotated[Path | None, typer.Option(help="padding text: paragraphs separated by blank lines")] = None,
     judge: Annotated[str | None, typer.Option(help="grade with an LLM judge on this backend (e.g. openai:URL)")] = None,
     judge_model_name: Annotated[str | None, typer.Option(help="the judge's model name on its server")] = None,
+    judge_api_key_env: Annotated[str | None, typer.Option(
+        help="the judge's API key variable (required unless the judge is on the model's own host)")] = None,
     max_tokens: Annotated[int, typer.Option(help="output budget for questions that set none")] = 64,
     model_name: Annotated[str | None, typer.Option(help="openai: the model name (default: the server's only one)")] = None,
     api: Annotated[str, typer.Option(help="openai: 'chat' or 'completions'")] = "chat",
@@ -503,7 +513,7 @@ def probe(
     """Score a model on factual questions: correct / incorrect / partial / not attempted, the
     Omniscience Index, hallucination rate, F-score, output tokens, and accuracy as the prompt grows."""
     from moelab.analysis.report import write_probe_report
-    from moelab.probe.backends import make_backend
+    from moelab.probe.backends import judge_key_env, make_backend
     from moelab.probe.runner import ProbeSettings, append_survey_row, read_samples, run_probe
     from moelab.probe.runner import survey_row as make_survey_row
     from moelab.probe.tasks import write_task
@@ -514,14 +524,15 @@ def probe(
         questions = load_probe_task(task, people, invented, seed, distractors)
         if save_task is not None:
             write_task(questions, save_task)
+        judge_key = judge_key_env(model, judge, api_key_env, judge_api_key_env) if judge else None
         backend = make_backend(model, device, model_name, api, api_key_env, concurrency, timeout, server_stop)
-        grader = make_backend(judge, device, judge_model_name, "chat", api_key_env, concurrency, timeout) if judge else None
+        grader = make_backend(judge, device, judge_model_name, "chat", judge_key, concurrency, timeout) if judge else None
         label = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(backend.describe()["model"]))
         out = out or Path("runs") / f"probe-{label}-{questions.name}"
-        console.print(f"probe [bold]{backend.spec}[/] on {questions.name} ({len(questions.questions)} questions) "
-                      f"-> {out}", highlight=False)
-        with Progress(TextColumn("[bold]answers"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=Console(stderr=True)) as progress:
+        console.print(Text.assemble("probe ", (backend.spec, "bold"),
+                                    f" on {questions.name} ({len(questions.questions)} questions) -> {out}"))
+        with Progress(TextColumn("answers", style="bold"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=err_console) as progress:
             bar = progress.add_task("answers", total=None)
 
             def advance(n: int, total: int) -> None:
@@ -534,7 +545,7 @@ def probe(
     except MoelabError as err:
         fail(str(err))
     except KeyboardInterrupt:
-        Console(stderr=True).print(f"interrupted: answers so far are kept in {out}; rerun the same command "
+        err_console.print(f"interrupted: answers so far are kept in {out}; rerun the same command "
                                    "to finish", highlight=False)
         raise typer.Exit(130) from None
     console.print(probe_table(metrics))

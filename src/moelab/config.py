@@ -14,6 +14,8 @@ Every error names the dotted field (e.g. `model.moe.top_k`) and what would fix i
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import tomllib
 import typing
@@ -55,10 +57,6 @@ class DataConfig:
 KINDS = ("biod", "bios", "sort", "twohop")
 REASONING_KINDS = ("sort", "twohop")  # tasks with no facts to store: fresh examples, held-out accuracy
 
-# Fields added after sweeps were first stored: omitted from run keys while at these defaults, so
-# stored runs that predate them keep their keys and a rerun resumes them.
-LATER_FIELDS = {"data.junk_fraction": 0.0, "data.domain_token": False, "data.graph_nodes": 16,
-                "data.graph_hops": 2, "data.list_length": 16}
 
 
 @dataclass
@@ -180,6 +178,45 @@ def field_types(cls: type = RunConfig, prefix: str = "") -> dict[str, Any]:
         else:
             out[prefix + name] = tp
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# run keys
+
+# A run is identified by a hash of the fields that change its results, and of this schema number.
+# Every config field is in exactly one of the two lists below (a test checks it). A new field that
+# changes results joins RUN_KEY_FIELDS and KEY_SCHEMA goes up by one: stores re-key themselves from
+# their stored configs on open (sweeps/store.py), so finished runs keep being found.
+KEY_SCHEMA = 2
+RUN_KEY_FIELDS = (
+    "seed",
+    "data.kind", "data.n_people", "data.name_slots", "data.name_vocab", "data.n_attributes",
+    "data.value_chunks", "data.chunk_length", "data.diversity", "data.value_vocab", "data.seed",
+    "data.graph_nodes", "data.graph_hops", "data.list_length", "data.junk_fraction", "data.domain_token",
+    "model.d_model", "model.n_layers", "model.n_heads", "model.d_ff", "model.mlp", "model.tie_embeddings",
+    "model.qk_norm", "model.rope_theta",
+    "model.moe.n_experts", "model.moe.top_k", "model.moe.expert_width", "model.moe.n_shared_experts",
+    "model.moe.score", "model.moe.renormalize", "model.moe.aux_loss_weight", "model.moe.z_loss_weight",
+    "model.moe.bias_update_rate", "model.moe.first_dense_layers",
+    "train.exposures", "train.batch_size", "train.lr", "train.min_lr_ratio", "train.warmup_steps",
+    "train.weight_decay", "train.beta1", "train.beta2", "train.grad_clip",
+)
+# Where and how a run executes, or what it is called, but not what it computes.
+NOT_IN_RUN_KEY = ("name", "train.threads", "train.device", "train.eval_batch_size", "train.log_every")
+
+
+def get_path(data: dict[str, Any], path: str) -> Any:
+    for part in path.split("."):
+        data = data[part]
+    return data
+
+
+def run_key(cfg: RunConfig) -> str:
+    """A short stable hash of the fields that change a run's results (RUN_KEY_FIELDS)."""
+    data = to_dict(cfg)
+    projection = {path: get_path(data, path) for path in RUN_KEY_FIELDS}
+    text = json.dumps({"key_schema": KEY_SCHEMA, "fields": projection}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------------------

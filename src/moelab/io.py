@@ -1,11 +1,15 @@
-"""Atomic file writes: write to a temporary file in the same folder, then rename over the target.
+"""Durable file writes: write a temporary file in the same folder, fsync it, rename it over the
+target, then fsync the folder.
 
-A reader (or a crash) never sees a half-written metrics file, config or checkpoint.
+A reader never sees a half-written metrics file, config or checkpoint, and once a write returns
+the file survives a crash or a power cut: the rename is atomic, and both fsyncs make sure that
+what the rename points at, and the rename itself, are on disk.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -13,8 +17,20 @@ from pathlib import Path
 from typing import Any
 
 
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's (or a folder's) contents to disk. Folders cannot be opened on Windows: skip."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (IsADirectoryError, PermissionError):
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call `write(tmp_path)` and atomically move the result to `path`."""
+    """Call `write(tmp_path)` and durably move the result to `path` (mode 0666 less the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -22,10 +38,12 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual file mode
+        fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_path(path.parent)
 
 
 def current_umask() -> int:
@@ -38,5 +56,21 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def json_safe(x: Any) -> Any:
+    """The value with NaN and infinities replaced by None (null), at any depth: strict JSON."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [json_safe(v) for v in x]
+    return x
+
+
+def dumps(data: Any, indent: int | None = 2) -> str:
+    """Strict JSON (NaN becomes null), keys sorted."""
+    return json.dumps(json_safe(data), indent=indent, sort_keys=True, allow_nan=False)
+
+
 def atomic_write_json(path: str | Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, dumps(data) + "\n")

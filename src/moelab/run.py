@@ -1,30 +1,34 @@
 """One knowledge-capacity run end to end: knowledge base -> model -> train -> measure -> store.
 
-A run folder holds `config.toml` (the resolved config), `model.safetensors` and, written last,
-`metrics.json`; a folder with `metrics.json` is a finished run. Every file is written atomically.
+A run folder holds, in the order they are written:
+    config.toml        the resolved config
+    model.safetensors  the trained weights, saved as soon as training ends
+    training.json      the training result (steps, loss history, timings): the checkpoint is complete
+    metrics.json       everything measured; a folder with a valid metrics.json is a finished run
+Every file is written atomically and fsynced. A run whose evaluation failed or was interrupted
+keeps its checkpoint: rerunning the same config in the same folder loads it and only evaluates.
 """
 
 from __future__ import annotations
 
-import platform
-import subprocess
+import json
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import safetensors
 import safetensors.torch
 import torch
 
-import moelab
-from moelab.config import RunConfig, load_config, save_config, to_dict
+from moelab.config import RunConfig, load_config, run_key, save_config, to_dict
 from moelab.errors import MoelabError
 from moelab.evaluation import measure_capacity, routing_diagnostics
 from moelab.io import atomic_write, atomic_write_json
 from moelab.knowledge import KnowledgeBase, build_knowledge_base
 from moelab.models import Transformer, count_module, count_params
-from moelab.training import train
+from moelab.provenance import environment
+from moelab.training import TrainResult, train
 
 DIAGNOSTIC_PARAGRAPHS = 1024
 
@@ -35,30 +39,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise MoelabError("train.device = 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
     return torch.device(name)
-
-
-def git_commit() -> str | None:
-    """The commit of the moelab source tree, with '+dirty' for uncommitted changes; None outside git."""
-    src = Path(moelab.__file__).parent
-    try:
-        commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + ("+dirty" if dirty else "")
-
-
-def environment(device: torch.device) -> dict:
-    return {
-        "versions": {"moelab": moelab.__version__, "python": platform.python_version(),
-                     "torch": torch.__version__, "numpy": np.__version__,
-                     "safetensors": safetensors.__version__},
-        "platform": platform.platform(),
-        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "git_commit": git_commit(),
-    }
 
 
 def build(cfg: RunConfig, device: torch.device) -> tuple[KnowledgeBase, Transformer]:
@@ -80,14 +60,17 @@ def execute(cfg: RunConfig, out_dir: str | Path, on_step: Callable[[int, int], N
     if count_module(model) != (counts.total, counts.active):  # a bug here, never the user's
         raise AssertionError(f"accounting {counts.total, counts.active} != module {count_module(model)}")
 
-    save_config(cfg, out_dir / "config.toml")
-    result = train(model, kb, cfg.train, cfg.seed, device, on_step=on_step)
+    result = resume_checkpoint(cfg, model, out_dir, device)
+    if result is None:
+        save_config(cfg, out_dir / "config.toml")
+        result = train(model, kb, cfg.train, cfg.seed, device, on_step=on_step)
+        atomic_write(out_dir / "model.safetensors", lambda tmp: safetensors.torch.save_model(model, tmp))
+        atomic_write_json(out_dir / "training.json", asdict(result))
     eval_start = time.perf_counter()
     capacity = measure_capacity(model, kb, cfg.train.eval_batch_size, device)
     routing = routing_diagnostics(model, kb, DIAGNOSTIC_PARAGRAPHS, cfg.seed + 1,
                                   cfg.train.eval_batch_size, device)
     eval_seconds = time.perf_counter() - eval_start
-    atomic_write(out_dir / "model.safetensors", lambda tmp: safetensors.torch.save_model(model, tmp))
 
     moe = cfg.model.moe
     metrics = {
@@ -110,6 +93,7 @@ def execute(cfg: RunConfig, out_dir: str | Path, on_step: Callable[[int, int], N
         "granularity": cfg.model.d_ff / moe.expert_width if cfg.model.is_moe else 1.0,
         "exposures": cfg.train.exposures,
         "steps": result.steps,
+        "warmup_steps": result.warmup_steps,
         "batch_size": cfg.train.batch_size,
         "lr": cfg.train.lr,
         "weight_decay": cfg.train.weight_decay,
@@ -132,22 +116,86 @@ def execute(cfg: RunConfig, out_dir: str | Path, on_step: Callable[[int, int], N
         "eval_seconds": eval_seconds,
         "tokens_per_second": result.tokens / result.seconds,
         "wall_seconds": time.perf_counter() - start,
+        "resumed_from_checkpoint": result.resumed,
         "threads": cfg.train.threads,
+        "run_key": run_key(cfg),
         "config": to_dict(cfg),
     } | environment(device)
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
 
 
+REQUIRED_METRICS = ("name", "p_total", "p_active", "bits", "bits_per_param", "accuracy", "config")
+
+
+def read_metrics(path: str | Path) -> dict:
+    """A run's metrics.json, checked: a truncated or foreign file is a MoelabError naming it."""
+    path = Path(path)
+    try:
+        metrics = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MoelabError(f"{path}: no such file; is this a finished run folder?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise MoelabError(f"{path}: not valid JSON ({err}); the file is truncated or damaged: "
+                          "delete it and rerun the run to measure it again") from None
+    missing = [k for k in REQUIRED_METRICS if not isinstance(metrics, dict) or k not in metrics]
+    if missing:
+        raise MoelabError(f"{path}: not a moelab run's metrics (no {missing[0]!r}); delete it and rerun the run")
+    return metrics
+
+
+def load_checkpoint(model: torch.nn.Module, path: str | Path, device: str | torch.device = "cpu") -> None:
+    """Load safetensors weights into `model`, refusing a damaged file or one of another shape by name."""
+    path = Path(path)
+    try:
+        with safetensors.safe_open(path, "pt") as f:
+            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except FileNotFoundError:
+        raise MoelabError(f"{path}: no such file; is this a finished run folder?") from None
+    except (safetensors.SafetensorError, OSError) as err:
+        raise MoelabError(f"{path}: not a readable safetensors file ({err}); it is truncated or damaged: "
+                          "restore it or retrain the run") from None
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    for name in sorted(set(expected) & set(shapes)):
+        if shapes[name] != expected[name]:
+            raise MoelabError(f"{path}: tensor {name!r} is shape {list(shapes[name])} but the run's config.toml "
+                              f"needs shape {list(expected[name])}; the checkpoint belongs to another run "
+                              "(or the config was edited)")
+    try:  # tied weights are stored once, so names are checked by safetensors itself
+        safetensors.torch.load_model(model, path, device=str(device))
+    except RuntimeError as err:
+        raise MoelabError(f"{path}: does not fit the run's config.toml ({str(err).splitlines()[0]}); "
+                          "the checkpoint belongs to another run (or the config was edited)") from None
+
+
+def resume_checkpoint(cfg: RunConfig, model: Transformer, out_dir: Path,
+                      device: torch.device) -> TrainResult | None:
+    """The training result of a complete checkpoint of this very config in `out_dir`, with its
+    weights loaded into `model`; None when there is none to resume (then training starts afresh)."""
+    training, weights, config = out_dir / "training.json", out_dir / "model.safetensors", out_dir / "config.toml"
+    if not (training.exists() and weights.exists() and config.exists()):
+        return None
+    try:
+        same = run_key(load_config(config)) == run_key(cfg)
+        result = TrainResult(**json.loads(training.read_text()))
+    except (MoelabError, json.JSONDecodeError, TypeError):
+        return None  # a stale or damaged checkpoint: train again and overwrite it
+    if not same:
+        return None
+    load_checkpoint(model, weights, device)
+    result.resumed = True
+    return result
+
+
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, KnowledgeBase, Transformer]:
-    """A finished run's config, its (regenerated) knowledge base and its trained model."""
+    """A trained run's config, its (regenerated) knowledge base and its trained model."""
     run_dir = Path(run_dir)
-    weights = run_dir / "model.safetensors"
-    if not weights.exists():
+    if not (run_dir / "config.toml").exists():
+        raise MoelabError(f"{run_dir}: no config.toml; give a moelab run folder")
+    if not (run_dir / "model.safetensors").exists():
         raise MoelabError(f"{run_dir}: no model.safetensors; is this a finished run folder?")
     cfg = load_config(run_dir / "config.toml")
     kb, model = build(cfg, torch.device(device))
-    safetensors.torch.load_model(model, weights, device=device)
+    load_checkpoint(model, run_dir / "model.safetensors", device)
     model.eval()
     return cfg, kb, model
-

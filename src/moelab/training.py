@@ -30,15 +30,22 @@ class TrainResult:
     seconds: float
     final_loss: float  # mean language-model loss over the last `log_every` steps
     history: list[dict] = field(default_factory=list)
+    warmup_steps: int = 0  # the warmup actually used (see effective_warmup)
+    resumed: bool = False  # loaded from the run folder's checkpoint rather than trained now
 
 
 def n_steps(cfg: TrainConfig, rows_per_exposure: int) -> int:
     return math.ceil(cfg.exposures * rows_per_exposure / cfg.batch_size)
 
 
+def effective_warmup(steps: int, cfg: TrainConfig) -> int:
+    """train.warmup_steps, capped at a tenth of the run so short runs still spend most steps decaying."""
+    return min(cfg.warmup_steps, steps // 10)
+
+
 def learning_rate(step: int, steps: int, cfg: TrainConfig) -> float:
-    """Linear warmup over `warmup_steps`, then cosine decay to lr * min_lr_ratio at the last step."""
-    warmup = min(cfg.warmup_steps, steps // 10)
+    """Linear warmup over the effective warmup, then cosine decay to lr * min_lr_ratio at the last step."""
+    warmup = effective_warmup(steps, cfg)
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
     progress = (step - warmup) / max(1, steps - 1 - warmup)
@@ -118,4 +125,4 @@ def train(
         if on_step is not None:
             on_step(step + 1, steps)
     return TrainResult(steps=steps, tokens=tokens, seconds=time.perf_counter() - start,
-                       final_loss=final_loss, history=history)
+                       final_loss=final_loss, history=history, warmup_steps=effective_warmup(steps, cfg))

@@ -134,3 +134,26 @@ def test_html_report(tmp_path):
     assert result.exit_code == 0, result.output
     page = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in page and (tmp_path / "IKP.png").exists()
+
+
+def test_a_duplicated_column_or_header_line_is_refused_as_duplicate(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text(HEADER + ",accuracy_pct\n" + row() + ",30\n")
+    with pytest.raises(sv.SurveyDataError, match="line 1: duplicate column.*accuracy_pct"):
+        sv.load_rows(path)
+    path = write(tmp_path, row(), HEADER, row(model="N"))
+    with pytest.raises(sv.SurveyDataError, match="line 3: duplicate header line"):
+        sv.load_rows(path)
+
+
+def test_survey_json_is_strict_json_with_null_for_undefined_statistics(tmp_path):
+    rows = [row(model=f"M{i}", developer=f"D{i % 4}", total=str(2 ** i), active=str(2 ** i), accuracy=str(5 + 3 * i))
+            for i in range(10)]  # dense models only: nothing can be said of MoE models alone
+    result = CliRunner().invoke(app, ["survey", str(write(tmp_path, *rows)), "--json", "--n-boot", "100"])
+    assert result.exit_code == 0, result.output
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    document = json.loads(result.stdout, parse_constant=refuse)
+    assert "null" in result.stdout and document["benchmarks"]

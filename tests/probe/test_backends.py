@@ -210,3 +210,40 @@ def test_hf_backend_uses_a_chat_template_when_the_tokenizer_has_one(probe_run, p
     chat = run_probe(backend, task, tmp_path / "chat-out", ProbeSettings())
     plain = run_probe(LabBackend(probe_run[0]), task, tmp_path / "lab-out", ProbeSettings())
     assert chat["correct"] == plain["correct"] and chat["incorrect"] == plain["incorrect"]
+
+
+def test_the_judge_never_gets_the_models_key_on_another_host(monkeypatch):
+    from moelab.probe.backends import judge_key_env
+
+    same, other = "openai:http://127.0.0.1:8000/v1", "openai:https://judge.example:443/v1"
+    assert judge_key_env(same, "openai:http://127.0.0.1:8000/v2", "MODEL_KEY", None) == "MODEL_KEY"
+    assert judge_key_env(same, other, "MODEL_KEY", "JUDGE_KEY") == "JUDGE_KEY"
+    for model in (same, "lab:runs/x", "hf:models/y"):
+        with pytest.raises(MoelabError, match="--judge-api-key-env"):
+            judge_key_env(model, other, "MODEL_KEY", None)
+
+
+def test_probe_cli_refuses_a_judge_elsewhere_before_sending_anything(flaky_server, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from moelab.cli import app
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-model-secret")
+    task = tmp_path / "t.jsonl"
+    task.write_text(json.dumps({"id": "q", "question": "flaky", "answer": "Paris"}) + "\n")
+    judge = f"openai:http://localhost:{_free_port()}/v1"
+    result = CliRunner().invoke(app, ["probe", f"openai:{flaky_server}", str(task), "--model-name", "m",
+                                      "--api", "completions", "--judge", judge, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--judge-api-key-env" in result.output
+    assert _Flaky.calls == [] and "sk-model-secret" not in result.output
+
+
+def test_the_judge_sends_its_own_key(flaky_server, monkeypatch):
+    from moelab.probe.backends import judge_key_env, make_backend
+
+    monkeypatch.setenv("MODEL_KEY", "sk-model")
+    monkeypatch.setenv("JUDGE_KEY", "sk-judge")
+    env = judge_key_env("lab:runs/x", f"openai:{flaky_server}", "MODEL_KEY", "JUDGE_KEY")
+    judge = make_backend(f"openai:{flaky_server}", model_name="j", api="completions", key_env=env)
+    judge.complete([Request("unauthorised", 4)], lambda i, c: None)
+    assert _Flaky.calls[-1][1] == "Bearer sk-judge"

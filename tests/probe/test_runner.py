@@ -29,10 +29,13 @@ def capital_task() -> Task:
 class Scripted:
     """A backend that answers from a table: what a real backend returns, without a model."""
 
-    spec, chat = "scripted:", True
+    spec, chat, device = "scripted:", True, "cpu"
 
-    def __init__(self, answers: dict[str, str], fail_on: set[str] = frozenset()):
-        self.answers, self.fail_on, self.prompts = answers, fail_on, []
+    def __init__(self, answers: dict[str, str], fail_on: set[str] = frozenset(), model: str = "m1"):
+        self.answers, self.fail_on, self.prompts, self.model = answers, fail_on, [], model
+
+    def settings(self):
+        return {"kind": "scripted", "model": self.model}
 
     def complete(self, requests, on_done):
         for i, r in enumerate(requests):
@@ -91,6 +94,26 @@ def test_a_rerun_with_other_settings_is_refused(tmp_path):
         run_probe(Scripted(ANSWERS), capital_task(), tmp_path, ProbeSettings(max_tokens=5))
 
 
+def test_a_rerun_with_another_model_or_other_distractors_is_refused(tmp_path):
+    run_probe(Scripted(ANSWERS), capital_task(), tmp_path, ProbeSettings())
+    with pytest.raises(MoelabError, match="other backend"):  # e.g. another --model-name on one server
+        run_probe(Scripted(ANSWERS, model="m2"), capital_task(), tmp_path, ProbeSettings())
+    task = capital_task()
+    task.distractors = ["Another filler passage."]
+    with pytest.raises(MoelabError, match="other distractors_sha256"):
+        run_probe(Scripted(ANSWERS), task, tmp_path, ProbeSettings())
+
+
+def test_provenance_names_the_backends_device_without_loading_the_trainer(tmp_path):
+    import subprocess
+    import sys
+
+    m = run_probe(Scripted(ANSWERS), capital_task(), tmp_path, ProbeSettings())
+    assert m["device"].startswith("cpu (")  # the backend's device, with the CPU's model name
+    code = "import sys, moelab.probe.runner; print(sorted(m for m in sys.modules if m in ('moelab.run', 'moelab.training')))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
 def test_padded_prompts_reach_the_length_and_place_the_needle():
     q = capital_task().questions[0]
     pool = capital_task().distractors
@@ -115,7 +138,10 @@ def test_context_rot_table_compares_the_same_questions(tmp_path):
 
 def test_judge_grades_replace_rule_grades_and_failures_are_counted(tmp_path):
     class Judge:
-        spec, chat = "judge:", True
+        spec, chat, device = "judge:", True, "remote server"
+
+        def settings(self):
+            return {"kind": "judge"}
 
         def complete(self, requests, on_done):
             for i, r in enumerate(requests):

@@ -112,7 +112,12 @@ def parse_rows(path: str | Path, allow_missing_params: bool = True) -> tuple[lis
     rows, problems = [], []
     with handle:
         reader = csv.DictReader(handle)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        header = reader.fieldnames or []
+        duplicated = sorted({c for c in header if header.count(c) > 1})
+        if duplicated:
+            raise SurveyDataError(f"{path} line 1: duplicate column(s) {', '.join(duplicated)}; "
+                                  "keep one of each (which value would count is ambiguous)")
+        missing = [c for c in COLUMNS if c not in header]
         if missing:
             raise SurveyDataError(f"{path} line 1: missing column(s) {', '.join(missing)}; "
                                   f"the header must be {','.join(COLUMNS)}")
@@ -120,6 +125,9 @@ def parse_rows(path: str | Path, allow_missing_params: bool = True) -> tuple[lis
             line = reader.line_num
             where = f"{path} line {line}"
             before = len(problems)
+            if [record.get(c) for c in header] == header:
+                problems.append(f"{where}: duplicate header line (the files were concatenated?); delete it")
+                continue
             if None in record or any(v is None for v in record.values()):
                 problems.append(f"{where}: expected {len(COLUMNS)} fields, got a different count")
                 continue

@@ -9,10 +9,12 @@ exported lab model gets the same answers, token for token, as its checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
@@ -23,6 +25,7 @@ from typing import Protocol
 
 import torch
 
+from moelab.config import run_key
 from moelab.errors import MoelabError
 
 
@@ -54,6 +57,11 @@ OnDone = Callable[[int, Completion], None]
 class Backend(Protocol):
     spec: str
     chat: bool  # whether prompts are sent as chat messages (with a system prompt)
+    device: str  # where answers are computed: a torch device, or "remote server"
+
+    def settings(self) -> dict:
+        """Everything about the backend that can change its answers (never a secret): a probe
+        resumes into a folder only when these are the same."""
 
     def complete(self, requests: list[Request], on_done: OnDone) -> None:
         """Answer every request, calling `on_done(index, completion)` as each one finishes."""
@@ -98,8 +106,12 @@ class LabBackend:
 
         self.spec, self.run_dir = f"lab:{run_dir}", Path(run_dir)
         self.cfg, self.kb, self.model = load_run(run_dir, device)
-        self.device, self.batch_size = torch.device(device), batch_size
+        self.device, self.batch_size = str(torch.device(device)), batch_size
         self.special = {self.kb.vocab.bos, self.kb.vocab.eos}
+
+    def settings(self) -> dict:
+        return {"kind": "lab", "run_dir": str(self.run_dir), "run_key": run_key(self.cfg),
+                "weights_sha256": file_sha256(self.run_dir / "model.safetensors"), "device": self.device}
 
     def encode(self, prompt: str) -> list[int]:
         words = prompt.split()
@@ -131,8 +143,10 @@ class LabBackend:
                 on_done(i, Completion(text, used, prompt_tokens=prompt_len))
 
     def describe(self) -> dict:
+        from moelab.run import read_metrics
+
         metrics_path = self.run_dir / "metrics.json"
-        m = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        m = read_metrics(metrics_path) if metrics_path.exists() else {}
         return {"model": self.run_dir.name, "p_total": m.get("p_total"), "p_active": m.get("p_active"),
                 "architecture": "moe" if self.cfg.model.is_moe else "dense", "open_weights": True}
 
@@ -152,9 +166,13 @@ class HFBackend:
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
         self.model = AutoModelForCausalLM.from_pretrained(self.folder, local_files_only=True).to(device).eval()
         self.chat = bool(getattr(self.tokenizer, "chat_template", None))
-        self.device, self.batch_size = torch.device(device), batch_size
+        self.device, self.batch_size = str(torch.device(device)), batch_size
         eos = self.model.generation_config.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos]) - {None}
+
+    def settings(self) -> dict:
+        return {"kind": "hf", "folder": str(self.folder), "config_sha256": file_sha256(self.folder / "config.json"),
+                "chat_template": self.chat, "device": self.device}
 
     def encode(self, r: Request) -> list[int]:
         if not self.chat:
@@ -234,6 +252,12 @@ class OpenAIBackend:
         if self.model is None:
             self.model = self._only_model()
 
+    device = "remote server"
+
+    def settings(self) -> dict:
+        return {"kind": "openai", "base_url": self.base_url, "model": self.model, "api": self.api,
+                "server_stop": self.server_stop}
+
     @property
     def _key(self) -> str | None:
         return os.environ.get(self.key_env) or None
@@ -304,6 +328,35 @@ class OpenAIBackend:
     def describe(self) -> dict:
         return {"model": self.model, "p_total": None, "p_active": None, "architecture": None,
                 "open_weights": False}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def host_of(spec: str) -> str | None:
+    """The scheme and host:port an openai: spec talks to; None for local backends."""
+    kind, _, target = spec.partition(":")
+    if kind != "openai":
+        return None
+    url = urllib.parse.urlsplit(target)
+    return f"{url.scheme}://{url.netloc}".lower()
+
+
+def judge_key_env(model_spec: str, judge_spec: str, model_key_env: str, judge_key_env: str | None) -> str:
+    """The environment variable whose key the judge sends. The model's key goes only to the model's
+    own host: a judge anywhere else must name its own variable (an unset one sends no key)."""
+    if judge_key_env is not None:
+        return judge_key_env
+    if host_of(judge_spec) is not None and host_of(judge_spec) == host_of(model_spec):
+        return model_key_env
+    raise MoelabError(f"--judge {judge_spec} is not on the model's host, and the model's key "
+                      f"(${model_key_env}) is never sent elsewhere: name the judge's key with "
+                      "--judge-api-key-env VAR (an unset variable sends no key)")
 
 
 def make_backend(spec: str, device: str = "cpu", model_name: str | None = None, api: str = "chat",

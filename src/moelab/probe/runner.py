@@ -20,7 +20,6 @@ import csv
 import datetime
 import io
 import json
-import math
 import time
 import zlib
 from collections import defaultdict
@@ -29,16 +28,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from moelab.analysis.survey import COLUMNS, parse_rows
 from moelab.errors import MoelabError
-from moelab.io import atomic_write_json, atomic_write_text
+from moelab.io import atomic_write_json, atomic_write_text, json_safe
 from moelab.probe.backends import Backend, Completion, Request
 from moelab.probe.grading import CORRECT, JUDGE_PROMPT_SHA256, grade, judge_prompt, parse_judgement
 from moelab.probe.metrics import grade_metrics
 from moelab.probe.tasks import Question, Task
-from moelab.run import environment
+from moelab.provenance import environment
 
 SURVEY_BENCHMARK = "moelab-probe"
 JUDGE_MAX_TOKENS = 16
@@ -158,17 +156,6 @@ def read_samples(path: Path) -> list[dict]:
     return records
 
 
-def _finite(x):
-    """JSON-safe: NaN and infinities become null."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_finite(v) for v in x]
-    return x
-
-
 def summarise(records: list[dict]) -> dict:
     """Metrics at the shortest context (overall, by domain, answerable vs not) and the context-rot table."""
     shortest = min(r["context_words"] for r in records)
@@ -212,8 +199,10 @@ def run_probe(backend: Backend, task: Task, out_dir: str | Path, settings: Probe
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    header = {"model": backend.spec, "task": task.name, "task_sha256": task.sha256,
+    header = {"model": backend.spec, "backend": backend.settings(), "task": task.name,
+              "task_sha256": task.sha256, "distractors_sha256": task.distractors_sha256,
               "settings": asdict(settings), "grader": f"judge:{judge.spec}" if judge else "deterministic",
+              "judge": judge.settings() if judge else None,
               "judge_prompt_sha256": JUDGE_PROMPT_SHA256 if judge else None}
     header_path = out_dir / "probe.json"
     if header_path.exists():
@@ -259,10 +248,10 @@ def run_probe(backend: Backend, task: Task, out_dir: str | Path, settings: Probe
     records = [r for r in records if r["key"] in keys]
     if not records:
         raise MoelabError(f"no answers: every backend call failed, e.g. {errors[0] if errors else '?'}")
-    metrics = _finite(summarise(records) | header | {
+    metrics = json_safe(summarise(records) | header | {
         "errors": len(errors), "error_examples": errors[:5], "samples": len(samples),
         "model_info": backend.describe(), "wall_seconds": time.perf_counter() - start,
-    } | environment(torch.device("cpu")))
+    } | environment(backend.device))
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
 

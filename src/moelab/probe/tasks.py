@@ -67,8 +67,14 @@ class Task:
 
     @property
     def sha256(self) -> str:
+        """The questions' hash (what a survey row cites)."""
         text = "\n".join(json.dumps(q.to_json(), sort_keys=True) for q in self.questions)
         return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def distractors_sha256(self) -> str:
+        """The padding passages' hash: padded prompts, and so their answers, depend on them."""
+        return hashlib.sha256(json.dumps(self.distractors).encode()).hexdigest()
 
 
 def _string_list(value, key: str, problems: list[str], where: str) -> tuple[str, ...]:

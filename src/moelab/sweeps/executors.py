@@ -1,7 +1,9 @@
 """Where sweep runs execute. Each executor turns one run into a `concurrent.futures.Future` of
 `run_in_worker`'s result, and says how many runs it can usefully hold in flight.
 
-    local   a process pool sized to the cores, one thread per run (the default)
+    local   a process pool sized to the cores, one thread per run (the default). Workers die with
+            their driver (a parent-death signal on Linux, and a watchdog thread everywhere), ignore
+            the terminal's Ctrl-C (the driver stops them), and `close(kill=True)` ends them at once.
     ray     one Ray task per run with its CPU/GPU request; `ray.init(address)` joins a cluster, no
             address starts a local instance. On a cluster, runs write their folders on the node
             that runs them (put the sweep folder on a shared filesystem to keep checkpoints);
@@ -10,8 +12,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -34,6 +41,28 @@ def run_in_worker(config: dict, out_dir: str) -> tuple[str, dict | str]:
         return "failed", f"{type(err).__name__}: {err}"
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+WATCHDOG_SECONDS = 0.5
+
+
+def _die_with(parent: int) -> None:
+    """Worker initializer: exit as soon as the driver process `parent` is gone, and leave Ctrl-C
+    to the driver (it stops the workers itself, so no worker prints a traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:  # the kernel sends SIGKILL the moment the parent dies
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:  # portable fallback, and the race where the parent died before prctl
+        while os.getppid() == parent:
+            time.sleep(WATCHDOG_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="moelab-parent-watchdog", daemon=True).start()
+
+
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
@@ -45,18 +74,30 @@ class LocalExecutor:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn, not fork: forking a process that has already started torch's threads is unsafe
-        return ProcessPoolExecutor(max_workers=self.capacity, mp_context=multiprocessing.get_context("spawn"))
+        return ProcessPoolExecutor(max_workers=self.capacity, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_die_with, initargs=(os.getpid(),))
 
     def submit(self, cfg: RunConfig, out_dir: str) -> Future:
         try:
             return self.pool.submit(run_in_worker, to_dict(cfg), out_dir)
-        except BrokenProcessPool:  # a worker died (e.g. killed for memory): its runs failed; go on
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = self._new_pool()
+        except BrokenProcessPool:  # a worker died (e.g. killed for memory): start a fresh pool
+            self.reset()
             return self.pool.submit(run_in_worker, to_dict(cfg), out_dir)
 
-    def close(self) -> None:
+    def reset(self) -> None:
+        """Replace a broken pool (every run in flight on it is lost) with a fresh one."""
+        self.close(kill=True)
+        self.pool = self._new_pool()
+
+    def close(self, kill: bool = False) -> None:
+        """Shut the pool down; with `kill`, end the runs in flight now instead of letting them finish."""
+        processes = list((self.pool._processes or {}).values())  # no public handle before Python 3.14
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if kill:
+            for process in processes:
+                process.kill()
+            for process in processes:
+                process.join(timeout=10)
 
 
 class RayExecutor:
@@ -80,8 +121,11 @@ class RayExecutor:
             to_dict(cfg), out_dir)
         return ref.future()
 
-    def close(self) -> None:
-        self.ray.shutdown()
+    def reset(self) -> None:
+        pass  # Ray restarts dead workers itself
+
+    def close(self, kill: bool = False) -> None:
+        self.ray.shutdown()  # cancels the tasks still running
 
 
 def make_executor(name: str, workers: int | None = None, address: str | None = None):

@@ -18,7 +18,6 @@ Runs are identified by a hash of their resolved config, so a sweep resumes by co
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import tomllib
@@ -28,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from moelab.config import (
-    LATER_FIELDS, RunConfig, field_types, from_dict, load_config, load_preset, preset_names, read_toml,
-    to_dict, validate,
+    RunConfig, field_types, from_dict, load_config, load_preset, preset_names, read_toml, run_key, to_dict,
+    validate,
 )
 from moelab.errors import ConfigError
 
@@ -77,17 +76,6 @@ def run_label(cfg: RunConfig, varied: dict[str, Any]) -> str:
     arch = f"E={moe.n_experts} k={moe.top_k} w={moe.expert_width}" if moe.n_experts else f"dense d_ff={cfg.model.d_ff}"
     extras = [f"{path.split('.')[-1]}={value}" for path, value in varied.items() if path not in DESCRIBED]
     return " ".join([arch, *extras])
-
-
-def config_key(cfg: RunConfig) -> str:
-    """A short stable hash of everything that affects a run's result (the name does not)."""
-    data = to_dict(cfg)
-    data.pop("name")
-    for path, default in LATER_FIELDS.items():
-        section, name = path.split(".")
-        if data[section][name] == default:
-            del data[section][name]
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _check_fields(fields: dict[str, Any], where: str) -> None:
@@ -175,7 +163,7 @@ def load_sweep_data(data: dict[str, Any], source: str, folder: Path | None) -> S
         if label in clashing:  # blocks that differ only in fields each fixes: name those fields too
             label = run_label(cfg, assignment)
         cfg.name = f"{name}/{label.replace(' ', ',')}"
-        key = config_key(cfg)
+        key = run_key(cfg)
         runs.setdefault(key, SweepRun(key, label, cfg))
     if not runs:
         raise ConfigError(f"{source}: the grid expands to no runs")

@@ -1,12 +1,18 @@
 """The sweep driver: register runs in the store, run the unfinished ones on an executor (a local
-process pool by default, or Ray), record each result as it arrives. Rerunning the same sweep after Ctrl-C or a
-killed driver keeps every finished run and redoes only the rest.
+process pool by default, or Ray), record each result as it arrives. Rerunning the same sweep after
+Ctrl-C or a killed driver keeps every finished run and redoes only the rest.
+
+A worker that dies (killed for memory, say) breaks the whole local pool, so every run in flight
+on it is lost, not only the one that used the memory. Those runs go back to the queue; a run that
+was in flight at `MAX_BREAKS` breaks is marked failed, so one run that always dies cannot loop.
+On an interrupt (Ctrl-C, SIGTERM) the runs in flight are stopped at once and left pending.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from moelab.sweeps.executors import LocalExecutor, default_workers
@@ -21,6 +27,9 @@ class Progress:
     failed: int
     running: int
     best: float | None  # highest bits per parameter so far
+
+
+MAX_BREAKS = 2
 
 
 def run_sweep(sweep: Sweep, store: Store, executor=None, retry_failed: bool = False,
@@ -46,7 +55,35 @@ def run_sweep(sweep: Sweep, store: Store, executor=None, retry_failed: bool = Fa
         return
     owned = executor is None
     executor = executor or LocalExecutor(min(len(queue), default_workers()))
+    by_key = {r.key: r for r in sweep.runs}
     in_flight: dict[Future, str] = {}
+    breaks: dict[str, int] = {}  # pool breaks each run was in flight for
+
+    def settle(future: Future) -> bool:
+        """Record one finished future; True when its worker pool broke under it."""
+        nonlocal done, failed, best
+        key = in_flight.pop(future)
+        try:
+            status, result = future.result()
+        except BrokenProcessPool:
+            breaks[key] = breaks.get(key, 0) + 1
+            if breaks[key] < MAX_BREAKS:
+                store.mark_pending(key)
+                queue.insert(0, by_key[key])
+                return True
+            status, result = "failed", (f"a worker died {MAX_BREAKS} times while this run was in flight; "
+                                        "killed, or out of memory? Lower --workers or the run's size")
+        except Exception as err:  # noqa: BLE001 - the worker itself died
+            status, result = "failed", f"the worker died ({type(err).__name__}: {err}); killed, or out of memory?"
+        if status == "done":
+            store.mark_done(key, result)
+            done += 1
+            best = result["bits_per_param"] if best is None else max(best, result["bits_per_param"])
+        else:
+            store.mark_failed(key, result)
+            failed += 1
+        return isinstance(future.exception(), BrokenProcessPool)
+
     try:
         while queue or in_flight:
             while queue and len(in_flight) < executor.capacity:
@@ -55,20 +92,16 @@ def run_sweep(sweep: Sweep, store: Store, executor=None, retry_failed: bool = Fa
                 in_flight[executor.submit(run.config, str(store.run_dir(run.key)))] = run.key
             report(len(in_flight))
             finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            for future in finished:
-                key = in_flight.pop(future)
-                try:
-                    status, result = future.result()
-                except Exception as err:  # noqa: BLE001 - the worker itself died
-                    status, result = "failed", f"the worker died ({type(err).__name__}: {err}); " \
-                                               "killed, or out of memory?"
-                if status == "done":
-                    store.mark_done(key, result)
-                    done += 1
-                    best = result["bits_per_param"] if best is None else max(best, result["bits_per_param"])
-                else:
-                    store.mark_failed(key, result)
-                    failed += 1
+            if any([settle(f) for f in finished]):
+                # every future of a broken pool fails with it: settle them all before a fresh pool
+                for future in wait(in_flight).done:
+                    settle(future)
+                executor.reset()
+    except BaseException:  # Ctrl-C, SIGTERM, or a bug in the driver: stop the runs, keep them pending
+        executor.close(kill=True)
+        for key in in_flight.values():
+            store.mark_pending(key)
+        raise
     finally:
         if owned:
             executor.close()

@@ -1,8 +1,12 @@
 """The results store of a sweep folder: SQLite (`store.sqlite`) plus one folder per run.
 
-One row per run, keyed by the hash of its resolved config; status is pending, running, done or
-failed (with the reason). Only the sweep driver writes the database, each change in its own
-transaction; workers write their run folder (atomically) and return their metrics.
+One row per run, keyed by the hash of its resolved config (`config.run_key`); status is pending,
+running, done or failed (with the reason). Only the sweep driver writes the database, each change
+in its own transaction; workers write their run folder (atomically) and return their metrics.
+
+The database records the key schema it was keyed with (SQLite's user_version). A store keyed
+with an older schema is re-keyed when opened: each row's key is recomputed from its stored
+config, its run folder renamed, and `sweep.json`'s key list mapped, so finished runs stay found.
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ import sqlite3
 import time
 from pathlib import Path
 
-from moelab.config import to_dict
+from moelab.config import KEY_SCHEMA, RunConfig, from_dict, run_key, to_dict, validate
+from moelab.errors import MoelabError
+from moelab.io import atomic_write_json
+from moelab.run import read_metrics
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -35,6 +42,10 @@ class Store:
         self.db = sqlite3.connect(self.folder / "store.sqlite", isolation_level=None, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(SCHEMA)
+        self.notes: list[str] = []  # what opening or recovering changed, for the user
+        schema = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if schema != KEY_SCHEMA:
+            self._rekey(schema)
 
     def close(self) -> None:
         self.db.close()
@@ -47,21 +58,70 @@ class Store:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute(sql, args)
 
+    def _rekey(self, old_schema: int) -> None:
+        """Recompute every key from its stored config (idempotent: a crash midway redoes the rest)."""
+        mapping: dict[str, str] = {}
+        rows = self.db.execute("SELECT key, config, status FROM runs").fetchall()
+        taken = {key for key, _, _ in rows}
+        for key, config, status in rows:
+            try:
+                new = run_key(validate(from_dict(RunConfig, json.loads(config))))
+            except MoelabError as err:
+                raise MoelabError(f"{self.folder / 'store.sqlite'}: run {key} has a config this version "
+                                  f"cannot read ({err}); move the sweep folder away to start over") from None
+            if new == key:
+                continue
+            if new in taken:  # two old runs now share a key (they differed only in, e.g., threads)
+                self.notes.append(f"run {key} duplicates {new} under the new key; kept {new}")
+                self._write("DELETE FROM runs WHERE key = ?", (key,))
+                continue
+            old_dir, new_dir = self.run_dir(key), self.run_dir(new)
+            if old_dir.exists() and not new_dir.exists():
+                old_dir.rename(new_dir)
+            self._write("UPDATE runs SET key = ? WHERE key = ?", (new, key))
+            taken.add(new)
+            mapping[key] = new
+        meta_path = self.folder / "sweep.json"
+        if mapping and meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            meta["keys"] = [mapping.get(k, k) for k in meta.get("keys", [])]
+            atomic_write_json(meta_path, meta)
+        self.db.execute(f"PRAGMA user_version = {KEY_SCHEMA}")
+        if mapping:
+            self.notes.append(f"re-keyed {len(mapping)} runs from key schema {old_schema} to {KEY_SCHEMA}")
+
     def add(self, key: str, label: str, config) -> None:
         """Register a run as pending unless the store already knows it."""
         self._write("INSERT OR IGNORE INTO runs (key, label, config, status, updated) "
                     "VALUES (?, ?, ?, 'pending', ?)", (key, label, json.dumps(to_dict(config)), time.time()))
 
     def recover(self, keys: list[str], retry_failed: bool) -> None:
-        """Before (re)starting: adopt runs whose metrics file landed after the driver stopped,
-        put interrupted runs back to pending, and optionally the failed ones too."""
+        """Before (re)starting: adopt every run whose complete metrics file is in its folder, whatever
+        its row says (it landed after the driver stopped, or a broken pool was blamed for it); put
+        interrupted runs, and runs whose metrics file is damaged, back to pending; restore a done
+        run's damaged metrics file from the store's copy; optionally retry the failed ones."""
         for key, status in self.statuses(keys).items():
             metrics_file = self.run_dir(key) / "metrics.json"
-            if status in ("pending", "running") and metrics_file.exists():
-                self.mark_done(key, json.loads(metrics_file.read_text()))
-            elif status == "running" or (status == "failed" and retry_failed):
-                self._write("UPDATE runs SET status = 'pending', updated = ? WHERE key = ?",
-                            (time.time(), key))
+            metrics, problem = None, None
+            if metrics_file.exists():
+                try:
+                    metrics = read_metrics(metrics_file)
+                except MoelabError as err:
+                    problem = str(err)
+            if status == "done":
+                if problem is not None or (not metrics_file.exists() and self.run_dir(key).exists()):
+                    atomic_write_json(metrics_file, self.metrics(key))
+                    self.notes.append(f"{metrics_file}: damaged or missing; restored from the store")
+            elif metrics is not None:
+                self.mark_done(key, metrics)
+            elif status == "running" or (status == "failed" and retry_failed) or problem is not None:
+                if problem is not None:
+                    metrics_file.unlink()
+                    self.notes.append(f"{problem.split(';')[0]}; removed, the run will be redone")
+                self._write("UPDATE runs SET status = 'pending', updated = ? WHERE key = ?", (time.time(), key))
+
+    def mark_pending(self, key: str) -> None:
+        self._write("UPDATE runs SET status = 'pending', updated = ? WHERE key = ?", (time.time(), key))
 
     def mark_running(self, key: str) -> None:
         self._write("UPDATE runs SET status = 'running', attempts = attempts + 1, updated = ? "
@@ -74,6 +134,10 @@ class Store:
     def mark_failed(self, key: str, reason: str) -> None:
         self._write("UPDATE runs SET status = 'failed', reason = ?, updated = ? WHERE key = ?",
                     (reason, time.time(), key))
+
+    def metrics(self, key: str) -> dict | None:
+        row = self.db.execute("SELECT metrics FROM runs WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
 
     def statuses(self, keys: list[str] | None = None) -> dict[str, str]:
         rows = self.db.execute("SELECT key, status FROM runs").fetchall()
