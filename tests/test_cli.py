@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from moelab.cli import app
@@ -90,3 +91,56 @@ def test_python_dash_m_moelab_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "moelab", "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("train", "sweep", "report", "survey", "design", "export", "probe", "quantize", "identities"):
         assert command in out, command
+
+
+def _damaged_copy(run_dir, tmp_path, damage):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    weights = copy / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes({"truncated": data[: len(data) // 3], "random": bytes(range(256)) * 8, "empty": b""}[damage])
+    return copy
+
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random", "empty"])
+@pytest.mark.parametrize("command", ["probe", "export", "quantize"])
+def test_a_damaged_checkpoint_exits_2_naming_the_file(trained_run, tmp_path, damage, command):
+    _, run_dir, _ = trained_run
+    copy = _damaged_copy(run_dir, tmp_path, damage)
+    args = {"probe": ["probe", f"lab:{copy}", f"kb:{copy}", "--out", str(tmp_path / "p")],
+            "export": ["export", str(copy), "--hf", str(tmp_path / "hf")],
+            "quantize": ["quantize", str(copy)]}[command]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert "Traceback" not in result.output and str(copy / "model.safetensors") in " ".join(lines)
+    assert "not a readable safetensors file" in result.output
+
+
+def test_a_checkpoint_from_another_run_exits_2(tmp_path):
+    from moelab.run import execute
+
+    two, four = small_config(n_experts=2, top_k=1), small_config(n_experts=4, top_k=1)
+    two.train.exposures = four.train.exposures = 1
+    execute(two, tmp_path / "two")
+    execute(four, tmp_path / "four")
+    (tmp_path / "four" / "model.safetensors").write_bytes((tmp_path / "two" / "model.safetensors").read_bytes())
+    result = runner.invoke(app, ["quantize", str(tmp_path / "four")])
+    assert result.exit_code == 2 and "belongs to another run" in result.output and "size mismatch" not in result.output
+
+
+def test_export_prints_no_transformers_progress_and_writes_usual_file_modes(tmp_path):
+    pytest.importorskip("transformers")
+    from moelab.run import execute
+
+    cfg = small_config()
+    cfg.model.qk_norm, cfg.train.exposures = True, 1
+    execute(cfg, tmp_path / "run")
+    result = runner.invoke(app, ["export", str(tmp_path / "run"), "--hf", str(tmp_path / "hf")])
+    assert result.exit_code == 0, result.output
+    assert "Writing" not in result.output and "shards" not in result.output
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "hf").iterdir()}
+    assert len(set(modes.values())) == 1 and modes["model.safetensors"] & 0o044, modes

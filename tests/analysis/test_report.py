@@ -46,10 +46,35 @@ def test_report_files_and_escaping(tmp_path):
 
 
 def test_attribution_credits_total_parameters():
-    stats = attribution([flatten_run(r) for r in ladder()])
-    assert stats["r(bits, P_total)"].value > 0.95
+    stats, notes = attribution([flatten_run(r) for r in ladder()])
+    assert stats["r(bits, P_total)"].value > 0.95 and notes == []
     partial = stats["partial r(bits, P_total | P_active)"]
     assert partial.value > 0.9
+
+
+def test_attribution_says_why_it_cannot_read_a_narrow_or_dense_only_sweep():
+    at_fixed_active = [flatten_run(r) for r in ladder()[:5]]
+    for r in at_fixed_active:  # 43.52K to 43.68K active, as routers make it
+        r["p_active"] = 43_520 + 40 * r["n_experts"] // 4
+    stats, notes = attribution(at_fixed_active)
+    assert "r(bits, P_active)" not in stats and "r(bits, P_total)" in stats
+    assert any("P_active values spans only" in n for n in notes)
+    assert not any(k.startswith("partial") for k in stats)
+    dense = [flatten_run(r) for r in ladder()[5:]] + [flatten_run(row(20, 0, 30_000, 30_000, 2e4)),
+                                                      flatten_run(row(21, 0, 20_000, 20_000, 1.5e4))]
+    stats, notes = attribution(dense)
+    assert set(stats) == {"r(bits, P_total)", "r(bits, P_active)"}
+    assert any("equal in every run" in n for n in notes)
+    two_values = [flatten_run(row(i, 0, 1000 * (1 + i % 2), 1000 * (1 + i % 2), 500 + i)) for i in range(4)]
+    stats, notes = attribution(two_values)
+    assert stats == {} and any("4 points at 2 distinct" in n for n in notes)
+
+
+def test_a_fit_over_a_narrow_range_is_not_drawn(tmp_path):
+    from moelab.analysis.report import _fit_text
+
+    fit, text = _fit_text([43_520, 43_560, 43_600, 43_640, 43_680], [1, 5, 2, 7, 3], False, "active parameters")
+    assert fit is None and "spans only 0.002 decades" in text and "per decade" not in text
 
 
 

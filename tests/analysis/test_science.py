@@ -63,3 +63,12 @@ def test_exposures_violation_and_reasoning_sections(tmp_path):
     for name in ("exposures.png", "violation.png", "reasoning.png", "headline.png"):
         assert (tmp_path / name).exists(), name
     assert "Reasoning task" in (tmp_path / "report.html").read_text()
+
+
+def test_pooled_recall_interval_stays_within_zero_and_one():
+    g = science.Group("E=32", [{"accuracy": a, "bits": b} for a, b in ((0.0005, 10.0), (0.0015, 30.0), (0.001, 20.0))])
+    e = g.interval("accuracy")
+    assert 0 < e.low <= e.value <= e.high < 1 and e.value == pytest.approx(0.001)
+    assert g.interval("bits").low < 10  # unbounded metrics keep the plain t interval
+    near_one = science.Group("dense", [{"accuracy": a} for a in (0.999, 1.0, 0.998)]).interval("accuracy")
+    assert near_one.high <= 1 and near_one.low < near_one.value

@@ -2,7 +2,9 @@ import math
 
 import pytest
 
-from moelab.probe.metrics import f_score, grade_metrics, wilson
+import numpy as np
+
+from moelab.probe.metrics import f_score, grade_metrics, omniscience_interval, wilson
 
 C, I, P, A = "correct", "incorrect", "partial", "not_attempted"
 
@@ -20,9 +22,10 @@ def test_metrics_of_a_hand_computed_grade_table():
     assert m["output_tokens_per_question"] == 4.0 and m["output_tokens_per_correct"] == 8.0
     assert m["accuracy_per_1k_output_tokens"] == pytest.approx(125.0)
     assert m["reasoning_tokens_per_question"] is None
-    # OI interval: per-sample scores +1 x5, -1 x3, 0 x2 -> sd 0.9189; 1.96 * 91.89 / sqrt(10) = 56.96
+    # OI interval by MOVER: Wilson(5/10) = [.2366, .7634], Wilson(3/10) = [.1078, .6032],
+    # rho = -sqrt(.5 * .3 / (.5 * .7)) = -.6547; low = .2 - sqrt(.2634^2 + .3032^2 + 2 * .6547 * .2634 * .3032)
     low, high = m["omniscience_index_interval"]
-    assert (low, high) == pytest.approx((20 - 56.96, 20 + 56.96), abs=0.01)
+    assert (low, high) == pytest.approx((-31.56, 61.55), abs=0.05)
     assert m["f_score_interval"][0] < m["f_score"] < m["f_score_interval"][1]
 
 
@@ -45,3 +48,20 @@ def test_edge_cases_all_abstain_and_all_correct():
 def test_unknown_grades_are_refused():
     with pytest.raises(ValueError, match="unknown grade"):
         grade_metrics([C, "maybe"])
+
+
+def test_omniscience_interval_stays_in_range_at_the_extremes():
+    for c, i, n in ((0, 500, 500), (500, 0, 500), (0, 0, 30), (1, 499, 500)):
+        low, high = omniscience_interval(c, i, n)
+        assert -100 <= low < high <= 100, (c, i, n)
+    assert omniscience_interval(0, 500, 500)[0] == -100 and omniscience_interval(0, 500, 500)[1] > -100
+
+
+def test_omniscience_interval_covers_at_its_level():
+    rng = np.random.default_rng(0)
+    for probabilities in ((0.3, 0.5, 0.2), (0.05, 0.9, 0.05), (0.6, 0.1, 0.3)):
+        truth = 100 * (probabilities[0] - probabilities[1])
+        counts = rng.multinomial(80, probabilities, size=2000)
+        covered = np.mean([low <= truth <= high for low, high in
+                           (omniscience_interval(int(c), int(i), 80) for c, i, _ in counts)])
+        assert 0.93 <= covered <= 0.975, (probabilities, covered)

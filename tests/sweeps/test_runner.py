@@ -149,12 +149,17 @@ def test_workers_die_with_a_sigkilled_driver(tmp_path):
 
 
 @linux_only
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupted_driver_stops_promptly_and_leaves_runs_pending(tmp_path, signum):
+@pytest.mark.parametrize("signum, target", [(signal.SIGINT, "driver"), (signal.SIGTERM, "driver"),
+                                            (signal.SIGINT, "group")])
+def test_an_interrupted_driver_stops_promptly_and_leaves_runs_pending(tmp_path, signum, target):
     driver, out = start_driver(tmp_path)
     descendants = children(driver.pid)
     sent = time.time()
-    os.kill(driver.pid, signum)  # the driver alone, as a job scheduler does
+    if target == "driver":
+        os.kill(driver.pid, signum)  # the driver alone, as a job scheduler does
+    else:
+        os.killpg(driver.pid, signum)  # Ctrl-C in a terminal: every process of the job
+
     _, stderr = driver.communicate(timeout=60)
     assert time.time() - sent < 10, "the driver let its runs train on"
     assert driver.returncode == 130

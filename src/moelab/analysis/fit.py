@@ -164,6 +164,25 @@ class LogLinearFit(LinearFit):
         return super().inverse(y0, 0, (), level).pow10()
 
 
+MIN_POINTS, MIN_DISTINCT, MIN_DECADES = 5, 3, 0.1
+
+
+def support_problem(x, name: str = "x") -> str | None:
+    """Why a fit or correlation against log10 `x` cannot be read, or None when it can: it needs
+    MIN_POINTS points at MIN_DISTINCT distinct values spanning MIN_DECADES decades (a 26% range);
+    over a narrower range a slope is noise divided by almost nothing."""
+    x = np.asarray(x, dtype=float)
+    distinct = len(np.unique(x))
+    if len(x) < MIN_POINTS or distinct < MIN_DISTINCT:
+        return (f"{len(x)} points at {distinct} distinct {name}: a fit needs {MIN_POINTS} points at "
+                f"{MIN_DISTINCT} or more distinct values")
+    span = float(np.log10(x.max() / x.min())) if x.min() > 0 else math.inf
+    if span < MIN_DECADES:
+        return (f"{name} spans only {span:.3f} decades ({x.min():,.0f} to {x.max():,.0f}); "
+                f"a fit needs {MIN_DECADES} or more")
+    return None
+
+
 def bootstrap(statistic, columns: list[np.ndarray], n_boot: int = 2000, level: float = 0.95,
               seed: int = 0) -> Estimate:
     """`statistic(*columns)` with a percentile interval from resampling rows; draws where the

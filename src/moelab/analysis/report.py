@@ -23,7 +23,9 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from moelab.analysis import science  # noqa: E402
-from moelab.analysis.fit import Estimate, LogLinearFit, partial_correlation, pearson  # noqa: E402
+from moelab.analysis.fit import (  # noqa: E402
+    Estimate, LogLinearFit, partial_correlation, pearson, support_problem,
+)
 from moelab.io import atomic_write, atomic_write_text  # noqa: E402
 
 COLUMNS = ["label", "status", "n_experts", "top_k", "expert_width", "granularity", "p_total", "p_active",
@@ -48,12 +50,14 @@ def flatten_run(row: dict) -> dict:
     return record
 
 
-def _fit_text(x, y, log_y: bool) -> tuple[LogLinearFit | None, str]:
-    """Fit y (or log10 y) against log10 x and describe slope and Pearson r with intervals."""
+def _fit_text(x, y, log_y: bool, x_name: str) -> tuple[LogLinearFit | None, str]:
+    """Fit y (or log10 y) against log10 x and describe slope and Pearson r with intervals, or say
+    why the runs cannot support a fit."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     keep = y > 0 if log_y else np.isfinite(y)
-    if keep.sum() < 3 or len(set(x[keep])) < 2:
-        return None, "too few runs to fit"
+    problem = support_problem(x[keep], x_name)
+    if problem is not None:
+        return None, f"no fit: {problem}"
     target = np.log10(y[keep]) if log_y else y[keep]
     fit = LogLinearFit().fit(x[keep], target)
     r = pearson(np.log10(x[keep]), target, n_boot=1000)
@@ -84,7 +88,7 @@ def headline_figure(records: list[dict]) -> bytes:
                     sel = [r for r in runs if r["top_k"] == k]
                     ax.scatter([r[x_key] for r in sel], [r[y_key] for r in sel], s=55, color=colour,
                                marker="^" if k == 1 else "s", label=f"MoE E={e} k={k}")
-            fit, text = _fit_text([r[x_key] for r in done], [r[y_key] for r in done], log_y)
+            fit, text = _fit_text([r[x_key] for r in done], [r[y_key] for r in done], log_y, x_label)
             if fit is not None:
                 grid = np.logspace(math.log10(min(r[x_key] for r in done)),
                                    math.log10(max(r[x_key] for r in done)), 50)
@@ -111,19 +115,29 @@ def headline_figure(records: list[dict]) -> bytes:
     return _png(fig, dpi=110)
 
 
-def attribution(records: list[dict]) -> dict[str, Estimate]:
-    """Correlations of log10 bits with log10 P_total and log10 P_active, raw and partial."""
+def attribution(records: list[dict]) -> tuple[dict[str, Estimate], list[str]]:
+    """Correlations of log10 bits with log10 P_total and log10 P_active, raw and partial, and the
+    reasons for those the runs cannot support (too few or too close parameter counts, or total
+    and active equal in every run, as in a dense-only sweep)."""
     done = [r for r in records if r["status"] == "done" and r["bits"] > 0]
-    if len(done) < 4:
-        return {}
+    counts = {name: np.array([r[key] for r in done], float)
+              for name, key in (("P_total", "p_total"), ("P_active", "p_active"))}
+    problems = {name: support_problem(x, f"{name} values") for name, x in counts.items()}
+    out, notes = {}, [f"r(bits, {name}) not shown: {p}" for name, p in problems.items() if p]
+    if not done:
+        return out, notes
     bits = np.log10([r["bits"] for r in done])
-    total = np.log10([r["p_total"] for r in done])
-    active = np.log10([r["p_active"] for r in done])
-    out = {"r(bits, P_total)": pearson(total, bits), "r(bits, P_active)": pearson(active, bits)}
-    if np.std(active) > 0 and np.std(total) > 0:
-        out["partial r(bits, P_total | P_active)"] = partial_correlation(total, bits, active)
-        out["partial r(bits, P_active | P_total)"] = partial_correlation(active, bits, total)
-    return out
+    total, active = np.log10(counts["P_total"]), np.log10(counts["P_active"])
+    for name, x in (("P_total", total), ("P_active", active)):
+        if problems[name] is None:
+            out[f"r(bits, {name})"] = pearson(x, bits)
+    if problems["P_total"] is None and problems["P_active"] is None:
+        if np.allclose(total, active):
+            notes.append("partial correlations not shown: total and active parameters are equal in every run")
+        else:
+            out["partial r(bits, P_total | P_active)"] = partial_correlation(total, bits, active)
+            out["partial r(bits, P_active | P_total)"] = partial_correlation(active, bits, total)
+    return out, notes
 
 
 def _png(fig, dpi: int) -> bytes:
@@ -202,11 +216,13 @@ def write_report(rows: list[dict], folder: str | Path, title: str, description: 
         png = headline_figure(knowledge)
         _save_png(folder, "headline.png", png)
         parts.append(_img(png, "headline figure"))
-    stats = attribution(knowledge)
-    if stats:
+    stats, notes = attribution(knowledge)
+    if stats or notes:
         parts.append("<h2>Which parameter count explains the knowledge stored?</h2>")
+    if stats:
         parts.append(_table(["statistic (log10 scales)", "value", "95% low", "95% high"],
                             [[k, v.value, v.low, v.high] for k, v in stats.items()]))
+    parts += [f"<p class=note>{html.escape(note)}</p>" for note in notes]
     parts += science_sections(records, folder)
     parts.append("<h2>Runs</h2>")
     headers = ["run", "E", "k", "expert width", "P_total", "P_active", "active fraction", "bits",

@@ -10,11 +10,13 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from moelab.analysis.fit import Estimate
 
 LEVEL = 0.95
+PROPORTIONS = {"accuracy"}  # metrics bounded by [0, 1]
+PROPORTION_FLOOR = 1e-4  # logits of 0 and 1 are infinite: clip to this distance from the bounds
 
 
 def group_label(label: str) -> str:
@@ -47,12 +49,20 @@ class Group:
         return float(self.values(key).mean())
 
     def interval(self, key: str) -> Estimate:
-        """Mean over seeds with a t interval (the value alone for one seed)."""
+        """Mean over seeds with a t interval (the value alone for one seed). Proportions (recall,
+        accuracy) get the t interval of their logits, mapped back, so it stays inside [0, 1]."""
         v = self.values(key)
+        mean = float(v.mean())
         if len(v) < 2:
-            return Estimate(float(v.mean()), math.nan, math.nan, LEVEL)
-        half = stats.t.ppf(0.5 + LEVEL / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-        return Estimate(float(v.mean()), float(v.mean() - half), float(v.mean() + half), LEVEL)
+            return Estimate(mean, math.nan, math.nan, LEVEL)
+        t = stats.t.ppf(0.5 + LEVEL / 2, len(v) - 1)
+        if key in PROPORTIONS:
+            logits = special.logit(np.clip(v, PROPORTION_FLOOR, 1 - PROPORTION_FLOOR))
+            half = t * logits.std(ddof=1) / math.sqrt(len(v))
+            low, high = special.expit(logits.mean() - half), special.expit(logits.mean() + half)
+            return Estimate(mean, float(min(low, mean)), float(max(high, mean)), LEVEL)
+        half = t * v.std(ddof=1) / math.sqrt(len(v))
+        return Estimate(mean, float(mean - half), float(mean + half), LEVEL)
 
 
 def groups(records: list[dict]) -> list[Group]:

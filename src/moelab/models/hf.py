@@ -10,12 +10,15 @@ extra (`pip install 'moelab[hf]'`), imported only here.
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 
 import torch
 
 from moelab.config import RunConfig
 from moelab.errors import MoelabError
+from moelab.io import current_umask
 from moelab.knowledge import KnowledgeBase
 from moelab.models.transformer import Transformer
 
@@ -109,6 +112,26 @@ def export_hf(cfg: RunConfig, kb: KnowledgeBase, model: Transformer, folder: str
         raise AssertionError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
     if cfg.model.tie_embeddings:
         hf_model.tie_weights()
-    hf_model.save_pretrained(folder)
-    save_tokenizer(kb, folder)
+    with quiet_transformers():
+        hf_model.save_pretrained(folder)
+        save_tokenizer(kb, folder)
+    mode = 0o666 & ~current_umask()  # transformers writes its weights 0600; give every file the usual mode
+    for path in folder.iterdir():
+        if path.is_file():
+            path.chmod(mode)
     return folder
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Without transformers' own progress bars ("Writing model shards"), which would land in
+    moelab's output."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()

@@ -7,8 +7,11 @@ With c, i, p, a the counts of correct, incorrect, partial and not-attempted answ
     attempted rate            (c + i + p) / N
     accuracy given attempted  c / (c + i)               (SimpleQA)
     f-score                   harmonic mean of c / N and c / (c + i)   (SimpleQA)
-Rates carry 95% Wilson intervals; the omniscience index a normal interval from its per-sample
-scores (+1, -1, 0); the f-score a percentile bootstrap over samples.
+Rates carry 95% Wilson intervals; the f-score a percentile bootstrap over samples. The
+omniscience index is a difference of two proportions of one multinomial, c/N - i/N; its interval
+comes from its components (Newcombe's square-and-add, "MOVER", on the two Wilson intervals, with
+the multinomial correlation -sqrt(p_c p_i / ((1 - p_c)(1 - p_i)))), so it stays within
+[-100, 100] and is not degenerate when every answer is wrong.
 """
 
 from __future__ import annotations
@@ -33,6 +36,20 @@ def wilson(successes: int, n: int, level: float = LEVEL) -> list[float]:
     centre = (q + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(q * (1 - q) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
+def omniscience_interval(c: int, i: int, n: int, level: float = LEVEL) -> list[float]:
+    """An interval for 100 (c - i) / n from the Wilson intervals of c/n and i/n (MOVER)."""
+    if n == 0:
+        return [math.nan, math.nan]
+    pc, pi = c / n, i / n
+    (lc, uc), (li, ui) = wilson(c, n, level), wilson(i, n, level)
+    denominator = (1 - pc) * (1 - pi)
+    rho = -math.sqrt(pc * pi / denominator) if denominator > 0 else 0.0
+    d = pc - pi
+    low = d - math.sqrt(max(0.0, (pc - lc) ** 2 + (ui - pi) ** 2 - 2 * rho * (pc - lc) * (ui - pi)))
+    high = d + math.sqrt(max(0.0, (uc - pc) ** 2 + (pi - li) ** 2 - 2 * rho * (uc - pc) * (pi - li)))
+    return [100 * max(-1.0, low), 100 * min(1.0, high)]
 
 
 def _ratio(num: float, den: float) -> float:
@@ -60,13 +77,11 @@ def grade_metrics(grades: list[str], output_tokens: list[int] | None = None,
     c, i, p, a = (sum(g == kind for g in grades) for kind in GRADES)
     if c + i + p + a != n:
         raise ValueError(f"unknown grade(s): {sorted(set(grades) - set(GRADES))}")
-    scores = np.array([1.0 if g == CORRECT else -1.0 if g == INCORRECT else 0.0 for g in grades])
-    oi = float(100 * scores.mean()) if n else math.nan
-    half = float(100 * stats.norm.ppf(0.5 + LEVEL / 2) * scores.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    oi = 100 * (c - i) / n if n else math.nan
     out = {
         "n": n, "correct": c, "incorrect": i, "partial": p, "not_attempted": a,
         "accuracy": _ratio(c, n), "accuracy_interval": wilson(c, n),
-        "omniscience_index": oi, "omniscience_index_interval": [oi - half, oi + half],
+        "omniscience_index": oi, "omniscience_index_interval": omniscience_interval(c, i, n),
         "hallucination_rate": _ratio(i, i + p + a), "hallucination_rate_interval": wilson(i, i + p + a),
         "attempted_rate": _ratio(c + i + p, n), "attempted_rate_interval": wilson(c + i + p, n),
         "accuracy_given_attempted": _ratio(c, c + i), "accuracy_given_attempted_interval": wilson(c, c + i),
