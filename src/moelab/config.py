@@ -31,7 +31,7 @@ from moelab.errors import ConfigError
 
 @dataclass
 class DataConfig:
-    """The synthetic knowledge base (SCIENCE.md §2).
+    """The synthetic knowledge base (docs/science.md §2).
 
     bioD uses every field; bioS uses `n_people`, `name_slots` and `name_vocab` (its six attributes
     have fixed value sets). Names are `name_slots` tokens, each from `name_vocab` symbols.

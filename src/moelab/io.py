@@ -29,8 +29,9 @@ def fsync_path(path: str | Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call `write(tmp_path)` and durably move the result to `path` (mode 0666 less the umask)."""
+def atomic_write(path: str | Path, write: Callable[[str], None], durable: bool = True) -> None:
+    """Call `write(tmp_path)` and atomically move the result to `path` (mode 0666 less the umask);
+    `durable=False` skips the fsyncs, for files that are rewritten every second (progress)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -38,12 +39,14 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual file mode
-        fsync_path(tmp)
+        if durable:
+            fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_path(path.parent)
+    if durable:
+        fsync_path(path.parent)
 
 
 def current_umask() -> int:
@@ -52,8 +55,8 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+def atomic_write_text(path: str | Path, text: str, durable: bool = True) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text), durable)
 
 
 def json_safe(x: Any) -> Any:
@@ -72,5 +75,5 @@ def dumps(data: Any, indent: int | None = 2) -> str:
     return json.dumps(json_safe(data), indent=indent, sort_keys=True, allow_nan=False)
 
 
-def atomic_write_json(path: str | Path, data: Any) -> None:
-    atomic_write_text(path, dumps(data) + "\n")
+def atomic_write_json(path: str | Path, data: Any, durable: bool = True) -> None:
+    atomic_write_text(path, dumps(data) + "\n", durable)

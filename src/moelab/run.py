@@ -49,7 +49,7 @@ def build(cfg: RunConfig, device: torch.device) -> tuple[KnowledgeBase, Transfor
     return kb, model
 
 
-def execute(cfg: RunConfig, out_dir: str | Path, on_step: Callable[[int, int], None] | None = None) -> dict:
+def execute(cfg: RunConfig, out_dir: str | Path, on_step: Callable[[int, int, float], None] | None = None) -> dict:
     """Train and measure one run, write its folder, and return its metrics."""
     start = time.perf_counter()
     out_dir = Path(out_dir)

@@ -59,7 +59,7 @@ def make_optimizer(model: Transformer, cfg: TrainConfig, device: torch.device) -
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    # Fused AdamW is 3-8x faster than the default on CPU (DESIGN.md).
+    # Fused AdamW is 3-8x faster than the default on CPU (docs/design.md).
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                              fused=device.type in ("cpu", "cuda"))
 
@@ -76,9 +76,9 @@ def train(
     cfg: TrainConfig,
     seed: int,
     device: torch.device,
-    on_step: Callable[[int, int], None] | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
 ) -> TrainResult:
-    """Train `model` on `kb` in place. `on_step(step, steps)` is called after every step."""
+    """Train `model` on `kb` in place. `on_step(step, steps, loss)` is called after every step."""
     rng = np.random.default_rng(seed)
     order = people_order(kb.n_people, cfg.exposures, rng, kb.junk_per_exposure)
     steps = n_steps(cfg, kb.n_people + kb.junk_per_exposure)
@@ -112,6 +112,7 @@ def train(
 
         tokens += int((targets != -100).sum())
         recent.append(lm_loss.item())
+        last_loss = recent[-1]
         if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
             record = {"step": step + 1, "lr": lr, "loss": sum(recent) / len(recent),
                       "aux_loss": aux_loss.item()}
@@ -123,6 +124,6 @@ def train(
             recent = []
         model.after_optimizer_step()
         if on_step is not None:
-            on_step(step + 1, steps)
+            on_step(step + 1, steps, last_loss)
     return TrainResult(steps=steps, tokens=tokens, seconds=time.perf_counter() - start,
                        final_loss=final_loss, history=history, warmup_steps=effective_warmup(steps, cfg))

@@ -51,7 +51,7 @@ def test_exposures_violation_and_reasoning_sections(tmp_path):
     history = lambda v: [{"step": 100 * i, "max_violation": v / i} for i in range(1, 4)]  # noqa: E731
     runs += [record(f"E=8 aux={a} seed={s}", 8, 0.2, 0.5, history=history(v)) for a, v in ((0, 3), (1, 1))
              for s in (0, 1)]
-    runs.append(record("dense twohop", 0, 1.0, 0.0, information_bits=0, accuracy=0.9))
+    runs.append(record("dense twohop", 0, 1.0, 0.0, information_bits=0, accuracy=0.9, data_kind="twohop"))
     assert [r["exposures"] for r in science.exposure_table(runs)] == [30, 100, 1000]
     table = science.violation_table(runs)
     assert [(v["label"], v["first"], v["last"]) for v in table] == [("E=8 aux=0", 3, 1), ("E=8 aux=1", 1, 1 / 3)]

@@ -20,6 +20,20 @@ def test_search_returns_ranked_candidates_within_budget():
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
 
 
+def test_a_trillion_parameters_on_one_gpu_is_flagged_and_fits_when_spread():
+    result = runner.invoke(app, ["design", "--total-b", "1000", "--active-b", "32", "--gpu", "h100"])
+    assert result.exit_code == 0 and "weights" in result.output and "train" in result.output
+    assert "best candidate: error (rule 13 memory): bf16 weights need" in result.output
+    rows = json.loads(runner.invoke(app, ["design", "--total-b", "1000", "--active-b", "32", "--json"]).output)
+    for r in rows:
+        assert r["weights_gb_per_gpu"] == pytest.approx(2 * r["total"] / 1e9) and r["gpu_memory_gb"] == 80
+        assert any(w.startswith("error (rule 13 memory)") and "over the 80 GB" in w for w in r["warnings"])
+    spread = json.loads(runner.invoke(app, ["design", "--total-b", "1000", "--active-b", "32", "--tp", "8",
+                                            "--ep", "32", "--json"]).output)
+    assert spread and all(r["weights_gb_per_gpu"] < 80 for r in spread)
+    assert not any(w.startswith("error (rule 13") for r in spread for w in r["warnings"])
+
+
 def test_parallel_degrees_are_respected():
     result = runner.invoke(app, ["design", "--total-b", "200", "--active-b", "12", "--tp", "8", "--ep", "16",
                                  "--json", "--top", "5"])

@@ -164,6 +164,9 @@ def test_an_interrupted_driver_stops_promptly_and_leaves_runs_pending(tmp_path, 
     assert time.time() - sent < 10, "the driver let its runs train on"
     assert driver.returncode == 130
     assert "Traceback" not in stderr and "interrupted: finished runs are kept" in stderr
+    deadline = time.time() + 5  # the resource tracker exits once the pipes of the dead close
+    while any(alive(p) for p in descendants) and time.time() < deadline:
+        time.sleep(0.1)
     assert not any(alive(p) for p in descendants)
     assert set(statuses(out).values()) == {"pending"}
 

@@ -30,7 +30,25 @@ class Estimate:
     level: float
 
     def __str__(self) -> str:
-        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
+        return self.format(".3f")
+
+    def format(self, spec: str = ".3f", scale: float = 1.0, unit: str = "") -> str:
+        """'value [low, high]' in `spec` (times `scale`, then `unit`); the value alone when the
+        interval is undefined, and 'n/a' when the value is. The one interval formatter of moelab."""
+        if not math.isfinite(self.value):
+            return "n/a"
+        text = f"{self.value * scale:{spec}}{unit}"
+        if math.isfinite(self.low) and math.isfinite(self.high):
+            text += f" [{self.low * scale:{spec}}, {self.high * scale:{spec}}]"
+        return text
+
+    @classmethod
+    def from_metrics(cls, m: dict, key: str, level: float = 0.95) -> Estimate:
+        """metrics[key] with metrics[key + '_interval'] (probe metrics store them side by side)."""
+        value = m.get(key)
+        low, high = m.get(f"{key}_interval") or (None, None)
+        as_float = lambda v: math.nan if v is None else float(v)  # noqa: E731
+        return cls(as_float(value), as_float(low), as_float(high), level)
 
     def pow10(self) -> Estimate:
         """From log10 scale back to counts; an unbounded side becomes 0 or +inf, no point nan."""

@@ -13,6 +13,7 @@ import numpy as np
 from scipy import special, stats
 
 from moelab.analysis.fit import Estimate
+from moelab.config import REASONING_KINDS
 
 LEVEL = 0.95
 PROPORTIONS = {"accuracy"}  # metrics bounded by [0, 1]
@@ -25,7 +26,7 @@ def group_label(label: str) -> str:
 
 
 def _is_reasoning(r: dict) -> bool:
-    return r.get("information_bits") == 0  # a task with no knowledge to store
+    return r.get("data_kind") in REASONING_KINDS  # a task with no knowledge to store
 
 
 def knowledge_runs(records: list[dict]) -> list[dict]:

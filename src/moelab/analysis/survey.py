@@ -162,6 +162,26 @@ def parse_rows(path: str | Path, allow_missing_params: bool = True) -> tuple[lis
     return rows, problems
 
 
+def load_inputs(path: str | Path | None, benchmarks: list[str] | None, predict: str | Path | None,
+                skip_bad_rows: bool, n_boot: int) -> tuple[list[ModelRow], list[ModelRow] | None, list[str]]:
+    """`moelab survey`'s inputs checked: the table, the rows to predict (or None) and the problems
+    skipped (with `skip_bad_rows`); a bad option or row raises a MoelabError naming it."""
+    if n_boot < 100:
+        raise MoelabError(f"--n-boot {n_boot}: use at least 100 resamples")
+    unknown = [b for b in benchmarks or [] if b not in BENCHMARKS]
+    if unknown:
+        raise MoelabError(f"--benchmark {unknown[0]!r}: unknown; known: {', '.join(BENCHMARKS)}")
+    rows, problems = load_rows(path, skip_bad_rows)
+    targets = None
+    if predict is not None:
+        targets, predict_problems = parse_rows(predict)
+        if predict_problems and not skip_bad_rows:
+            raise SurveyDataError(f"{len(predict_problems)} bad field(s) in --predict file; fix them "
+                                  "or pass --skip-bad-rows:\n" + "\n".join(predict_problems))
+        problems += predict_problems
+    return rows, targets, problems
+
+
 def load_rows(path: str | Path | None = None, skip_bad_rows: bool = False) -> tuple[list[ModelRow], list[str]]:
     """Rows of a survey CSV (the bundled one by default). Bad rows raise SurveyDataError naming
     each line and column, unless `skip_bad_rows`, which returns them as problems and skips them."""

@@ -71,3 +71,8 @@ def validation_rows() -> list[dict]:
             "reference_kv_bytes_per_token": KV_GOLDEN.get(g.name), "source": g.source,
         })
     return rows
+
+
+def worst_error(rows: list[dict]) -> float:
+    """The largest relative error of a total or active count against its published value."""
+    return max(max(abs(r["total_error"]), abs(r["active_error"])) for r in rows)

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 from moelab.design.hardware import Hardware
-from moelab.models.params import Architecture
+from moelab.models.params import Architecture, count_architecture, memory_bytes
 
 TILE = 128  # the tile edge used for tile and padding checks (common CUTLASS/cuBLAS tile)
 WAVE_TILES = (128, 256)  # output tile for wave quantization of grouped expert GEMMs
@@ -155,11 +155,31 @@ def check(arch: Architecture, d: Deployment) -> list[Finding]:
             if tiles < hw.sms and efficiency < 0.5:
                 f.append(Finding("12 waves", "warn", f"the expert GEMM makes {tiles} tiles for {hw.sms} SMs "
                                  f"({efficiency:.0%} of one wave)", "raise tokens per step or expert width"))
+
+    # 13. memory: the weights must fit each GPU to serve, and weights, gradients and Adam state to train
+    if hw.memory_gb:
+        need = memory_bytes(count_architecture(arch), tp=d.tp, ep=d.ep)
+        capacity = hw.memory_gb * 1e9
+        layout = f"tp={d.tp} ep={d.ep}"
+        if need["weights"] > capacity:
+            f.append(Finding(MEMORY_RULE, "error", f"bf16 weights need {need['weights'] / 1e9:,.0f} GB per GPU with "
+                             f"{layout}, over the {hw.memory_gb:g} GB of a {hw.name}",
+                             f"raise tp/ep to at least {math.ceil(need['weights'] / capacity)}x the GPUs, or quantize"))
+        elif need["training_state"] > capacity:
+            f.append(Finding(MEMORY_RULE, "warn", f"training state (bf16 weights and gradients, fp32 master and Adam) "
+                             f"needs {need['training_state'] / 1e9:,.0f} GB per GPU with {layout}, over "
+                             f"{hw.memory_gb:g} GB", "shard the optimizer over data-parallel ranks (ZeRO/FSDP) "
+                             "or raise tp/ep to train; serving fits"))
     return f
 
 
+MEMORY_RULE = "13 memory"
+
+
 def alignment_score(findings: list[Finding]) -> float:
-    """1 for a clean design, minus 0.1 per warning; errors make it 0."""
-    if any(x.level == "error" for x in findings):
+    """1 for a clean design, minus 0.1 per warning; errors make it 0. Memory is not alignment: a
+    shape that does not fit is flagged, and fits on more GPUs, so it does not count here."""
+    shape = [x for x in findings if x.rule != MEMORY_RULE]
+    if any(x.level == "error" for x in shape):
         return 0.0
-    return max(0.0, 1.0 - 0.1 * len(findings))
+    return max(0.0, 1.0 - 0.1 * len(shape))

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from moelab.design.rules import Deployment, Finding, alignment_score, check, nearest_multiple, round_up
 from moelab.errors import MoelabError
 from moelab.models.params import (
-    Architecture, AttentionSpec, ParamCount, count_architecture, kv_cache_bytes_per_token, training_flops_per_token,
+    Architecture, AttentionSpec, ParamCount, count_architecture, kv_cache_bytes_per_token, memory_bytes,
+    training_flops_per_token,
 )
 
 EXPERTS = (32, 64, 128, 160, 256, 384, 512)
@@ -106,8 +107,9 @@ def search(total_b: float, active_b: float, deployment: Deployment, vocab: int =
     return found[:top]
 
 
-def candidate_row(c: Candidate, context: int = 4096) -> dict:
+def candidate_row(c: Candidate, deployment: Deployment, context: int = 4096) -> dict:
     a = c.arch
+    memory = memory_bytes(c.counts, tp=deployment.tp, ep=deployment.ep)
     return {
         "name": a.name, "hidden": a.hidden, "layers": a.layers, "heads": a.attention.n_heads,
         "kv_heads": a.attention.kv_heads, "vocab": a.vocab, "n_experts": a.n_experts, "top_k": a.top_k,
@@ -117,7 +119,39 @@ def candidate_row(c: Candidate, context: int = 4096) -> dict:
         "active_fraction": c.counts.active / c.counts.total,
         "train_flops_per_token": training_flops_per_token(a, context),
         "kv_bytes_per_token_bf16": kv_cache_bytes_per_token(a, 2.0),
+        "kv_bytes_per_token_per_gpu_bf16": kv_cache_bytes_per_token(a, 2.0) / deployment.tp,
+        "weights_gb_per_gpu": memory["weights"] / 1e9, "training_gb_per_gpu": memory["training_state"] / 1e9,
+        "gpu_memory_gb": deployment.hardware.memory_gb,
         "alignment": c.alignment, "closeness": c.closeness, "score": c.score,
-        "warnings": [f"rule {f.rule}: {f.message}; fix: {f.fix}" for f in c.findings],
+        "warnings": [f"{f.level} (rule {f.rule}): {f.message}; fix: {f.fix}" for f in c.findings],
         "measured_expert_gemm_tflops": c.measured_tflops,
     }
+
+
+def search_candidates(total_b: float | None, active_b: float | None, gpu: str, tp: int, ep: int, vocab: int,
+                      layers: tuple[int, int], tokens_per_step: int, top: int,
+                      measure: bool = False) -> tuple[Deployment, list[Candidate]]:
+    """`moelab design`: check the options, search, and (with `measure`) rank by GEMM throughput
+    measured on this machine's best device."""
+    from moelab.design.hardware import hardware
+
+    if total_b is None or active_b is None:
+        raise MoelabError("give --total-b and --active-b (or --validate)")
+    if tp < 1 or ep < 1 or top < 1 or tokens_per_step < 1:
+        raise MoelabError("--tp, --ep, --top and --tokens-per-step must be positive")
+    deployment = Deployment(hardware(gpu), tp=tp, ep=ep, tokens_per_step=tokens_per_step)
+    candidates = search(total_b, active_b, deployment, vocab, layers, top=top)
+    if not candidates:
+        raise MoelabError("no aligned candidate within 5% of both budgets; widen --layers-min/--layers-max "
+                          "or relax --tp/--ep")
+    if measure:
+        from moelab.design.measure import measure as measure_gemms
+        from moelab.run import resolve_device
+
+        measure_gemms(candidates, tokens_per_step, resolve_device("auto"))
+        candidates.sort(key=lambda c: -c.measured_tflops)
+    return deployment, candidates
+
+
+def candidate_rows(candidates: list[Candidate], deployment: Deployment) -> list[dict]:
+    return [candidate_row(c, deployment) for c in candidates]

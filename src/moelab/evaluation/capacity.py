@@ -1,4 +1,4 @@
-"""Knowledge stored, in bits (SCIENCE.md §3), and greedy exact-match recall.
+"""Knowledge stored, in bits (docs/science.md §3), and greedy exact-match recall.
 
 Every span loss is the *sum* of token cross-entropies (nats) over the span, from the model's full
 softmax, averaged over rows; each knowledge base turns those means into bits term by term.

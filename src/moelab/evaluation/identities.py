@@ -1,4 +1,4 @@
-"""SCIENCE.md §5.1, the estimator identities, checked without training: an oracle "model" that
+"""docs/science.md §5.1, the estimator identities, checked without training: an oracle "model" that
 knows a bioD knowledge base emits exact next-token distributions, and the full probe pipeline
 must report the closed-form bits for it. Also the paper's 68/6 total/active ratio.
 

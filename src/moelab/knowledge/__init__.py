@@ -1,14 +1,16 @@
 """Synthetic knowledge bases whose information content is known exactly."""
 
 from moelab.config import DataConfig
-from moelab.knowledge.base import KnowledgeBase, Probe, TrainingBatch, Vocabulary
+from moelab.knowledge.base import (
+    KnowledgeBase, Probe, TrainingBatch, Vocabulary, junk_per_exposure, rows_per_exposure,
+)
 from moelab.knowledge.biod import BioD
 from moelab.knowledge.bios import BioS
 from moelab.knowledge.sorting import Sorting
 from moelab.knowledge.twohop import TwoHop
 
 __all__ = ["BioD", "BioS", "Sorting", "TwoHop", "KnowledgeBase", "Probe", "TrainingBatch", "Vocabulary",
-           "build_knowledge_base"]
+           "build_knowledge_base", "junk_per_exposure", "rows_per_exposure"]
 
 
 def build_knowledge_base(cfg: DataConfig) -> KnowledgeBase:

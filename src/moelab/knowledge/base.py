@@ -1,7 +1,7 @@
 """What every synthetic knowledge base offers: a vocabulary, fresh training paragraphs, probes for
 the bit estimator, and its exact information content.
 
-Conventions (SCIENCE.md §3): losses are *sums* of token cross-entropies over a span, in nats,
+Conventions (docs/science.md §3): losses are *sums* of token cross-entropies over a span, in nats,
 averaged over people or facts. Bits are computed from them by each knowledge base's formula.
 Value probabilities come from the model's full softmax over the vocabulary (the theorem's bound),
 never renormalised over the valid values.
@@ -16,6 +16,8 @@ from typing import Protocol
 
 import numpy as np
 import torch
+
+from moelab.config import DataConfig
 
 VALUE_NORMALISATION = "full_softmax"
 
@@ -145,3 +147,13 @@ def pad_rows(rows: list[list[int]], pad: int) -> torch.Tensor:
     for i, row in enumerate(rows):
         out[i, : len(row)] = torch.tensor(row, dtype=torch.int64)
     return out
+
+
+def junk_per_exposure(cfg: DataConfig) -> int:
+    """Junk paragraphs added to each pass over the people, so they make `junk_fraction` of it (bioD)."""
+    return round(cfg.n_people * cfg.junk_fraction / (1 - cfg.junk_fraction))
+
+
+def rows_per_exposure(cfg: DataConfig) -> int:
+    """Training rows in one exposure (one pass): the people (or fresh examples) and any junk."""
+    return cfg.n_people + junk_per_exposure(cfg)

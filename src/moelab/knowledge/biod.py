@@ -1,4 +1,4 @@
-"""bioD-style compact knowledge base (Allen-Zhu & Li 2024, §2; SCIENCE.md §2).
+"""bioD-style compact knowledge base (Allen-Zhu & Li 2024, §2; docs/science.md §2).
 
 N people, each with a name of `name_slots` tokens (N0 = name_vocab ** name_slots possible names)
 and K attributes. Attribute k has a diversity set of D chunks, each L tokens over an alphabet of T
@@ -34,6 +34,7 @@ from moelab.knowledge.base import (
     Probe,
     TrainingBatch,
     Vocabulary,
+    junk_per_exposure,
     name_term_bits,
     name_token_ids,
     sample_names,
@@ -67,7 +68,7 @@ class BioD:
         attrs = np.broadcast_to(full.ids["attr0"] + np.arange(K)[None, :, None], (N, K, 1))
         blocks = np.concatenate([attrs, values], axis=2)  # [N, K, 1+CL]: attr_k then its value
 
-        # Keep only tokens that occur, so no embedding row is unused (SCIENCE.md §1).
+        # Keep only tokens that occur, so no embedding row is unused (docs/science.md §1).
         marker = np.array([full.ids[USEFUL]] if cfg.domain_token else [], dtype=np.int64)
         self.vocab, remap = full.restricted_to(np.concatenate([names.ravel(), blocks.ravel(), marker]))
         self.names_t = torch.from_numpy(remap[names])
@@ -76,8 +77,7 @@ class BioD:
         self.name_alphabet = torch.tensor(name_token_ids(self.vocab))  # for junk people's names
         self.stop_words = (*self.attribute_names, EOS)
         self.prefix = [self.vocab.bos] + ([self.vocab.ids[USEFUL]] if cfg.domain_token else [])
-        f = cfg.junk_fraction
-        self.junk_per_exposure = round(N * f / (1 - f))
+        self.junk_per_exposure = junk_per_exposure(cfg)
 
     # -- training text ------------------------------------------------------------------------
 

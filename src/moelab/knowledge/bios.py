@@ -1,4 +1,4 @@
-"""bioS-style knowledge base: templated biographies closer to text (Allen-Zhu & Li 2024; SCIENCE.md §2).
+"""bioS-style knowledge base: templated biographies closer to text (Allen-Zhu & Li 2024; docs/science.md §2).
 
 Six attributes with the paper's value-set sizes: birth date (12 months x 28 days x 200 years),
 birth city (200), university (300), major (100), employer (263) and working city, which is
@@ -95,7 +95,7 @@ class BioS:
             for i in range(N)
         ], dtype=np.int64).reshape(N, 8)
 
-        # Keep only tokens that occur, so no embedding row is unused (SCIENCE.md §1).
+        # Keep only tokens that occur, so no embedding row is unused (docs/science.md §1).
         self.vocab, remap = full.restricted_to(
             np.concatenate([names.ravel(), values.ravel(), full.encode(words)]))
         self.names = remap[names].tolist()

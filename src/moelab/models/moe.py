@@ -8,7 +8,7 @@ h = expert_width.
     experts     stacked weights [E, d, h] and [E, h, d], applied to each expert's contiguous rows
     combine     gate-weighted expert outputs summed back into [T, d]; shared experts added
 
-Balancing (SCIENCE.md §4): the Switch auxiliary loss E * sum_i f_i P_i, the router z-loss
+Balancing (docs/science.md §4): the Switch auxiliary loss E * sum_i f_i P_i, the router z-loss
 mean(logsumexp(logits)^2), and DeepSeek-V3's auxiliary-loss-free bias, which only changes which
 experts are selected (gates use the unbiased scores) and is nudged after every optimizer step by
 b_i += gamma * sign(mean_load - load_i), outside autograd.

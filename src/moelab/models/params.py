@@ -1,4 +1,4 @@
-"""Exact parameter accounting from a config alone (SCIENCE.md §1), shared by the lab and reports.
+"""Exact parameter accounting from a config alone (docs/science.md §1), shared by the lab and reports.
 
     P_total  = every trainable parameter, tied weights once
     P_active = P_total - sum over MoE layers of (E - k) * params_per_routed_expert
@@ -252,7 +252,15 @@ def kv_cache_bytes_per_token(arch: Architecture, bytes_per_value: float = 2.0) -
     return 2 * full_layers * a.kv_heads * a.head_dim * bytes_per_value
 
 
-def memory_bytes(counts: ParamCount, weights: str = "bf16", training: str = "bf16-mixed-adamw") -> dict[str, float]:
-    """Bytes for the weights alone (inference, `weights` precision) and for training state."""
-    return {"weights": counts.total * WEIGHT_BYTES[weights],
-            "training_state": counts.total * TRAINING_BYTES_PER_PARAM[training]}
+def params_per_gpu(counts: ParamCount, tp: int = 1, ep: int = 1) -> float:
+    """Parameters each GPU holds when routed experts are split over ep x tp GPUs and every other
+    parameter over the tp GPUs of a tensor-parallel group (no pipeline stages, no ZeRO sharding)."""
+    return (counts.total - counts.routed_experts) / tp + counts.routed_experts / (tp * ep)
+
+
+def memory_bytes(counts: ParamCount, weights: str = "bf16", training: str = "bf16-mixed-adamw",
+                 tp: int = 1, ep: int = 1) -> dict[str, float]:
+    """Bytes per GPU for the weights alone (inference, `weights` precision) and for training state
+    (weights, gradients and optimizer moments), with the split of `params_per_gpu`."""
+    params = params_per_gpu(counts, tp, ep)
+    return {"weights": params * WEIGHT_BYTES[weights], "training_state": params * TRAINING_BYTES_PER_PARAM[training]}

@@ -43,6 +43,20 @@ JUDGE_MAX_TOKENS = 16
 CHUNK = 64  # samples per backend call: progress and resumable writes happen between chunks
 
 
+def parse_numbers(text: str, kind: type, option: str) -> tuple:
+    """'0,256,1024' as numbers of `kind`; a MoelabError naming `option` otherwise."""
+    try:
+        return tuple(kind(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise MoelabError(f"{option} {text!r}: expected comma-separated numbers") from None
+
+
+def default_out(backend: Backend, task: Task) -> Path:
+    """runs/probe-MODEL-TASK, with the model name reduced to safe file-name characters."""
+    label = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(backend.describe()["model"]))
+    return Path("runs") / f"probe-{label}-{task.name}"
+
+
 def system_prompt(domain: str | None) -> str:
     about = f" about {domain}" if domain else ""
     return (f"You are answering factual questions{about}. Reply with just the answer, no explanation. "

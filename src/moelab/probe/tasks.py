@@ -199,3 +199,28 @@ def knowledge_task(kb: KnowledgeBase, n_people: int | None = None, n_invented: i
     if not distractors:  # every person was asked about: pad with their paragraphs all the same
         distractors = [q.needle for q in questions if q.needle]
     return Task(name, questions, distractors)
+
+
+def load_task(spec: str, people: int | None = None, invented: int | None = None, seed: int = 0,
+              distractors: Path | None = None) -> Task:
+    """The task a CLI argument names: a JSONL file, or kb:RUN_DIR (questions about that run's
+    knowledge base); `distractors` replaces the padding passages with a file's paragraphs."""
+    if spec.startswith("kb:"):
+        from moelab.config import load_config
+        from moelab.knowledge import build_knowledge_base
+
+        run_dir = Path(spec[3:])
+        if not (run_dir / "config.toml").exists():
+            raise MoelabError(f"{spec}: no config.toml in {run_dir}; give a lab run folder")
+        kb = build_knowledge_base(load_config(run_dir / "config.toml").data)
+        task = knowledge_task(kb, people, invented, seed, name=f"kb-{run_dir.name}")
+    else:
+        task = read_task(spec)
+        task.distractors = [q.needle for q in task.questions if q.needle]
+    if distractors is not None:
+        try:
+            text = distractors.read_text()
+        except FileNotFoundError:
+            raise MoelabError(f"--distractors {distractors}: no such file") from None
+        task.distractors = [p.strip() for p in text.split("\n\n") if p.strip()]
+    return task

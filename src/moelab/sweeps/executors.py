@@ -19,11 +19,30 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 from moelab.config import RunConfig, from_dict, to_dict, validate
 from moelab.errors import MoelabError
+from moelab.io import atomic_write_json
+
+
+PROGRESS_SECONDS = 1.0  # how often a worker rewrites its run's progress.json
+
+
+def progress_writer(out_dir: str) -> Callable[[int, int, float], None]:
+    """An on_step callback that keeps `out_dir/progress.json` (step, steps, loss) about a second old."""
+    path, last = Path(out_dir) / "progress.json", [0.0]
+
+    def on_step(step: int, steps: int, loss: float) -> None:
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_SECONDS or step == steps:
+            last[0] = now
+            atomic_write_json(path, {"step": step, "steps": steps, "loss": loss}, durable=False)
+
+    return on_step
 
 
 def run_in_worker(config: dict, out_dir: str) -> tuple[str, dict | str]:
@@ -32,7 +51,7 @@ def run_in_worker(config: dict, out_dir: str) -> tuple[str, dict | str]:
     from moelab.run import execute
 
     try:
-        return "done", execute(validate(from_dict(RunConfig, config)), out_dir)
+        return "done", execute(validate(from_dict(RunConfig, config)), out_dir, on_step=progress_writer(out_dir))
     except MoelabError as err:
         return "failed", str(err)
     except MemoryError:

@@ -2,6 +2,12 @@
 process pool by default, or Ray), record each result as it arrives. Rerunning the same sweep after
 Ctrl-C or a killed driver keeps every finished run and redoes only the rest.
 
+Runs start longest first (by planned steps times a cost per step that grows with the model), so
+the last minutes of a sweep are not one long run alone on one core. Workers report their step and
+loss in `progress.json` in their run folder; the driver reads those files to show each running
+run and to estimate the time left from steps (a Ray cluster without a shared filesystem shows
+runs without their steps).
+
 A worker that dies (killed for memory, say) breaks the whole local pool, so every run in flight
 on it is lost, not only the one that used the memory. Those runs go back to the queue; a run that
 was in flight at `MAX_BREAKS` breaks is marked failed, so one run that always dies cannot loop.
@@ -10,14 +16,31 @@ On an interrupt (Ctrl-C, SIGTERM) the runs in flight are stopped at once and lef
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from moelab.config import RunConfig
+from moelab.knowledge import rows_per_exposure
+from moelab.models.params import count_params
 from moelab.sweeps.executors import LocalExecutor, default_workers
-from moelab.sweeps.grid import Sweep
+from moelab.sweeps.grid import Sweep, SweepRun
 from moelab.sweeps.store import Store
+from moelab.training import n_steps
+
+MAX_BREAKS = 2
+POLL_SECONDS = 1.0  # how often progress is refreshed while runs are in flight
+
+
+@dataclass
+class RunProgress:
+    label: str
+    step: int  # 0 until the worker has reported
+    steps: int
+    loss: float | None
 
 
 @dataclass
@@ -27,9 +50,29 @@ class Progress:
     failed: int
     running: int
     best: float | None  # highest bits per parameter so far
+    active: list[RunProgress] = field(default_factory=list)
+    steps_done: int = 0  # finished runs' steps plus running runs' progress
+    steps_total: int = 0
+    eta_seconds: float | None = None  # from the step rate since this driver started
 
 
-MAX_BREAKS = 2
+def planned_steps(cfg: RunConfig) -> int:
+    return n_steps(cfg.train, rows_per_exposure(cfg.data))
+
+
+def estimated_cost(cfg: RunConfig) -> float:
+    """Relative CPU time of a run: steps times a per-step cost that grows with the active model
+    (forward and backward) and, more slowly, the total one (the optimizer touches every weight)."""
+    counts = count_params(cfg.model, 0)
+    return planned_steps(cfg) * (1 + (counts.active_nonembedding + counts.total_nonembedding / 8) / 20_000)
+
+
+def read_progress(store: Store, run: SweepRun) -> RunProgress:
+    try:
+        p = json.loads((store.run_dir(run.key) / "progress.json").read_text())
+        return RunProgress(run.label, int(p["step"]), int(p["steps"]), p.get("loss"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return RunProgress(run.label, 0, planned_steps(run.config), None)
 
 
 def run_sweep(sweep: Sweep, store: Store, executor=None, retry_failed: bool = False,
@@ -41,27 +84,30 @@ def run_sweep(sweep: Sweep, store: Store, executor=None, retry_failed: bool = Fa
         store.add(run.key, run.label, run.config)
     store.recover(keys, retry_failed)
     statuses = store.statuses(keys)
-    queue = [r for r in sweep.runs if statuses[r.key] == "pending"]
+    queue = sorted((r for r in sweep.runs if statuses[r.key] == "pending"), key=lambda r: -estimated_cost(r.config))
     done = sum(s == "done" for s in statuses.values())
     failed = sum(s == "failed" for s in statuses.values())
     best = max((r["metrics"]["bits_per_param"] for r in store.rows(keys) if r["metrics"]), default=None)
-
-    def report(running: int) -> None:
-        if on_progress is not None:
-            on_progress(Progress(len(keys), done, failed, running, best))
-
-    report(0)
-    if not queue:
-        return
-    owned = executor is None
-    executor = executor or LocalExecutor(min(len(queue), default_workers()))
     by_key = {r.key: r for r in sweep.runs}
+    steps_of = {r.key: planned_steps(r.config) for r in sweep.runs}
+    settled_steps = sum(steps_of[k] for k, s in statuses.items() if s in ("done", "failed"))
+    start, steps_at_start = time.perf_counter(), settled_steps
     in_flight: dict[Future, str] = {}
     breaks: dict[str, int] = {}  # pool breaks each run was in flight for
 
+    def report() -> None:
+        if on_progress is None:
+            return
+        active = [read_progress(store, by_key[key]) for key in in_flight.values()]
+        steps_done = settled_steps + sum(a.step for a in active)
+        total = sum(steps_of.values())
+        elapsed, progressed = time.perf_counter() - start, steps_done - steps_at_start
+        eta = (total - steps_done) * elapsed / progressed if progressed > 0 and elapsed > 5 else None
+        on_progress(Progress(len(keys), done, failed, len(in_flight), best, active, steps_done, total, eta))
+
     def settle(future: Future) -> bool:
         """Record one finished future; True when its worker pool broke under it."""
-        nonlocal done, failed, best
+        nonlocal done, failed, best, settled_steps
         key = in_flight.pop(future)
         try:
             status, result = future.result()
@@ -75,6 +121,7 @@ def run_sweep(sweep: Sweep, store: Store, executor=None, retry_failed: bool = Fa
                                         "killed, or out of memory? Lower --workers or the run's size")
         except Exception as err:  # noqa: BLE001 - the worker itself died
             status, result = "failed", f"the worker died ({type(err).__name__}: {err}); killed, or out of memory?"
+        settled_steps += steps_of[key]
         if status == "done":
             store.mark_done(key, result)
             done += 1
@@ -84,14 +131,19 @@ def run_sweep(sweep: Sweep, store: Store, executor=None, retry_failed: bool = Fa
             failed += 1
         return isinstance(future.exception(), BrokenProcessPool)
 
+    report()
+    if not queue:
+        return
+    owned = executor is None
+    executor = executor or LocalExecutor(min(len(queue), default_workers()))
     try:
         while queue or in_flight:
             while queue and len(in_flight) < executor.capacity:
                 run = queue.pop(0)
                 store.mark_running(run.key)
                 in_flight[executor.submit(run.config, str(store.run_dir(run.key)))] = run.key
-            report(len(in_flight))
-            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            report()
+            finished, _ = wait(in_flight, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
             if any([settle(f) for f in finished]):
                 # every future of a broken pool fails with it: settle them all before a fresh pool
                 for future in wait(in_flight).done:
@@ -105,4 +157,4 @@ def run_sweep(sweep: Sweep, store: Store, executor=None, retry_failed: bool = Fa
     finally:
         if owned:
             executor.close()
-    report(0)
+    report()

@@ -1,0 +1,169 @@
+"""The science presets' report sections: seeds pooled, the sparsity frontier and its knees,
+bits against exposures, load balance over training, junk data and reasoning accuracy. Numbers
+come from `analysis/science.py`; this module draws and tabulates them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from moelab.analysis import science
+from moelab.analysis.fit import Estimate
+from moelab.analysis.html import estimate_cells, img, png, save_png, table, yerr
+
+def frontier_figure(f: science.Frontier) -> bytes:
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    ax.plot(*zip(*f.curve), color="black", lw=1, label="frontier (best configuration per sparsity)")
+    on_frontier = {fraction for fraction, _ in f.curve}
+    for p in [None, *f.points]:  # None: the dense point
+        x, e = (1.0, Estimate(1.0, math.nan, math.nan, 0.95)) if p is None else (p.active_fraction, p.ratio)
+        ax.errorbar(x, e.value, yerr=yerr(e), marker="o", capsize=3, color="black", linestyle="none",
+                    markerfacecolor="black" if x in on_frontier else "white")
+        if p is not None:
+            ax.annotate(p.label, (x, e.value), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    for level, colour in ((0.9, "tab:orange"), (0.5, "tab:red")):
+        ax.axhline(level, color=colour, ls="--", lw=1, label=f"{level:.0%} of dense")
+        k = f.knees.get(level)
+        if k is not None and not math.isnan(k.value):
+            ax.axvline(k.value, color=colour, ls=":", lw=1)
+            if not math.isnan(k.low):
+                ax.axvspan(k.low, k.high, color=colour, alpha=0.12)
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("active fraction (sparser to the right)")
+    ax.set_ylabel("bits per total parameter / dense")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return png(fig, dpi=110)
+
+
+def exposures_figure(rows: list[dict]) -> bytes:
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    ax.plot([r["exposures"] for r in rows], [r["bits_per_param"] for r in rows], marker="o", color="black")
+    ax.axhline(2.0, color="tab:green", ls="--", lw=1, label="2 bits/param (paper, 1000 exposures)")
+    ax.axhline(1.0, color="tab:blue", ls="--", lw=1, label="1 bit/param (paper, 100 exposures)")
+    ax.set_xscale("log")
+    ax.set_xlabel("exposures per person")
+    ax.set_ylabel("bits per parameter")
+    ax.set_title(f"dense model, {rows[0]['p_total']:,} parameters", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return png(fig, dpi=110)
+
+
+def violation_figure(records: list[dict]) -> bytes:
+    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    labels = sorted({science.group_label(r["label"]) for r in records})
+    cmap = plt.get_cmap("tab10")
+    labelled = set()
+    for r in records:
+        points = [(h["step"], h["max_violation"]) for h in r["history"] if "max_violation" in h]
+        group = science.group_label(r["label"])
+        i = labels.index(group)
+        ax.plot(*zip(*points), color=cmap(i % 10), lw=1, alpha=0.8, label=None if group in labelled else group)
+        labelled.add(group)  # one legend entry per configuration, however many seeds
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("max load violation (max load / mean - 1)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return png(fig, dpi=110)
+
+
+def junk_figure(rows: list[dict]) -> bytes:
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    fractions = sorted({r["junk_fraction"] for r in rows})
+    for offset, token, colour in ((-0.15, False, "grey"), (0.15, True, "tab:blue")):
+        sel = {r["junk_fraction"]: r["bits"] for r in rows if r["domain_token"] == token}
+        xs = [i + offset for i, f in enumerate(fractions) if f in sel]
+        ax.bar(xs, [sel[f] for f in fractions if f in sel], width=0.3, color=colour,
+               label="with <useful> token" if token else "no token")
+    ax.set_xticks(range(len(fractions)), [f"{f:.0%} junk" for f in fractions])
+    ax.set_ylabel("bits of the useful knowledge stored")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    return png(fig, dpi=110)
+
+
+def reasoning_figure(groups: list[science.Group]) -> bytes:
+    """Accuracy (seed mean and t interval) against active and against total parameters, one colour
+    per configuration (a legend, since MoE points sit on top of dense ones in the active panel)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True, layout="constrained")
+    colours = plt.get_cmap("tab10")
+    for ax, key, name in ((axes[0], "p_active", "active parameters"), (axes[1], "p_total", "total parameters")):
+        for i, g in enumerate(groups):
+            e = g.interval("accuracy")
+            ax.errorbar(g.mean(key), e.value, yerr=yerr(e), marker="^" if g.runs[0]["n_experts"] else "o",
+                        capsize=3, color=colours(i % 10), label=g.label, linestyle="none")
+        ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("held-out accuracy (reasoning task)")
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    return png(fig, dpi=110)
+
+
+def science_sections(records: list[dict], folder: Path) -> list[str]:
+    """Report sections for what a sweep varies: seeds, a fixed-total frontier, exposures, load
+    balance over training, a reasoning task."""
+    parts = []
+    knowledge = science.knowledge_runs(records)
+    configurations = science.groups(knowledge)
+    if any(len(g.runs) > 1 for g in configurations):
+        parts.append("<h2>Pooled over seeds (mean and 95% t interval)</h2>")
+        parts.append(table(["configuration", "seeds", "P_total", "active fraction", "bits", "low", "high",
+                             "bits/param", "recall", "low", "high"],
+                            [[g.label, len(g.runs), g.mean("p_total"), g.mean("active_fraction"),
+                              *estimate_cells(g.interval("bits")), g.mean("bits_per_param"), *estimate_cells(g.interval("accuracy"))]
+                             for g in configurations]))
+    f = science.frontier(records)
+    if f is not None:
+        save_png(folder, "frontier.png", figure := frontier_figure(f))
+        parts.append("<h2>Sparsity frontier at fixed total parameters</h2>")
+        parts.append(img(figure, "bits per total parameter relative to dense against active fraction"))
+        parts.append(table(["knee (ratio to dense)", "active fraction", "95% low", "95% high"],
+                            [[f"{level:.0%}", *estimate_cells(k)] for level, k in f.knees.items()]))
+        parts.append(f"<p class=note>Dense: {f.dense_bits_per_param.value:.3f} bits/param "
+                     f"(95% interval {f.dense_bits_per_param.low:.3f} to {f.dense_bits_per_param.high:.3f}). "
+                     f"A knee of n/a was not reached down to the sparsest configuration measured "
+                     f"({f.smallest_fraction:.1%} active); an interval of n/a means some seed resamples "
+                     "never cross that level.</p>")
+        parts.append(table(["configuration", "active fraction", "seeds", "bits/param vs dense", "low", "high"],
+                            [[p.label, p.active_fraction, p.n_seeds, *estimate_cells(p.ratio)] for p in f.points]))
+    exposures = science.exposure_table(records)
+    if exposures:
+        save_png(folder, "exposures.png", figure := exposures_figure(exposures))
+        parts.append("<h2>Bits per parameter against exposures</h2>")
+        parts.append(img(figure, "bits per parameter against exposures"))
+        parts.append(table(["exposures", "bits", "bits/param", "recall"],
+                            [[r["exposures"], r["bits"], r["bits_per_param"], r["accuracy"]] for r in exposures]))
+    violations = science.violation_table(records)
+    if len(violations) > 1:
+        moe = [r for r in knowledge if r["n_experts"] and r["history"]]
+        save_png(folder, "violation.png", figure := violation_figure(moe))
+        parts.append("<h2>Load balance over training</h2>")
+        parts.append(img(figure, "max load violation over training steps"))
+        parts.append(table(["configuration", "seeds", "max violation: first log", "mean", "last",
+                             "bits", "low", "high", "recall", "low", "high"],
+                            [[v["label"], v["seeds"], v["first"], v["mean"], v["last"], *estimate_cells(v["bits"]),
+                              *estimate_cells(v["accuracy"])] for v in violations]))
+    junk = [r for r in knowledge if r.get("junk_fraction") not in ("", None)]
+    if len({r["junk_fraction"] for r in junk}) > 1:
+        save_png(folder, "junk.png", figure := junk_figure(junk))
+        parts.append("<h2>Useful knowledge among junk paragraphs</h2>")
+        parts.append(img(figure, "bits stored against the share of junk paragraphs"))
+        parts.append(table(["junk fraction", "domain token", "steps", "bits", "bits/param", "recall"],
+                            [[r["junk_fraction"], str(r["domain_token"]), r["steps"], r["bits"], r["bits_per_param"],
+                              r["accuracy"]] for r in sorted(junk, key=lambda r: (r["junk_fraction"], r["domain_token"]))]))
+    reasoning = science.groups(science.reasoning_runs(records))
+    if reasoning:
+        save_png(folder, "reasoning.png", figure := reasoning_figure(reasoning))
+        parts.append("<h2>Reasoning task (no knowledge to store)</h2>")
+        parts.append(img(figure, "reasoning accuracy against active and total parameters"))
+        parts.append(table(["configuration", "seeds", "P_total", "P_active", "accuracy", "low", "high"],
+                            [[g.label, len(g.runs), g.mean("p_total"), g.mean("p_active"),
+                              *estimate_cells(g.interval("accuracy"))] for g in reasoning]))
+    return parts

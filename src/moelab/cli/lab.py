@@ -1,0 +1,181 @@
+"""The lab's commands: train one run, sweep a grid, redraw a report, export, quantize, check identities."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from moelab.cli import app, bar, console, err_console, fail
+from moelab.errors import MoelabError
+from moelab.config import RunConfig, load_config, load_preset, preset_names, validate
+from moelab.io import atomic_write_json
+
+DEFAULT_PRESET = "tiny-dense"
+DEFAULT_SWEEP = "sparsity-ladder"
+
+
+def resolve_run_config(config: Path | None, preset: str | None, seed: int | None) -> RunConfig:
+    if config is not None and preset is not None:
+        raise MoelabError("give a CONFIG file or --preset, not both")
+    cfg = load_config(config) if config is not None else load_preset(preset or DEFAULT_PRESET)
+    if seed is not None:
+        cfg.seed = seed
+    return validate(cfg)
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Argument(help="run config TOML file")] = None,
+    preset: Annotated[str | None, typer.Option(help=f"a built-in config (default {DEFAULT_PRESET})")] = None,
+    out: Annotated[Path | None, typer.Option(help="run folder (default runs/NAME-TIMESTAMP)")] = None,
+    seed: Annotated[int | None, typer.Option(help="override the run seed")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace a finished run in --out")] = False,
+    list_presets: Annotated[bool, typer.Option("--list-presets", help="print preset names and exit")] = False,
+) -> None:
+    """Train one model on a synthetic knowledge base and measure the bits it stores."""
+    from moelab.run import execute
+    from moelab.tables import run_table
+
+    if list_presets:
+        console.print("\n".join(preset_names()))
+        return
+    try:
+        cfg = resolve_run_config(config, preset, seed)
+        out = out or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (out / "metrics.json").exists() and not overwrite:
+            raise MoelabError(f"{out} already holds a finished run; pick another --out or pass --overwrite")
+        with bar(f"training {cfg.name}") as progress:
+            task = progress.add_task("", total=None)
+            metrics = execute(cfg, out, on_step=lambda step, steps, loss: progress.update(
+                task, completed=step, total=steps))
+    except MoelabError as err:
+        fail(str(err))
+    console.print(run_table(metrics))
+    console.print(f"wrote {out / 'metrics.json'}")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@app.command()
+def sweep(
+    file: Annotated[Path | None, typer.Argument(help="sweep TOML file")] = None,
+    preset: Annotated[str | None, typer.Option(help="a built-in sweep (see --list-presets)")] = None,
+    out: Annotated[Path | None, typer.Option(help="sweep folder (default runs/SWEEP_NAME)")] = None,
+    executor: Annotated[str, typer.Option(help="'local' (process pool) or 'ray'")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: start a local one)")] = None,
+    workers: Annotated[int | None, typer.Option(help="parallel runs (default: one per core)")] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="rerun failed runs")] = False,
+    list_presets: Annotated[bool, typer.Option("--list-presets", help="print sweep presets and exit")] = False,
+) -> None:
+    """Train a grid of runs and write a report; rerun the same command to resume after an interruption."""
+    from moelab.analysis.report import write_report
+    from moelab.sweeps import Store, load_sweep, load_sweep_preset, make_executor, run_sweep, sweep_preset_names
+    from moelab.sweeps.progress import SweepProgress
+    from moelab.tables import runs_table
+
+    if list_presets:
+        for name in sweep_preset_names():
+            console.print(Text.assemble((name, "bold"), f": {load_sweep_preset(name).description}"))
+        return
+    try:
+        if file is not None and preset is not None:
+            raise MoelabError("give a sweep FILE or --preset, not both")
+        spec = load_sweep(file) if file is not None else load_sweep_preset(preset or DEFAULT_SWEEP)
+        if workers is not None and workers < 1:
+            raise MoelabError(f"--workers {workers}: must be at least 1")
+        out = out or Path("runs") / spec.name
+        console.print(Text.assemble("sweep ", (spec.name, "bold"), f": {len(spec.runs)} runs -> {out}"))
+        store = Store(out)
+        keys = [r.key for r in spec.runs]
+        atomic_write_json(out / "sweep.json", {"name": spec.name, "description": spec.description, "keys": keys})
+        engine = make_executor(executor, workers, ray_address)
+    except MoelabError as err:
+        fail(str(err))
+    try:
+        signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop: the same as Ctrl-C
+        with SweepProgress(err_console) as view:
+            run_sweep(spec, store, executor=engine, retry_failed=retry_failed, on_progress=view.update)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: finished runs are kept in {out}; rerun the same command to finish the rest")
+        raise typer.Exit(130) from None
+    finally:
+        engine.close()
+    for note in store.notes:
+        err_console.print(f"note: {note}")
+    rows = store.rows(keys)
+    store.close()
+    console.print(runs_table(rows))
+    report = write_report(rows, out, title=f"moelab sweep: {spec.name}", description=spec.description)
+    console.print(f"report: {report}  (table: {out / 'runs.csv'}, store: {out / 'store.sqlite'})")
+
+
+@app.command()
+def report(folder: Annotated[Path, typer.Argument(help="a sweep folder")]) -> None:
+    """Rewrite a sweep folder's report.html, runs.csv and figures from its store."""
+    from moelab.analysis.report import write_report
+    from moelab.sweeps import Store
+
+    if not (folder / "store.sqlite").exists():
+        fail(f"{folder}: no store.sqlite here; give the folder a sweep wrote")
+    store = Store(folder)  # first: opening re-keys an old store and its sweep.json
+    meta = json.loads((folder / "sweep.json").read_text()) if (folder / "sweep.json").exists() else {}
+    rows = store.rows(meta.get("keys"))
+    store.close()
+    path = write_report(rows, folder, title=f"moelab sweep: {meta.get('name', folder.name)}",
+                        description=meta.get("description", ""))
+    console.print(f"report: {path}")
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run folder")],
+    hf: Annotated[Path, typer.Option(help="write a Hugging Face transformers model folder here")],
+) -> None:
+    """Export a lab checkpoint so AutoModelForCausalLM.from_pretrained loads it (Qwen3 / Qwen3-MoE)."""
+    from moelab.models.hf import export_hf
+    from moelab.run import load_run
+
+    try:
+        folder = export_hf(*load_run(run_dir), hf)
+    except MoelabError as err:
+        fail(str(err))
+    console.print(f"wrote {folder} (load with transformers.AutoModelForCausalLM.from_pretrained)")
+
+
+@app.command()
+def quantize(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run folder")],
+    bits: Annotated[list[int] | None, typer.Option(help="weight widths to try (repeatable; default 8 and 4)")] = None,
+    group_size: Annotated[int, typer.Option(help="input weights per scale (0: one scale per output channel)")] = 0,
+) -> None:
+    """Round a trained model's weights to int8/int4 (per channel or per group) and measure the bits it still stores."""
+    from moelab.evaluation.quantization import quantize_run
+    from moelab.tables import quantization_table
+
+    try:
+        out_file, rows = quantize_run(run_dir, bits or [8, 4], group_size)
+    except MoelabError as err:
+        fail(str(err))
+    scales = f"one scale per {group_size} weights" if group_size else "one scale per output channel"
+    console.print(quantization_table(f"{run_dir}: knowledge after round-to-nearest quantization ({scales})", rows))
+    console.print(f"wrote {out_file}")
+
+
+@app.command()
+def identities() -> None:
+    """Check the bit estimator's identities (docs/science.md §5.1) with an oracle model; no training."""
+    from moelab.evaluation.identities import identity_table
+    from moelab.tables import identities_table
+
+    rows = identity_table()
+    console.print(identities_table(rows))
+    if any(r["relative_error"] > 1e-6 for r in rows):
+        fail("an identity does not hold to 1e-6")

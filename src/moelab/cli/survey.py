@@ -1,0 +1,53 @@
+"""`moelab survey`: public models' knowledge against their parameter counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from moelab.cli import app, console, err_console, fail
+from moelab.errors import MoelabError
+from moelab.io import dumps
+
+
+@app.command()
+def survey(
+    csv_file: Annotated[Path | None, typer.Argument(help="survey CSV (default: the bundled data)")] = None,
+    benchmark: Annotated[list[str] | None, typer.Option(help="benchmark(s) to analyse (default: all with data)")] = None,
+    predict: Annotated[Path | None, typer.Option(help="CSV of the same columns: estimate total params per row")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
+    html: Annotated[Path | None, typer.Option(help="write report.html and plots to this folder")] = None,
+    skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", help="report bad rows and skip them")] = False,
+    n_boot: Annotated[int, typer.Option(help="bootstrap resamples for intervals")] = 1000,
+) -> None:
+    """Knowledge accuracy vs total and active parameters of public models; size estimates for closed ones."""
+    from moelab.analysis import survey as sv
+    from moelab.analysis.survey_tables import benchmark_renderables, estimates_table
+
+    try:
+        rows, targets, problems = sv.load_inputs(csv_file, benchmark, predict, skip_bad_rows, n_boot)
+    except MoelabError as err:
+        fail(str(err))
+    for problem in problems:
+        err_console.print(f"skipped: {problem}", highlight=False, soft_wrap=True)
+    results = sv.survey(rows, benchmark, n_boot)
+    if not results:
+        fail(f"no benchmark has {sv.MIN_GROUPS} or more open weights groups with accuracy to fit")
+    predictions = sv.estimate_rows(results, targets) if targets is not None else None
+    if html is not None:
+        from moelab.analysis.survey_report import write_survey_report
+
+        err_console.print(f"report: {write_survey_report(results, rows, html)}", highlight=False)
+    if json_output:
+        document = {"benchmarks": sv.results_json(results)}
+        if predictions is not None:
+            document["predictions"] = [sv.estimate_json(e) for e in predictions]
+        print(dumps(document))  # strict JSON: NaN becomes null
+        return
+    for b in results:
+        for renderable in benchmark_renderables(b):
+            console.print(renderable, highlight=False)
+    if predictions is not None:
+        console.print(estimates_table(f"estimates for {predict}", predictions))
