@@ -29,12 +29,12 @@ import time
 
 import torch
 
-from moelab.config import ModelConfig, MoEConfig, RunConfig, validate
+from moelab.config import ModelConfig, MoEConfig, RunConfig, resolve
 from moelab.models.moe import DISPATCH_PATHS, MLP, MoE, choose_dispatch
 
 
 def our_layer(d: int, f: int, E: int, k: int) -> MoE:
-    cfg = validate(RunConfig(model=ModelConfig(d_model=d, n_heads=4, d_ff=f, mlp="swiglu", moe=MoEConfig(
+    cfg = resolve(RunConfig(model=ModelConfig(d_model=d, n_heads=4, d_ff=f, mlp="swiglu", moe=MoEConfig(
         n_experts=E, top_k=k, expert_width=f, renormalize=k > 1))))
     return MoE(cfg.model)
 

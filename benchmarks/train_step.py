@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from moelab.config import DataConfig, ModelConfig, MoEConfig, TrainConfig, validate, RunConfig
+from moelab.config import DataConfig, ModelConfig, MoEConfig, RunConfig, TrainConfig, resolve
 from moelab.knowledge import build_knowledge_base
 from moelab.models import Transformer, count_params
 from moelab.training import make_optimizer
@@ -28,7 +28,7 @@ from moelab.training import make_optimizer
 
 def make(d_model: int, width: int, n_experts: int, vocab: int) -> Transformer:
     moe = MoEConfig(n_experts=n_experts, top_k=1, expert_width=width, aux_loss_weight=0.01) if n_experts else MoEConfig()
-    cfg = validate(RunConfig(model=ModelConfig(d_model=d_model, n_layers=2, n_heads=4, d_ff=width, mlp="swiglu",
+    cfg = resolve(RunConfig(model=ModelConfig(d_model=d_model, n_layers=2, n_heads=4, d_ff=width, mlp="swiglu",
                                                moe=moe))).model
     torch.manual_seed(0)
     return Transformer(cfg, vocab)

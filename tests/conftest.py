@@ -2,14 +2,14 @@
 
 import pytest
 
-from moelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig, validate
+from moelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig, resolve
 
 
 def small_config(**moe) -> RunConfig:
     """A knowledge base and model small enough to learn in a few seconds on one thread."""
     from moelab.config import MoEConfig
 
-    return validate(RunConfig(
+    return resolve(RunConfig(
         name="small",
         seed=0,
         data=DataConfig(n_people=120, name_slots=2, name_vocab=16, n_attributes=2, value_chunks=1,

@@ -22,3 +22,24 @@ def test_moe_layer_benchmark_checks_transformers_outputs_and_reports_every_ratio
                 "experts_ms", "weight_pass_ms", "ratio_grouped_mm_vs_dense", "ratio_padded_vs_dense"):
         assert key in row and row[key] == row[key], key  # present and not NaN
     assert (row["d_model"], row["n_experts"], row["top_k"], row["expert_width"], row["tokens"]) == (32, 4, 2, 16, 64)
+
+
+def test_attention_benchmark_checks_both_paths_agree():
+    import torch
+
+    bench = load("attention")
+    q, k, v = (torch.randn(2, 2, 24, 8, requires_grad=True) for _ in range(3))
+    torch.testing.assert_close(bench.explicit_causal_attention(q, k, v), bench.sdpa(q, k, v), rtol=1e-5, atol=1e-5)
+
+
+def test_bootstrap_benchmark_loops_match_the_vectorised_statistics():
+    import numpy as np
+
+    bench = load("bootstrap")
+    from moelab.analysis import fit
+
+    rng = np.random.default_rng(1)
+    a, b, c = rng.normal(size=30), rng.normal(size=30), rng.normal(size=30)
+    assert fit._pearson(a[None], b[None])[0] == pytest.approx(bench.loop_pearson(a, b))
+    assert fit._partial(a[None], b[None], c[None])[0] == pytest.approx(bench.loop_partial(a, b, c))
+    assert fit._total_share(a[None], c[None], b[None])[0] == pytest.approx(bench.loop_total_share(a, c, b))

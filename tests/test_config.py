@@ -2,7 +2,7 @@
 
 import pytest
 
-from moelab.config import RunConfig, from_dict, load_config, load_preset, preset_names, save_config, validate
+from moelab.config import RunConfig, from_dict, load_config, load_preset, preset_names, save_config, resolve
 from moelab.errors import ConfigError
 
 
@@ -47,7 +47,7 @@ def test_round_trip_through_toml(tmp_path):
 
 
 def test_expert_width_zero_resolves_to_d_ff():
-    cfg = validate(from_dict(RunConfig, {"model": {"d_ff": 64, "moe": {"n_experts": 4}}}))
+    cfg = resolve(from_dict(RunConfig, {"model": {"d_ff": 64, "moe": {"n_experts": 4}}}))
     assert cfg.model.moe.expert_width == 64
 
 

@@ -13,6 +13,7 @@ Every error names the dotted field (e.g. `model.moe.top_k`) and what would fix i
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -223,89 +224,98 @@ def run_key(cfg: RunConfig) -> str:
 # validation
 
 
-def _require(ok: bool, message: str) -> None:
+def require(ok: bool, message: str) -> None:
+    """A ConfigError with `message` unless `ok`: every config check, here and in the export."""
     if not ok:
         raise ConfigError(message)
 
 
-def validate(cfg: RunConfig) -> RunConfig:
-    """Check cross-field rules and resolve defaults (expert_width 0 -> d_ff). Returns `cfg`."""
+def resolve(cfg: RunConfig) -> RunConfig:
+    """The config checked (`validate`) and with its defaults resolved, as a new object: the one
+    step every loader takes. Today's only default: model.moe.expert_width 0 means model.d_ff."""
+    validate(cfg)
+    out = copy.deepcopy(cfg)
+    if out.model.moe.n_experts and out.model.moe.expert_width == 0:
+        out.model.moe.expert_width = out.model.d_ff
+    return out
+
+
+def validate(cfg: RunConfig) -> None:
+    """Check every field and cross-field rule; a ConfigError names the first field at fault.
+    Pure: `cfg` is never changed (see `resolve`)."""
     d, m, t = cfg.data, cfg.model, cfg.train
     moe = m.moe
 
-    _require(d.kind in KINDS, f"data.kind = {d.kind!r}: use one of {', '.join(KINDS)}")
+    require(d.kind in KINDS, f"data.kind = {d.kind!r}: use one of {', '.join(KINDS)}")
     if d.kind == "sort":
-        _require(d.list_length >= 2, f"data.list_length = {d.list_length}: need at least 2 numbers to sort")
+        require(d.list_length >= 2, f"data.list_length = {d.list_length}: need at least 2 numbers to sort")
     if d.kind == "twohop":
-        _require(d.graph_nodes >= 3, f"data.graph_nodes = {d.graph_nodes}: need at least 3 nodes")
-        _require(d.graph_hops >= 1, f"data.graph_hops = {d.graph_hops}: must be at least 1")
+        require(d.graph_nodes >= 3, f"data.graph_nodes = {d.graph_nodes}: need at least 3 nodes")
+        require(d.graph_hops >= 1, f"data.graph_hops = {d.graph_hops}: must be at least 1")
     for name in ("n_people", "name_slots", "name_vocab", "n_attributes", "value_chunks",
                  "chunk_length", "diversity", "value_vocab"):
         value = getattr(d, name)
-        _require(value >= 1, f"data.{name} = {value}: must be a positive integer")
+        require(value >= 1, f"data.{name} = {value}: must be a positive integer")
     n0 = d.name_vocab**d.name_slots
-    _require(d.kind in REASONING_KINDS or d.n_people <= n0 // 2,
+    require(d.kind in REASONING_KINDS or d.n_people <= n0 // 2,
              f"data.n_people = {d.n_people} needs at least twice as many possible names "
              f"(name_vocab ** name_slots = {n0}); raise data.name_vocab or data.name_slots")
-    _require(0.0 <= d.junk_fraction < 1.0, f"data.junk_fraction = {d.junk_fraction}: must be in [0, 1)")
+    require(0.0 <= d.junk_fraction < 1.0, f"data.junk_fraction = {d.junk_fraction}: must be in [0, 1)")
     if d.kind != "biod":
-        _require(d.junk_fraction == 0.0 and not d.domain_token,
+        require(d.junk_fraction == 0.0 and not d.domain_token,
                  f"data.junk_fraction and data.domain_token are implemented for bioD only (data.kind = {d.kind!r})")
     if d.kind == "biod":
-        _require(d.diversity <= d.value_vocab**d.chunk_length,
+        require(d.diversity <= d.value_vocab**d.chunk_length,
                  f"data.diversity = {d.diversity} exceeds the {d.value_vocab ** d.chunk_length} "
                  "distinct chunks value_vocab ** chunk_length allows; lower data.diversity")
-        _require(d.diversity >= 2, f"data.diversity = {d.diversity}: need at least 2 values")
+        require(d.diversity >= 2, f"data.diversity = {d.diversity}: need at least 2 values")
 
     for name in ("d_model", "n_layers", "n_heads", "d_ff"):
         value = getattr(m, name)
-        _require(value >= 1, f"model.{name} = {value}: must be a positive integer")
-    _require(m.d_model % m.n_heads == 0,
+        require(value >= 1, f"model.{name} = {value}: must be a positive integer")
+    require(m.d_model % m.n_heads == 0,
              f"model.d_model = {m.d_model} is not divisible by model.n_heads = {m.n_heads}; "
              "pick n_heads that divides d_model")
-    _require((m.d_model // m.n_heads) % 2 == 0,
+    require((m.d_model // m.n_heads) % 2 == 0,
              f"model.d_model / model.n_heads = {m.d_model // m.n_heads}: RoPE needs an even head "
              "dimension; change d_model or n_heads")
-    _require(m.mlp in ("gelu", "swiglu"), f"model.mlp = {m.mlp!r}: use 'gelu' or 'swiglu'")
-    _require(m.rope_theta > 0, f"model.rope_theta = {m.rope_theta}: must be positive")
+    require(m.mlp in ("gelu", "swiglu"), f"model.mlp = {m.mlp!r}: use 'gelu' or 'swiglu'")
+    require(m.rope_theta > 0, f"model.rope_theta = {m.rope_theta}: must be positive")
 
-    _require(moe.n_experts >= 0, f"model.moe.n_experts = {moe.n_experts}: must be >= 0 (0 = dense)")
+    require(moe.n_experts >= 0, f"model.moe.n_experts = {moe.n_experts}: must be >= 0 (0 = dense)")
     if moe.n_experts > 0:
-        _require(1 <= moe.top_k <= moe.n_experts,
+        require(1 <= moe.top_k <= moe.n_experts,
                  f"model.moe.top_k = {moe.top_k} must be between 1 and model.moe.n_experts = "
                  f"{moe.n_experts}; lower top_k or add experts")
-        _require(moe.expert_width >= 0,
+        require(moe.expert_width >= 0,
                  f"model.moe.expert_width = {moe.expert_width}: must be >= 0 (0 = model.d_ff)")
-        if moe.expert_width == 0:
-            moe.expert_width = m.d_ff
-        _require(moe.n_shared_experts >= 0,
+        require(moe.n_shared_experts >= 0,
                  f"model.moe.n_shared_experts = {moe.n_shared_experts}: must be >= 0")
-        _require(moe.score in ("softmax", "sigmoid"),
+        require(moe.score in ("softmax", "sigmoid"),
                  f"model.moe.score = {moe.score!r}: use 'softmax' or 'sigmoid'")
-        _require(not (moe.renormalize and moe.top_k == 1),
+        require(not (moe.renormalize and moe.top_k == 1),
                  "model.moe.renormalize = true with top_k = 1 makes every gate exactly 1, so the "
                  "router gets no gradient from the task; set renormalize = false for top-1")
         for name in ("aux_loss_weight", "z_loss_weight", "bias_update_rate"):
             value = getattr(moe, name)
-            _require(value >= 0 and math.isfinite(value),
+            require(value >= 0 and math.isfinite(value),
                      f"model.moe.{name} = {value}: must be a finite number >= 0")
-        _require(0 <= moe.first_dense_layers < m.n_layers,
+        require(0 <= moe.first_dense_layers < m.n_layers,
                  f"model.moe.first_dense_layers = {moe.first_dense_layers}: must be below "
                  f"model.n_layers = {m.n_layers} (use n_experts = 0 for a dense model)")
 
     for name in ("exposures", "batch_size", "threads", "eval_batch_size", "log_every"):
         value = getattr(t, name)
-        _require(value >= 1, f"train.{name} = {value}: must be a positive integer")
-    _require(t.warmup_steps >= 0, f"train.warmup_steps = {t.warmup_steps}: must be >= 0")
-    _require(t.lr > 0 and math.isfinite(t.lr), f"train.lr = {t.lr}: must be a positive number")
-    _require(0 <= t.min_lr_ratio <= 1, f"train.min_lr_ratio = {t.min_lr_ratio}: must be in [0, 1]")
-    _require(t.weight_decay >= 0, f"train.weight_decay = {t.weight_decay}: must be >= 0")
-    _require(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1,
+        require(value >= 1, f"train.{name} = {value}: must be a positive integer")
+    require(t.warmup_steps >= 0, f"train.warmup_steps = {t.warmup_steps}: must be >= 0")
+    require(t.lr > 0 and math.isfinite(t.lr), f"train.lr = {t.lr}: must be a positive number")
+    require(0 <= t.min_lr_ratio <= 1, f"train.min_lr_ratio = {t.min_lr_ratio}: must be in [0, 1]")
+    require(t.weight_decay >= 0, f"train.weight_decay = {t.weight_decay}: must be >= 0")
+    require(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1,
              f"train.beta1/beta2 = {t.beta1}/{t.beta2}: each must be in [0, 1)")
-    _require(t.grad_clip >= 0, f"train.grad_clip = {t.grad_clip}: must be >= 0 (0 = off)")
-    _require(t.device in ("cpu", "cuda", "auto"),
+    require(t.grad_clip >= 0, f"train.grad_clip = {t.grad_clip}: must be >= 0 (0 = off)")
+    require(t.device in ("cpu", "cuda", "auto"),
              f"train.device = {t.device!r}: use 'cpu', 'cuda' or 'auto'")
-    return cfg
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,7 +336,7 @@ def load_config(path: str | Path) -> RunConfig:
     """Read and validate a run config TOML file."""
     data = read_toml(path, "config")
     try:
-        return validate(from_dict(RunConfig, data))
+        return resolve(from_dict(RunConfig, data))
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
 
@@ -348,6 +358,6 @@ def load_preset(name: str) -> RunConfig:
         raise ConfigError(f"--preset {name!r}: unknown preset; available: {', '.join(names)}")
     text = resources.files("moelab.presets").joinpath(f"{name}.toml").read_text()
     try:
-        return validate(from_dict(RunConfig, tomllib.loads(text)))
+        return resolve(from_dict(RunConfig, tomllib.loads(text)))
     except ConfigError as err:
         raise ConfigError(f"preset {name}: {err}") from None

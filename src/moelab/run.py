@@ -26,6 +26,7 @@ from moelab.errors import MoelabError
 from moelab.evaluation import measure_capacity, routing_diagnostics
 from moelab.io import atomic_write, atomic_write_json
 from moelab.knowledge import KnowledgeBase, build_knowledge_base
+from moelab.knowledge.base import VALUE_NORMALISATION
 from moelab.models import Transformer, count_module, count_params
 from moelab.provenance import environment
 from moelab.training import TrainResult, train
@@ -107,7 +108,8 @@ def execute(cfg: RunConfig, out_dir: str | Path, on_step: Callable[[int, int, fl
         "bits_per_active_param": capacity.bits / counts.active,
         "r_max": capacity.information_bits / counts.total,
         "losses_nats": capacity.losses,
-        "value_normalisation": "full_softmax",
+        "value_normalisation": VALUE_NORMALISATION,
+        "routing_paragraphs": DIAGNOSTIC_PARAGRAPHS,
         "accuracy": capacity.accuracy,
         "accuracy_per_attribute": capacity.accuracy_per_attribute,
         "routing": routing,

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from moelab.analysis.fit import LogLinearFit, partial_correlation, pearson, spearman
+from moelab.analysis.fit import LinearFit, LogLinearFit, partial_correlation, pearson, spearman
 
 
 def synthetic(n, seed, a=2.0, b=1.5, noise=0.3):
@@ -34,7 +34,7 @@ def test_prediction_and_inverse_intervals_cover_near_nominal():
         y_new = 2.0 + 1.5 * math.log10(x_new) + rng.normal(0, 0.3)
         low, high = fit.prediction_interval(x_new, level=0.8)
         hits_pred += low <= y_new <= high
-        inverse = fit.inverse(y_new, level=0.8)
+        inverse = fit.inverse_count(y_new, level=0.8)
         hits_inv += inverse.low <= x_new <= inverse.high
     assert hits_pred / draws == pytest.approx(0.8, abs=0.03)
     assert hits_inv / draws == pytest.approx(0.8, abs=0.03)
@@ -44,7 +44,7 @@ def test_inverse_of_a_flat_fit_is_unbounded():
     rng = np.random.default_rng(2)
     x = 10 ** rng.uniform(6, 11, 10)
     fit = LogLinearFit().fit(x, rng.normal(0, 1, 10))  # no relation at all
-    wide = fit.inverse(5.0, level=0.99)
+    wide = fit.inverse_count(5.0, level=0.99)
     assert wide.low == 0.0 or wide.high == math.inf
 
 
@@ -101,3 +101,16 @@ def test_inverse_with_a_covariate_matches_the_point_solution():
     estimate = fit.inverse(1 + 2 * 1.5 + 3, column=0, others=[1], level=0.8)
     assert estimate.value == pytest.approx(1.5, abs=0.02)
     assert estimate.low < 1.5 < estimate.high and estimate.high - estimate.low < 0.3
+
+
+def test_an_unfitted_model_says_so_and_fit_returns_self():
+    from moelab.analysis.fit import NotFittedError
+    from moelab.analysis.survey import SizeModel
+
+    for model, call in ((LinearFit(), lambda m: m.predict([[1.0]])), (LogLinearFit(), lambda m: m.slope_),
+                        (LogLinearFit(), lambda m: m.inverse_count(1.0)),
+                        (SizeModel("linear", False), lambda m: m.estimate(20.0, False))):
+        with pytest.raises(NotFittedError, match="not fitted"):
+            call(model)
+    fit = LogLinearFit()
+    assert fit.fit([10, 100, 1000, 10_000], [1.0, 2.1, 2.9, 4.0]) is fit and fit.slope_ == pytest.approx(0.98)

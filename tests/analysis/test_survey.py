@@ -1,5 +1,7 @@
 """Survey data validation, weights groups, estimation and the CLI on the bundled data."""
 
+import csv
+import html
 import json
 import math
 
@@ -27,7 +29,10 @@ def write(tmp_path, *rows, name="t.csv"):
 
 def test_bundled_csv_loads_without_errors():
     rows, problems = sv.load_rows()
-    assert problems == [] and len(rows) == 565
+    with open(sv.bundled_csv(), newline="") as f:
+        lines = list(csv.DictReader(f))
+    assert problems == [] and len(rows) == len(lines)  # every row of the bundled table is valid
+    assert {r.model for r in rows} == {line["model"].strip() for line in lines}
     assert sv.benchmark_groups(rows)["AA-Omniscience"] >= 100
 
 
@@ -133,7 +138,12 @@ def test_html_report(tmp_path):
     result = CliRunner().invoke(app, ["survey", "--benchmark", "IKP", "--html", str(tmp_path), "--n-boot", "200"])
     assert result.exit_code == 0, result.output
     page = (tmp_path / "report.html").read_text()
-    assert "data:image/png;base64," in page and (tmp_path / "IKP.png").exists()
+    assert "data:image/png;base64," in page and (tmp_path / "IKP.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = sv.survey(sv.load_rows()[0], ["IKP"], n_boot=200)
+    for e in results[0].estimates:  # every closed model's estimate is in the table, escaped
+        assert f"<td>{html.escape(e.model)}</td>" in page
+    for v in results[0].validation:
+        assert f"<td>{v.model}" in page
 
 
 def test_a_duplicated_column_or_header_line_is_refused_as_duplicate(tmp_path):

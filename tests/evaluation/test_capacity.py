@@ -56,15 +56,29 @@ def test_probability_q_on_the_right_value_gives_log2_d_plus_log2_q_per_chunk(kb,
     assert result.bit_terms["value"] / facts == pytest.approx(math.log2(CFG.diversity) + math.log2(q), rel=1e-6)
 
 
-def test_real_models_never_exceed_r_max(kb):
+def test_a_random_model_scores_below_zero_value_bits_never_clipped(kb):
     from moelab.config import ModelConfig
     from moelab.models import Transformer
 
     torch.manual_seed(0)
     model = Transformer(ModelConfig(d_model=16, n_heads=2, d_ff=32), len(kb.vocab))
     result = measure_capacity(model, kb, batch_size=64, device=torch.device("cpu"))
-    assert result.bits < result.information_bits
-    assert result.bit_terms["value"] < 0  # a random model is worse than uniform: never clipped
+    assert result.bit_terms["value"] < 0  # worse than uniform over the diversity set
+
+
+def test_a_trained_runs_bits_follow_the_formula_from_its_span_losses(trained_run):
+    """bits = N log2(N0 / e^p1) + N K log2(D^C / e^p2) + K D log2(T^L / (D e^p3)), recomputed by
+    hand from the run's recorded summed losses (nats)."""
+    cfg, _, m = trained_run
+    d, nats = cfg.data, m["losses_nats"]
+    N, K = d.n_people, d.n_attributes
+    p1, p2, p3 = nats["name.name"], nats["value.value"], nats["value.first_chunk"]
+    name = N * (math.log2(d.name_vocab ** d.name_slots) - p1 / math.log(2))
+    value = N * K * (d.value_chunks * math.log2(d.diversity) - p2 / math.log(2))
+    diversity = K * d.diversity * (math.log2(d.value_vocab ** d.chunk_length / d.diversity) - p3 / math.log(2))
+    assert m["bit_terms"] == pytest.approx({"name": name, "value": value, "diversity": diversity}, rel=1e-9)
+    assert m["bits"] == pytest.approx(name + value + diversity, rel=1e-9)
+    assert 0 < m["bits"] < m["information_bits"] and m["bits_per_param"] < m["r_max"]
 
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from moelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig, validate
+from moelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig, resolve
 from moelab.errors import ConfigError
 from moelab.knowledge import Sorting, build_knowledge_base
 
@@ -38,7 +38,7 @@ def test_held_out_lists_are_deterministic_and_from_their_own_stream():
 ])
 def test_bad_sort_configs_name_the_field(data, message):
     with pytest.raises(ConfigError, match=message):
-        validate(RunConfig(data=data))
+        resolve(RunConfig(data=data))
 
 
 def test_a_small_model_learns_to_sort_lists_it_never_saw(tmp_path):
@@ -46,7 +46,7 @@ def test_a_small_model_learns_to_sort_lists_it_never_saw(tmp_path):
     for 2% of lists here)."""
     from moelab.run import execute
 
-    cfg = validate(RunConfig(
+    cfg = resolve(RunConfig(
         name="sort", seed=0,
         data=DataConfig(kind="sort", list_length=5, value_vocab=10, n_people=9600),
         model=ModelConfig(d_model=32, n_layers=2, n_heads=4, d_ff=128, mlp="swiglu"),

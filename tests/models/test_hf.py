@@ -6,7 +6,7 @@ import torch
 from typer.testing import CliRunner
 
 from moelab.cli import app
-from moelab.config import ModelConfig, MoEConfig, RunConfig, validate
+from moelab.config import ModelConfig, MoEConfig, RunConfig, resolve
 from moelab.models.moe import MoE
 from moelab.run import execute, load_run
 from tests.conftest import small_config
@@ -27,7 +27,7 @@ def test_exported_model_loads_and_matches_logits(case, tmp_path):
     cfg.model.n_layers = 3
     cfg.model.tie_embeddings = case != "dense"  # both tied and untied heads
     cfg.train.exposures = 3
-    execute(validate(cfg), tmp_path / "run")
+    execute(resolve(cfg), tmp_path / "run")
     result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--hf", str(tmp_path / "hf")])
     assert result.exit_code == 0, result.output
 
@@ -66,7 +66,7 @@ def test_our_block_reproduces_transformers_block(implementation, top_k, renormal
     theirs = Qwen3MoeSparseMoeBlock(config)
     for p in theirs.parameters():
         torch.nn.init.normal_(p, std=0.2)
-    ours = MoE(validate(RunConfig(model=ModelConfig(d_model=d, n_heads=2, d_ff=f, mlp="swiglu", moe=MoEConfig(
+    ours = MoE(resolve(RunConfig(model=ModelConfig(d_model=d, n_heads=2, d_ff=f, mlp="swiglu", moe=MoEConfig(
         n_experts=E, top_k=top_k, expert_width=f, renormalize=renormalize)))).model)
     with torch.no_grad():
         ours.router.gate.weight.copy_(theirs.gate.weight)

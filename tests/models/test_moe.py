@@ -3,18 +3,17 @@
 import pytest
 import torch
 
-from moelab.config import ModelConfig, MoEConfig, validate, RunConfig
+from moelab.config import ModelConfig, MoEConfig, RunConfig, resolve
 from moelab.models.moe import DISPATCH_PATHS, MoE, Router, activation, balancing_loss, choose_dispatch
 
 
 def make_moe(seed=0, **moe) -> MoE:
     cfg = RunConfig(model=ModelConfig(d_model=24, n_heads=2, d_ff=48, mlp=moe.pop("mlp", "swiglu"),
                                       moe=MoEConfig(**moe)))
-    validate(cfg)
+    cfg = resolve(cfg)
     torch.manual_seed(seed)
     layer = MoE(cfg.model)
-    for p in layer.parameters():
-        torch.nn.init.normal_(p, std=0.3)
+    layer.reset_parameters(std=0.3, out_std=0.3)  # large weights: routing and gates far from uniform
     return layer
 
 
@@ -109,6 +108,8 @@ def test_bias_update_follows_the_sign_rule():
 def test_bias_update_balances_a_skewed_router():
     torch.manual_seed(0)
     router = Router(8, MoEConfig(n_experts=4, top_k=1, bias_update_rate=0.001, expert_width=4))
+    torch.manual_seed(0)  # nn.Linear's default init: scores spread well beyond the bias step
+    torch.nn.init.kaiming_uniform_(router.gate.weight, a=5 ** 0.5)
     with torch.no_grad():
         router.gate.weight[0] += 0.5  # expert 0 wins almost every token
     x = torch.randn(512, 8) + 1.0
@@ -173,3 +174,26 @@ def test_empty_experts_are_handled_by_every_path():
         outputs.append(layer(x)[0])
     for out in outputs[1:]:
         torch.testing.assert_close(out, outputs[0], rtol=1e-5, atol=1e-6)
+
+
+# Per-parameter sums of Transformer(cfg, 50) after torch.manual_seed(7), computed with the code as
+# it was before modules initialised themselves: a seed must keep giving stored runs' initial values.
+SEED_7_SUMS = [-0.366425822, 32.0, 0.305296314, 1.109443834, 0.044181821, -0.258919793, 32.0, 0.298598715,
+               1.042630603, -0.978854638, -0.364133533, -0.335611735, 32.0, -0.016406445, 0.228154118,
+               0.156571325, -0.079882498, 32.0, -0.196948979, -1.158012663, 0.438726482, 0.269109711,
+               -0.050397561, 32.0, 0.185423823, -0.633384672, 0.823459554, -0.282340969, 32.0, -0.035287781,
+               0.434641244, -0.248175008, 1.816067237, -0.204087305, 32.0, 0.614616552]
+
+
+def test_every_module_initialises_itself_and_a_seed_keeps_its_initial_values():
+    from moelab.models.transformer import Transformer
+
+    layer = MoE(resolve(RunConfig(model=ModelConfig(d_model=32, n_heads=4, d_ff=64, moe=MoEConfig(n_experts=4)))).model)
+    for p in layer.parameters():  # built alone, no garbage from torch.empty
+        assert torch.isfinite(p).all() and 0.01 < p.std().item() < 0.03
+    cfg = resolve(RunConfig(model=ModelConfig(d_model=32, n_heads=4, d_ff=64, n_layers=3, tie_embeddings=False,
+                                              moe=MoEConfig(n_experts=4, n_shared_experts=1)))).model
+    torch.manual_seed(7)
+    model = Transformer(cfg, 50)
+    sums = [round(float(p.detach().double().sum()), 9) for p in model.parameters()]
+    assert sums == pytest.approx(SEED_7_SUMS, abs=1e-8)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from moelab.config import ModelConfig, MoEConfig, RunConfig, validate
+from moelab.config import ModelConfig, MoEConfig, RunConfig, resolve
 from moelab.models import Transformer, count_module, count_params
 
 CONFIGS = [
@@ -17,7 +17,7 @@ CONFIGS = [
 
 @pytest.mark.parametrize("kwargs", CONFIGS)
 def test_accounting_equals_instantiated_module(kwargs):
-    cfg = validate(RunConfig(model=ModelConfig(d_model=32, n_heads=4, d_ff=64, **kwargs))).model
+    cfg = resolve(RunConfig(model=ModelConfig(d_model=32, n_heads=4, d_ff=64, **kwargs))).model
     counts = count_params(cfg, vocab_size=101)
     model = Transformer(cfg, 101)
     assert count_module(model) == (counts.total, counts.active)
@@ -29,7 +29,7 @@ def test_accounting_equals_instantiated_module(kwargs):
 def test_paper_32_expert_layer_is_68_to_6():
     """Allen-Zhu & Li: attention 4d^2 plus 32 experts of d -> d -> d, top-1: total/active = 68/6."""
     d = 1024  # large enough that the router's E*d weights are below 1% of the layer
-    cfg = validate(RunConfig(model=ModelConfig(d_model=d, n_heads=4, d_ff=d, n_layers=1, mlp="gelu",
+    cfg = resolve(RunConfig(model=ModelConfig(d_model=d, n_heads=4, d_ff=d, n_layers=1, mlp="gelu",
                                                moe=MoEConfig(n_experts=32, top_k=1)))).model
     c = count_params(cfg, vocab_size=10)
     assert (c.attention + c.routed_experts) / (c.attention + c.routed_experts_active) == pytest.approx(68 / 6, rel=1e-12)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from moelab.config import validate
+from moelab.config import resolve
 from tests.conftest import small_config
 
 
@@ -14,7 +14,7 @@ def probe_run(tmp_path_factory):
     cfg = small_config(n_experts=4, top_k=1, expert_width=64)
     cfg.model.qk_norm = True
     out = tmp_path_factory.mktemp("probe-run")
-    return out, execute(validate(cfg), out)
+    return out, execute(resolve(cfg), out)
 
 
 @pytest.fixture(scope="session")

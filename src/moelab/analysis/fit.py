@@ -1,8 +1,11 @@
 """The one fitting module, shared by the lab report and the survey.
 
-Fits follow the scikit-learn shape: `LinearFit().fit(X, y)` (any predictors) or
-`LogLinearFit().fit(x, y)` (one parameter count, used as log10 x), then `.predict`,
-`.prediction_interval`, `.inverse`. Correlations come with percentile-bootstrap intervals.
+Fits follow scikit-learn's conventions: `fit` returns self, fitted attributes end in `_`, and
+using a model before `fit` raises NotFittedError. `LinearFit().fit(X, y)` takes any predictors,
+`LogLinearFit().fit(x, y)` one parameter count used as log10 x; then `.predict`,
+`.prediction_interval`, `.inverse` (on the scale the fit saw: log10 x for LogLinearFit) and
+`LogLinearFit.inverse_count` (back on the count's scale). Correlations come with
+percentile-bootstrap intervals.
 
 Ordinary least squares y = a + b u with Gaussian residuals:
     prediction interval at u0:  a + b u0 +- t * s * sqrt(1 + 1/n + (u0 - mean u)^2 / Sxx)
@@ -74,6 +77,10 @@ def log10_positive(x) -> np.ndarray:
     return np.log10(x)
 
 
+class NotFittedError(ValueError, AttributeError):
+    """A model was used before `fit` (scikit-learn's exception of the same name, without sklearn)."""
+
+
 class LinearFit:
     """Ordinary least squares y = b0 + X b, with Gaussian prediction and calibration intervals.
 
@@ -102,7 +109,12 @@ class LinearFit:
         self.r2_ = 1.0 - float((residuals**2).sum()) / total if total else 1.0
         return self
 
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "coef_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X, y) first")
+
     def _design(self, X) -> np.ndarray:
+        self._check_fitted()
         X = np.asarray(X, dtype=float)
         X = X.reshape(-1, 1) if X.ndim <= 1 and len(self.coef_) == 2 else np.atleast_2d(X)
         return np.column_stack([np.ones(len(X)), X])
@@ -112,6 +124,7 @@ class LinearFit:
 
     def coef_interval(self, index: int, level: float = 0.95) -> Estimate:
         """Interval for coefficient `index` (0 is the intercept, 1 the first predictor)."""
+        self._check_fitted()
         t = stats.t.ppf(0.5 + level / 2, self.dof_)
         se = self.residual_std_ * math.sqrt(self.gram_inv_[index, index])
         value = float(self.coef_[index])
@@ -128,6 +141,7 @@ class LinearFit:
     def inverse(self, y0: float, column: int = 0, others=(), level: float = 0.8) -> Estimate:
         """The value of predictor `column` at which the fit predicts y0, the other predictors held
         at `others` (in order, skipping `column`); the interval may be unbounded (+-inf)."""
+        self._check_fitted()
         p = len(self.coef_) - 1
         fixed = list(others)
         if len(fixed) != p - 1:
@@ -151,6 +165,7 @@ class LinearFit:
 
     def leave_one_out_residuals(self) -> np.ndarray:
         """Out-of-sample residuals y_i - yhat_(-i) (the PRESS residuals e_i / (1 - h_ii))."""
+        self._check_fitted()
         return self.residuals_ / (1 - self.hat_)
 
 
@@ -162,10 +177,12 @@ class LogLinearFit(LinearFit):
 
     @property
     def slope_(self) -> float:
+        self._check_fitted()
         return float(self.coef_[1])
 
     @property
     def intercept_(self) -> float:
+        self._check_fitted()
         return float(self.coef_[0])
 
     def predict(self, x) -> np.ndarray:
@@ -177,9 +194,9 @@ class LogLinearFit(LinearFit):
     def prediction_interval(self, x, level: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
         return super().prediction_interval(log10_positive(x), level)
 
-    def inverse(self, y0: float, level: float = 0.8) -> Estimate:
-        """The x at which the fit predicts y0, with the calibration interval (on x, not log10 x)."""
-        return super().inverse(y0, 0, (), level).pow10()
+    def inverse_count(self, y0: float, level: float = 0.8) -> Estimate:
+        """The count x at which the fit predicts y0, with the calibration interval (on x, not log10 x)."""
+        return self.inverse(y0, 0, (), level).pow10()
 
 
 MIN_POINTS, MIN_DISTINCT, MIN_DECADES = 5, 3, 0.1
@@ -203,41 +220,48 @@ def support_problem(x, name: str = "x") -> str | None:
 
 def bootstrap(statistic, columns: list[np.ndarray], n_boot: int = 2000, level: float = 0.95,
               seed: int = 0) -> Estimate:
-    """`statistic(*columns)` with a percentile interval from resampling rows; draws where the
-    statistic is undefined (non-finite, or it raises ValueError) are dropped."""
-    value = statistic(*columns)
-    rng = np.random.default_rng(seed)
+    """`statistic(*columns)` with a percentile interval from resampling rows. The statistic is
+    vectorised: it takes columns of shape [B, n] (B resamples, or B = 1 for the estimate itself)
+    and returns [B] values, so all resamples are computed in a few array operations. Resamples
+    where it is undefined (non-finite) are dropped."""
     n = len(columns[0])
-    draws = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        with np.errstate(all="ignore"):
-            try:
-                draw = statistic(*(c[idx] for c in columns))
-            except ValueError:  # the statistic is undefined on this resample (e.g. collinear)
-                continue
-        if np.isfinite(draw):
-            draws.append(draw)
-    low, high = np.quantile(draws, [0.5 - level / 2, 0.5 + level / 2]) if draws else (math.nan, math.nan)
-    return Estimate(float(value), float(low), float(high), level)
+    value = float(statistic(*(c[None, :] for c in columns))[0])
+    idx = np.random.default_rng(seed).integers(0, n, (n_boot, n))
+    with np.errstate(all="ignore"):
+        draws = np.asarray(statistic(*(c[idx] for c in columns)), dtype=float)
+    draws = draws[np.isfinite(draws)]
+    low, high = np.quantile(draws, [0.5 - level / 2, 0.5 + level / 2]) if draws.size else (math.nan, math.nan)
+    return Estimate(value, float(low), float(high), level)
 
 
-def _pearson(x, y) -> float:
-    if np.std(x) == 0 or np.std(y) == 0:
-        return math.nan
-    return float(np.corrcoef(x, y)[0, 1])
+def _pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Row-wise correlation of [B, n] arrays; nan where a row is constant."""
+    xc, yc = x - x.mean(-1, keepdims=True), y - y.mean(-1, keepdims=True)
+    sxx, syy = (xc * xc).sum(-1), (yc * yc).sum(-1)
+    with np.errstate(all="ignore"):
+        r = (xc * yc).sum(-1) / np.sqrt(sxx * syy)
+    # a constant row (up to rounding) has no correlation
+    constant = (sxx <= 1e-24 * np.maximum(1.0, (x * x).sum(-1))) | (syy <= 1e-24 * np.maximum(1.0, (y * y).sum(-1)))
+    return np.where(constant, np.nan, np.clip(r, -1.0, 1.0))
 
 
-def _spearman(x, y) -> float:
-    return _pearson(stats.rankdata(x), stats.rankdata(y))
+def _ranks(x: np.ndarray) -> np.ndarray:
+    return stats.rankdata(x, axis=-1)
 
 
-def _partial(x, y, z) -> float:
-    """Correlation of x and y after regressing each on z (with an intercept)."""
-    design = np.column_stack([np.ones_like(z), z])
-    rx = x - design @ np.linalg.lstsq(design, x, rcond=None)[0]
-    ry = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
-    return _pearson(rx, ry)
+def _spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return _pearson(_ranks(x), _ranks(y))
+
+
+def _partial(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Correlation of x and y after regressing each on z (with an intercept), row-wise: the
+    first-order partial correlation (r_xy - r_xz r_yz) / sqrt((1 - r_xz^2)(1 - r_yz^2))."""
+    r_xy, r_xz, r_yz = _pearson(x, y), _pearson(x, z), _pearson(y, z)
+    left = (1 - r_xz**2) * (1 - r_yz**2)
+    with np.errstate(all="ignore"):
+        r = (r_xy - r_xz * r_yz) / np.sqrt(left)
+    # x or y (almost) a linear function of z: nothing is left to correlate, the value is undefined
+    return np.where(left > 1e-10, np.clip(r, -1.0, 1.0), np.nan)
 
 
 def pearson(x, y, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> Estimate:
@@ -253,10 +277,19 @@ def partial_correlation(x, y, z, n_boot: int = 2000, level: float = 0.95, seed: 
     return bootstrap(_partial, _as_arrays(x, y, z), n_boot, level, seed)
 
 
-def _total_share(u_total, u_active, y) -> float:
-    fit = LinearFit().fit(np.column_stack([u_total, u_active]), y)
-    c_total, c_active = fit.coef_[1], fit.coef_[2]
-    return float(c_total / (c_total + c_active)) if c_total + c_active else math.nan
+def _total_share(u_total: np.ndarray, u_active: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """gamma = c_total / (c_total + c_active) of the least-squares fit y ~ 1 + u_total + u_active,
+    row-wise (centred normal equations, solved in closed form for two predictors)."""
+    a, b = u_total - u_total.mean(-1, keepdims=True), u_active - u_active.mean(-1, keepdims=True)
+    c = y - y.mean(-1, keepdims=True)
+    saa, sbb, sab = (a * a).sum(-1), (b * b).sum(-1), (a * b).sum(-1)
+    sac, sbc = (a * c).sum(-1), (b * c).sum(-1)
+    det = saa * sbb - sab**2
+    with np.errstate(all="ignore"):
+        c_total, c_active = (sbb * sac - sab * sbc) / det, (saa * sbc - sab * sac) / det
+        gamma = c_total / (c_total + c_active)
+    singular = np.abs(det) <= 1e-12 * np.maximum(saa * sbb, 1e-300)  # collinear predictors
+    return np.where(singular, np.nan, gamma)
 
 
 def total_share(total, active, y, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> Estimate:

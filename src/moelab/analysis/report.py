@@ -11,15 +11,16 @@ from __future__ import annotations
 import csv
 import html
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import EngFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from moelab.analysis import science
 from moelab.analysis.fit import Estimate, LogLinearFit, partial_correlation, pearson, support_problem
-from moelab.analysis.html import img, png, save_png, table, write_page
+from moelab.analysis.html import heading, img, png, save_png, table, write_page
 from moelab.analysis.science_report import science_sections
 from moelab.io import atomic_write
 
@@ -62,12 +63,35 @@ def _fit_text(x, y, log_y: bool, x_name: str) -> tuple[LogLinearFit | None, str]
     return fit, f"{kind} {slope}\nPearson r {r}"
 
 
+NARROW_DECADES = 0.3  # a parameter axis spanning less than this is drawn linear: log ticks would crowd
+
+
+def label_count_axis(axis, values: list[float], log: bool) -> None:
+    """Readable ticks for a parameter-count axis: 1-2-5 ticks on a log axis (all nine per decade
+    when that leaves fewer than three), a few plain ticks on a linear one; 50k, 100k, 1M labels."""
+    if log:
+        low, high = min(values), max(values)
+        ticks = [m * 10**e for e in range(int(math.floor(math.log10(low))), int(math.ceil(math.log10(high))) + 1)
+                 for m in (1, 2, 5)]
+        subs = (1.0, 2.0, 5.0) if sum(low <= t <= high for t in ticks) >= 3 else tuple(range(1, 10))
+        axis.set_major_locator(LogLocator(subs=subs))
+        axis.set_minor_formatter(NullFormatter())
+    else:
+        axis.set_major_locator(MaxNLocator(4))
+    axis.set_major_formatter(EngFormatter(sep=""))
+
+
 def headline_figure(records: list[dict]) -> bytes:
+    """Bits (top) and recall (bottom) against total (left) and active (right) parameters. Each
+    panel's fit and correlation is written above it and the legend sits below the figure, so no
+    annotation covers a point; the legend lists only the kinds of run present."""
     done = [r for r in records if r["status"] == "done"]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8.5), sharey="row")
+    fig, axes = plt.subplots(2, 2, figsize=(11, 9), sharey="row")
     experts = sorted({r["n_experts"] for r in done if r["n_experts"]})
     cmap = plt.get_cmap("viridis")
     for col, (x_key, x_label) in enumerate([("p_total", "total parameters"), ("p_active", "active parameters")]):
+        xs = [r[x_key] for r in done]
+        log_x = math.log10(max(xs) / min(xs)) >= NARROW_DECADES
         for row, (y_key, y_label, log_y) in enumerate([("bits", "knowledge stored (bits)", True),
                                                         ("accuracy", "recall accuracy", False)]):
             ax = axes[row, col]
@@ -75,8 +99,9 @@ def headline_figure(records: list[dict]) -> bytes:
                 log_y = False  # a run stored <= 0 bits (never clipped): a log axis cannot show it
                 y_label += " (linear: some runs <= 0)"
             dense = [r for r in done if not r["n_experts"]]
-            ax.scatter([r[x_key] for r in dense], [r[y_key] for r in dense], marker="o", s=50,
-                       facecolors="none", edgecolors="black", label="dense")
+            if dense:
+                ax.scatter([r[x_key] for r in dense], [r[y_key] for r in dense], marker="o", s=50,
+                           facecolors="none", edgecolors="black", label="dense")
             for i, e in enumerate(experts):
                 runs = [r for r in done if r["n_experts"] == e]
                 colour = cmap(i / max(1, len(experts) - 1))
@@ -84,30 +109,26 @@ def headline_figure(records: list[dict]) -> bytes:
                     sel = [r for r in runs if r["top_k"] == k]
                     ax.scatter([r[x_key] for r in sel], [r[y_key] for r in sel], s=55, color=colour,
                                marker="^" if k == 1 else "s", label=f"MoE E={e} k={k}")
-            fit, text = _fit_text([r[x_key] for r in done], [r[y_key] for r in done], log_y, x_label)
+            fit, text = _fit_text(xs, [r[y_key] for r in done], log_y, x_label)
             if fit is not None:
-                grid = np.logspace(math.log10(min(r[x_key] for r in done)),
-                                   math.log10(max(r[x_key] for r in done)), 50)
+                grid = np.logspace(math.log10(min(xs)), math.log10(max(xs)), 50)
                 line = fit.predict(grid)
                 ax.plot(grid, 10**line if log_y else line, color="grey", lw=1, ls="--")
-            ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize=8,
-                    bbox=dict(facecolor="white", alpha=0.8, edgecolor="none"))
-            ax.set_xscale("log")
-            axes_to_label = [ax.xaxis]
+            ax.set_title(textwrap.fill(text.replace("\n", "; "), 80), fontsize=8, loc="left")
+            if log_x:
+                ax.set_xscale("log")
+            label_count_axis(ax.xaxis, xs, log_x)
             if log_y:
                 ax.set_yscale("log")
-                axes_to_label.append(ax.yaxis)
-            for axis in axes_to_label:  # lab ranges span about a decade: label 1-2-5 ticks as 50k, 100k
-                axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-                axis.set_major_formatter(EngFormatter(sep=""))
-                axis.set_minor_formatter(NullFormatter())
-            ax.set_xlabel(x_label)
+                label_count_axis(ax.yaxis, [r[y_key] for r in done], True)
+            ax.set_xlabel(x_label + ("" if log_x else " (linear: they span under 0.3 decades)"))
             if col == 0:
                 ax.set_ylabel(y_label)
             ax.grid(alpha=0.3, which="both")
-    axes[0, 1].legend(fontsize=7, loc="lower right")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
     fig.suptitle("Knowledge follows total or active parameters?", fontsize=13)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return png(fig, dpi=110)
 
 
@@ -182,13 +203,16 @@ def write_report(rows: list[dict], folder: str | Path, title: str, description: 
                                    r["bits_per_active_param"], r["accuracy"], r["wall_seconds"],
                                    r["status"] + (f": {r['reason']}" if r["reason"] else "")]
                                   for r in records]))
-    routing = []
+    routing, paragraphs = [], set()
     for row in rows:
+        if row["metrics"] and row["metrics"].get("routing"):
+            paragraphs.add(row["metrics"].get("routing_paragraphs", 1024))  # runs before the field: 1,024
         for layer in (row["metrics"] or {}).get("routing", []):
             routing.append([row["label"], layer["layer"], layer["max_violation"], layer["dead_experts"],
                             layer["router_entropy"], " ".join(f"{x:.2f}" for x in layer["load"])])
     if routing:
-        parts.append("<h2>Routing diagnostics (per MoE layer, on 1,024 training paragraphs)</h2>")
+        counts = " or ".join(f"{n:,}" for n in sorted(paragraphs))
+        parts.append(heading(f"Routing diagnostics (per MoE layer, on {counts} training paragraphs)"))
         parts.append(table(["run", "layer", "max violation", "dead experts", "router entropy", "load share"],
                             routing))
     provenance = sorted({(str(m.get("git_commit")), m.get("versions", {}).get("torch", ""), m.get("device", ""))

@@ -9,13 +9,16 @@ import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FixedLocator, NullFormatter, PercentFormatter
 
 from moelab.analysis import science
 from moelab.analysis.fit import Estimate
 from moelab.analysis.html import estimate_cells, img, png, save_png, table, yerr
 
+PERCENT_TICKS = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005)
+
 def frontier_figure(f: science.Frontier) -> bytes:
-    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    fig, ax = plt.subplots(figsize=(9.5, 4.5), layout="constrained")
     ax.plot(*zip(*f.curve), color="black", lw=1, label="frontier (best configuration per sparsity)")
     on_frontier = {fraction for fraction, _ in f.curve}
     for p in [None, *f.points]:  # None: the dense point
@@ -32,11 +35,16 @@ def frontier_figure(f: science.Frontier) -> bytes:
             if not math.isnan(k.low):
                 ax.axvspan(k.low, k.high, color=colour, alpha=0.12)
     ax.set_xscale("log")
+    fractions = [1.0, *(p.active_fraction for p in f.points)]
+    ticks = [t for t in PERCENT_TICKS if min(fractions) / 1.5 <= t <= 1.0]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.invert_xaxis()
     ax.set_xlabel("active fraction (sparser to the right)")
     ax.set_ylabel("bits per total parameter / dense")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return png(fig, dpi=110)
 
 

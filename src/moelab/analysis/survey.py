@@ -30,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from moelab.analysis.fit import Estimate, LinearFit, partial_correlation, pearson, spearman, total_share
+from moelab.analysis.fit import (
+    Estimate, LinearFit, NotFittedError, partial_correlation, pearson, spearman, total_share,
+)
 from moelab.errors import MoelabError
 
 COLUMNS = ["model", "developer", "open_weights", "architecture", "total_params_b", "active_params_b",
@@ -240,12 +242,18 @@ class SizeModel:
 
     scale: str  # "linear" or "logit"
     covariate: bool  # reasoning flag as a covariate
-    points: list[Point] = field(default_factory=list)
+    points_: list[Point] = field(default_factory=list, init=False)  # the points it was fitted on
+    fit_: LinearFit | None = field(default=None, init=False)
 
     def fit(self, points: list[Point]) -> SizeModel:
-        self.points = points
+        self.points_ = points
         self.fit_ = LinearFit().fit(self._X(points), to_scale([p.accuracy_pct for p in points], self.scale))
         return self
+
+    def _fitted(self) -> LinearFit:
+        if self.fit_ is None:
+            raise NotFittedError(f"SizeModel {self.name} is not fitted yet; call fit(points) first")
+        return self.fit_
 
     def _X(self, points: list[Point]) -> np.ndarray:
         u = np.log10([p.total_b for p in points])
@@ -258,13 +266,14 @@ class SizeModel:
     def estimate(self, accuracy_pct: float, reasoning: bool, level: float = LEVEL) -> Estimate:
         """Total parameters (billions) at this accuracy, with the calibration interval."""
         others = [float(reasoning)] if self.covariate else []
-        return self.fit_.inverse(float(to_scale(accuracy_pct, self.scale)), 0, others, level).pow10()
+        return self._fitted().inverse(float(to_scale(accuracy_pct, self.scale)), 0, others, level).pow10()
 
     def extrapolation(self, estimate_b: float) -> float:
         """Decades outside the totals the fit saw (0 inside, nan if no estimate)."""
         if not math.isfinite(estimate_b) or estimate_b <= 0:
             return math.nan
-        low, high = min(p.total_b for p in self.points), max(p.total_b for p in self.points)
+        self._fitted()
+        low, high = min(p.total_b for p in self.points_), max(p.total_b for p in self.points_)
         if estimate_b > high:
             return math.log10(estimate_b / high)
         if estimate_b < low:
@@ -450,8 +459,8 @@ def results_json(results: list[BenchmarkSurvey]) -> dict:
                                  "partial_total", "partial_active", "gamma")}} for a in b.attribution],
             "validation": [vars(v) for v in b.validation],
             "chosen_model": b.chosen.name,
-            "fit_points": len(b.chosen.points),
-            "open_total_range_b": [min(p.total_b for p in b.chosen.points), max(p.total_b for p in b.chosen.points)],
+            "fit_points": len(b.chosen.points_),
+            "open_total_range_b": [min(p.total_b for p in b.chosen.points_), max(p.total_b for p in b.chosen.points_)],
             "estimates": [estimate_json(e) for e in b.estimates],
         }
     return out

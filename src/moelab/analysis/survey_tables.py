@@ -21,9 +21,9 @@ def _interval(e) -> str:
 
 def benchmark_renderables(b) -> list:
     """What `moelab survey` prints for one benchmark, in order."""
-    lo, hi = min(p.total_b for p in b.chosen.points), max(p.total_b for p in b.chosen.points)
+    lo, hi = min(p.total_b for p in b.chosen.points_), max(p.total_b for p in b.chosen.points_)
     out = [Rule(Text(b.benchmark, style="bold")),
-           Text(f"{len(b.chosen.points)} open-weights points ({billions(lo)}B to {billions(hi)}B total); "
+           Text(f"{len(b.chosen.points_)} open-weights points ({billions(lo)}B to {billions(hi)}B total); "
                 "one per weights group, its best variant. Intervals: 95% bootstrap.")]
     table = Table(title="which parameter count tracks accuracy (correlations on log10 counts)", title_justify="left")
     for column in ("models", "groups", "r(total)", "r(active)", "partial r(total | active)",

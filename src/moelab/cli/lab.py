@@ -13,7 +13,7 @@ from rich.text import Text
 
 from moelab.cli import app, bar, console, err_console, fail
 from moelab.errors import MoelabError
-from moelab.config import RunConfig, load_config, load_preset, preset_names, validate
+from moelab.config import RunConfig, load_config, load_preset, preset_names, resolve
 from moelab.io import atomic_write_json
 
 DEFAULT_PRESET = "tiny-dense"
@@ -26,7 +26,7 @@ def resolve_run_config(config: Path | None, preset: str | None, seed: int | None
     cfg = load_config(config) if config is not None else load_preset(preset or DEFAULT_PRESET)
     if seed is not None:
         cfg.seed = seed
-    return validate(cfg)
+    return resolve(cfg)
 
 
 @app.command()

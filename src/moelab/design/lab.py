@@ -13,7 +13,7 @@ from pathlib import Path
 
 import tomli_w
 
-from moelab.config import MoEConfig, ModelConfig, RunConfig, save_config, validate
+from moelab.config import MoEConfig, ModelConfig, RunConfig, save_config, resolve
 from moelab.design.search import Candidate
 from moelab.io import atomic_write_text
 from moelab.models.params import Architecture
@@ -33,7 +33,7 @@ def _scaled_width(width: int, hidden: int) -> int:
 
 def lab_config(a: Architecture) -> RunConfig:
     """A lab run config with the same E, k, shared experts and width ratios as `a`."""
-    return validate(RunConfig(
+    return resolve(RunConfig(
         name=f"lab-{a.name}",
         model=ModelConfig(d_model=LAB_D_MODEL, n_layers=LAB_LAYERS, n_heads=LAB_HEADS,
                           d_ff=_scaled_width(a.dense_ffn, a.hidden), mlp="swiglu",

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from moelab.config import DataConfig, ModelConfig, MoEConfig, RunConfig, validate
+from moelab.config import DataConfig, ModelConfig, MoEConfig, RunConfig, resolve
 from moelab.evaluation.capacity import Capacity, measure_capacity
 from moelab.knowledge import BioD
 from moelab.models import count_params
@@ -72,7 +72,7 @@ def oracle_capacity(kb: BioD, q: float) -> Capacity:
 
 def paper_layer_ratio(d_model: int = 1024) -> float:
     """Total/active of attention plus 32 top-1 experts of d -> d -> d (the paper: 68/6)."""
-    cfg = validate(RunConfig(model=ModelConfig(d_model=d_model, n_heads=4, d_ff=d_model, n_layers=1, mlp="gelu",
+    cfg = resolve(RunConfig(model=ModelConfig(d_model=d_model, n_heads=4, d_ff=d_model, n_layers=1, mlp="gelu",
                                                moe=MoEConfig(n_experts=32, top_k=1)))).model
     c = count_params(cfg, vocab_size=10)
     return (c.attention + c.routed_experts) / (c.attention + c.routed_experts_active)

@@ -19,6 +19,8 @@ import torch
 
 from moelab.config import DataConfig
 
+# Value probabilities come from the model's full softmax, not renormalised over the valid values:
+# the bits are then the theorem's lower bound (docs/science.md §3). Recorded in every run's metrics.
 VALUE_NORMALISATION = "full_softmax"
 
 BOS, EOS = "<bos>", "<eos>"

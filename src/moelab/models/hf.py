@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from moelab.config import RunConfig
+from moelab.config import RunConfig, require
 from moelab.errors import MoelabError
 from moelab.io import current_umask
 from moelab.knowledge import KnowledgeBase
@@ -26,20 +26,18 @@ from moelab.models.transformer import Transformer
 LAB_RMS_EPS = float(torch.finfo(torch.float32).eps)
 
 
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise MoelabError(f"cannot export to Qwen3: {message}")
+REFUSED = "cannot export to Qwen3: "
 
 
 def check_exportable(cfg: RunConfig, model: Transformer) -> None:
     m, moe = cfg.model, cfg.model.moe
-    _require(m.mlp == "swiglu", "model.mlp must be 'swiglu' (Qwen3 MLPs are gated SiLU)")
-    _require(m.qk_norm, "model.qk_norm must be true (Qwen3 always normalises queries and keys)")
+    require(m.mlp == "swiglu", REFUSED + "model.mlp must be 'swiglu' (Qwen3 MLPs are gated SiLU)")
+    require(m.qk_norm, REFUSED + "model.qk_norm must be true (Qwen3 always normalises queries and keys)")
     if m.is_moe:
-        _require(moe.score == "softmax", "model.moe.score must be 'softmax'")
-        _require(moe.n_shared_experts == 0, "Qwen3-MoE has no shared experts; set model.moe.n_shared_experts = 0")
+        require(moe.score == "softmax", REFUSED + "model.moe.score must be 'softmax'")
+        require(moe.n_shared_experts == 0, REFUSED + "Qwen3-MoE has no shared experts; set model.moe.n_shared_experts = 0")
         biased = any(r.expert_bias.abs().sum() > 0 for r in model.routers())
-        _require(not biased, "the auxiliary-loss-free bias moved expert selection; Qwen3-MoE has no such bias")
+        require(not biased, REFUSED + "the auxiliary-loss-free bias moved expert selection; Qwen3-MoE has no such bias")
 
 
 def hf_config(cfg: RunConfig, vocab_size: int):

@@ -25,6 +25,14 @@ import torch.nn.functional as F
 from moelab.config import ModelConfig, MoEConfig
 
 
+def initialise(module: nn.Module) -> None:
+    """`module.reset_parameters()` at construction, without advancing the global random stream:
+    a module built alone is initialised, and a whole model, whose own reset draws every weight
+    afresh, gets the same initial values from a seed as before modules initialised themselves."""
+    with torch.random.fork_rng(devices=[]):
+        module.reset_parameters()
+
+
 def activation(mlp: str, x: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
     """GELU(x), or SwiGLU: SiLU(x) * up. `x` is the first (gate) projection."""
     return F.gelu(x) if mlp == "gelu" else F.silu(x) * up
@@ -58,6 +66,14 @@ class Router(nn.Module):
         self.register_buffer("load", torch.zeros(cfg.n_experts), persistent=False)
         self.register_buffer("entropy_sum", torch.zeros(()), persistent=False)
         self.register_buffer("tokens_seen", torch.zeros(()), persistent=False)
+        initialise(self)
+
+    @torch.no_grad()
+    def reset_parameters(self, std: float = 0.02) -> None:
+        """Router weights N(0, std); the selection bias and the statistics back to zero."""
+        nn.init.normal_(self.gate.weight, std=std)
+        self.expert_bias.zero_()
+        self.reset_stats()
 
     def forward(self, x: torch.Tensor) -> Routing:
         logits = self.gate(x).float()  # [T, E]
@@ -146,6 +162,14 @@ class Experts(nn.Module):
         self.mlp = mlp
         self.w_in = nn.Parameter(torch.empty(n_experts, d_model, (2 if mlp == "swiglu" else 1) * width))
         self.w_out = nn.Parameter(torch.empty(n_experts, width, d_model))
+        initialise(self)
+
+    @torch.no_grad()
+    def reset_parameters(self, std: float = 0.02, out_std: float = 0.02) -> None:
+        """Input projections N(0, std), output projections N(0, out_std) (the model passes GPT-2's
+        residual scaling as out_std)."""
+        nn.init.normal_(self.w_in, std=std)
+        nn.init.normal_(self.w_out, std=out_std)
 
     def act(self, h: torch.Tensor) -> torch.Tensor:
         """The hidden activation from the input projection: SiLU(gate) * up, or GELU."""
@@ -180,6 +204,14 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(d_model, width, bias=False)
         self.up_proj = nn.Linear(d_model, width, bias=False) if mlp == "swiglu" else None
         self.down_proj = nn.Linear(width, d_model, bias=False)
+        initialise(self)
+
+    @torch.no_grad()
+    def reset_parameters(self, std: float = 0.02, out_std: float = 0.02) -> None:
+        for proj in (self.gate_proj, self.up_proj):
+            if proj is not None:
+                nn.init.normal_(proj.weight, std=std)
+        nn.init.normal_(self.down_proj.weight, std=out_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         up = self.up_proj(x) if self.up_proj is not None else None
@@ -197,6 +229,13 @@ class MoE(nn.Module):
         shared = cfg.moe.n_shared_experts * cfg.moe.expert_width
         self.shared = MLP(cfg.d_model, shared, cfg.mlp) if shared else None
         self.dispatch: str | None = None  # an expert path from DISPATCH_PATHS; None: choose_dispatch
+
+    def reset_parameters(self, std: float = 0.02, out_std: float = 0.02) -> None:
+        """Router, routed experts and shared experts, in that order."""
+        self.router.reset_parameters(std)
+        self.experts.reset_parameters(std, out_std)
+        if self.shared is not None:
+            self.shared.reset_parameters(std, out_std)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shape = x.shape

@@ -193,14 +193,19 @@ def count_params(cfg: ModelConfig, vocab_size: int) -> ParamCount:
     return count_architecture(lab_architecture(cfg, vocab_size))
 
 
+def unused_expert_params(routed_expert_params: int, n_experts: int, top_k: int) -> int:
+    """Of a layer's routed experts (all E of them, `routed_expert_params` in all), the parameters a
+    token does not touch: the E - k experts it is not routed to."""
+    return routed_expert_params * (n_experts - top_k) // n_experts
+
+
 def count_module(model: nn.Module) -> tuple[int, int]:
     """(total, active) counted from an instantiated `Transformer`'s parameters, not its config."""
     total = sum(p.numel() for p in model.parameters())  # parameters() yields tied weights once
     inactive = 0
     for experts in model.routed_expert_modules():
-        n_experts = experts.w_in.shape[0]
-        k = model.cfg.moe.top_k
-        inactive += sum(p.numel() for p in experts.parameters()) * (n_experts - k) // n_experts
+        inactive += unused_expert_params(sum(p.numel() for p in experts.parameters()), experts.w_in.shape[0],
+                                         model.cfg.moe.top_k)
     return total, total - inactive
 
 

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from moelab.config import ModelConfig
-from moelab.models.moe import MLP, MoE, Experts, Router
+from moelab.models.moe import MLP, Experts, MoE, Router, initialise
 
 
 def rope_tables(seq_len: int, head_dim: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,6 +33,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
+INIT_STD = 0.02
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -44,6 +46,17 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(d, d, bias=False)
         self.q_norm = nn.RMSNorm(self.head_dim) if cfg.qk_norm else None
         self.k_norm = nn.RMSNorm(self.head_dim) if cfg.qk_norm else None
+        initialise(self)
+
+    @torch.no_grad()
+    def reset_parameters(self, std: float = 0.02, out_std: float = 0.02) -> None:
+        """q, k, v projections N(0, std), the output projection N(0, out_std), norms to ones."""
+        for proj in (self.q_proj, self.k_proj, self.v_proj):
+            nn.init.normal_(proj.weight, std=std)
+        nn.init.normal_(self.o_proj.weight, std=out_std)
+        for norm in (self.q_norm, self.k_norm):
+            if norm is not None:
+                norm.reset_parameters()
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         B, S, d = x.shape
@@ -64,6 +77,12 @@ class Block(nn.Module):
         self.ffn_norm = nn.RMSNorm(cfg.d_model)
         moe_layer = cfg.is_moe and layer >= cfg.moe.first_dense_layers
         self.ffn = MoE(cfg) if moe_layer else MLP(cfg.d_model, cfg.d_ff, cfg.mlp)
+
+    def reset_parameters(self, std: float = 0.02, out_std: float = 0.02) -> None:
+        self.attn_norm.reset_parameters()
+        self.attn.reset_parameters(std, out_std)
+        self.ffn_norm.reset_parameters()
+        self.ffn.reset_parameters(std, out_std)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x + self.attn(self.attn_norm(x), cos, sin)
@@ -92,13 +111,16 @@ class Transformer(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """GPT-2 initialisation: N(0, 0.02), residual output projections scaled by 1/sqrt(2L)."""
-        residual_std = 0.02 / math.sqrt(2 * self.cfg.n_layers)
-        for name, p in self.named_parameters():
-            if p.dim() < 2:
-                continue  # norm weights keep their ones
-            output_proj = name.endswith(("o_proj.weight", "down_proj.weight", "w_out"))
-            nn.init.normal_(p, std=residual_std if output_proj else 0.02)
+        """GPT-2 initialisation: N(0, INIT_STD), the projections that write into the residual
+        stream (o_proj, down_proj, w_out) at INIT_STD / sqrt(2L), norms to ones; drawn module by
+        module in the order of `named_parameters`."""
+        residual_std = INIT_STD / math.sqrt(2 * self.cfg.n_layers)
+        nn.init.normal_(self.embed.weight, std=INIT_STD)
+        for block in self.blocks:
+            block.reset_parameters(INIT_STD, residual_std)
+        self.norm.reset_parameters()
+        if not self.cfg.tie_embeddings:
+            nn.init.normal_(self.lm_head.weight, std=INIT_STD)
 
     def _rope(self, seq_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         if seq_len > self._rope_len or self._cos.device != device:

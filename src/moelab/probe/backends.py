@@ -27,6 +27,7 @@ import torch
 
 from moelab.config import run_key
 from moelab.errors import MoelabError
+from moelab.models.params import unused_expert_params
 
 
 @dataclass(frozen=True)
@@ -217,9 +218,9 @@ class HFBackend:
         n_experts = getattr(config, "num_experts", None) or getattr(config, "n_routed_experts", None)
         top_k = getattr(config, "num_experts_per_tok", None)
         active = total
-        if n_experts and top_k:  # routed expert weights count k/E of themselves per token
+        if n_experts and top_k:  # a token uses k of the E routed experts
             expert = sum(p.numel() for name, p in self.model.named_parameters() if ".experts." in name)
-            active = total - round(expert * (1 - top_k / n_experts))
+            active = total - unused_expert_params(expert, n_experts, top_k)
         return {"model": self.folder.name, "p_total": total, "p_active": active,
                 "architecture": "moe" if n_experts else "dense", "open_weights": True}
 

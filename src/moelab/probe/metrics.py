@@ -66,8 +66,13 @@ def f_score(c: int, i: int, n: int) -> float:
     return 2 * overall * given_attempted / (overall + given_attempted)
 
 
-def _f_score_of(is_correct: np.ndarray, is_incorrect: np.ndarray) -> float:
-    return f_score(int(is_correct.sum()), int(is_incorrect.sum()), len(is_correct))
+def _f_score_of(is_correct: np.ndarray, is_incorrect: np.ndarray) -> np.ndarray:
+    """f_score of each row of [B, n] indicator arrays (vectorised for the bootstrap)."""
+    c, i, n = is_correct.sum(-1), is_incorrect.sum(-1), is_correct.shape[-1]
+    with np.errstate(all="ignore"):
+        overall, given = c / n, c / (c + i)
+        f = 2 * overall * given / (overall + given)
+    return np.where(c == 0, 0.0, f)
 
 
 def grade_metrics(grades: list[str], output_tokens: list[int] | None = None,

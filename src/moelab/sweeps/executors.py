@@ -24,7 +24,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from moelab.config import RunConfig, from_dict, to_dict, validate
+from moelab.config import RunConfig, from_dict, resolve, to_dict
 from moelab.errors import MoelabError
 from moelab.io import atomic_write_json
 
@@ -51,7 +51,7 @@ def run_in_worker(config: dict, out_dir: str) -> tuple[str, dict | str]:
     from moelab.run import execute
 
     try:
-        return "done", execute(validate(from_dict(RunConfig, config)), out_dir, on_step=progress_writer(out_dir))
+        return "done", execute(resolve(from_dict(RunConfig, config)), out_dir, on_step=progress_writer(out_dir))
     except MoelabError as err:
         return "failed", str(err)
     except MemoryError:

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from moelab.config import (
-    RunConfig, field_types, from_dict, load_config, load_preset, preset_names, read_toml, run_key, to_dict,
-    validate,
+    RunConfig, field_types, from_dict, load_config, load_preset, preset_names, read_toml, resolve, run_key,
+    to_dict,
 )
 from moelab.errors import ConfigError
 
@@ -151,7 +151,7 @@ def load_sweep_data(data: dict[str, Any], source: str, folder: Path | None) -> S
             for path, value in assignment.items():
                 set_path(run_dict, path, value)
             try:
-                cfg = validate(from_dict(RunConfig, run_dict))
+                cfg = resolve(from_dict(RunConfig, run_dict))
             except ConfigError as err:
                 described = " ".join(f"{p.split('.')[-1]}={v}" for p, v in assignment.items())
                 raise ConfigError(f"{where} run {described}: {err}") from None

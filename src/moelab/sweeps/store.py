@@ -16,7 +16,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from moelab.config import KEY_SCHEMA, RunConfig, from_dict, run_key, to_dict, validate
+from moelab.config import KEY_SCHEMA, RunConfig, from_dict, resolve, run_key, to_dict
 from moelab.errors import MoelabError
 from moelab.io import atomic_write_json
 from moelab.run import read_metrics
@@ -65,7 +65,7 @@ class Store:
         taken = {key for key, _, _ in rows}
         for key, config, status in rows:
             try:
-                new = run_key(validate(from_dict(RunConfig, json.loads(config))))
+                new = run_key(resolve(from_dict(RunConfig, json.loads(config))))
             except MoelabError as err:
                 raise MoelabError(f"{self.folder / 'store.sqlite'}: run {key} has a config this version "
                                   f"cannot read ({err}); move the sweep folder away to start over") from None
