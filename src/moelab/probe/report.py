@@ -10,7 +10,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from moelab.analysis.html import img, png, save_png, table, write_page
+from moelab.analysis.fit import Estimate
+from moelab.analysis.html import estimate_cells, img, png, save_png, table, write_page
 
 def context_rot_figure(rot: list[dict]) -> bytes:
     """Accuracy against prompt length, one line per needle depth, with 95% Wilson intervals."""
@@ -35,11 +36,6 @@ def write_probe_report(metrics: dict, samples: list[dict], folder: str | Path) -
     """report.html for a probe (and context_rot.png when several lengths were probed)."""
     folder = Path(folder)
 
-    def interval(m: dict, key: str, scale: float = 1.0) -> list:
-        low, high = m.get(f"{key}_interval") or (None, None)
-        value = m.get(key)
-        return [key.replace("_", " "), *(None if v is None else v * scale for v in (value, low, high))]
-
     title = f"moelab probe: {metrics['model']} on {metrics['task']}"
     parts = [f"<h1>{html.escape(title)}</h1>",
              f"<p class=note>{metrics['n']} questions at {metrics['context_words']} words of context, graded "
@@ -48,11 +44,10 @@ def write_probe_report(metrics: dict, samples: list[dict], folder: str | Path) -
              "from its components for the Omniscience Index, bootstrap for the F-score).</p>",
              table(["grade", "count"], [[g.replace("_", " "), metrics[g]]
                                          for g in ("correct", "incorrect", "partial", "not_attempted")])]
-    rows = [interval(metrics, "accuracy"), interval(metrics, "omniscience_index"),
-            interval(metrics, "hallucination_rate"), interval(metrics, "attempted_rate"),
-            interval(metrics, "accuracy_given_attempted"), interval(metrics, "f_score")]
+    keys = ("accuracy", "omniscience_index", "hallucination_rate", "attempted_rate", "accuracy_given_attempted",
+            "f_score")
     parts.append(table(["metric", "value", "95% low", "95% high"],
-                        [[r[0]] + ["n/a" if v is None else v for v in r[1:]] for r in rows]))
+                       [[key.replace("_", " "), *estimate_cells(Estimate.from_metrics(metrics, key))] for key in keys]))
     parts.append(table(["output tokens per question", "per correct answer", "reasoning tokens per question"],
                         [[metrics.get("output_tokens_per_question") or "n/a",
                           metrics.get("output_tokens_per_correct") or "n/a",
