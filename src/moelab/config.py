@@ -56,6 +56,7 @@ class DataConfig:
 
 
 KINDS = ("biod", "bios", "sort", "twohop")
+ROUTERS = ("learned", "hash")
 REASONING_KINDS = ("sort", "twohop")  # tasks with no facts to store: fresh examples, held-out accuracy
 
 
@@ -74,6 +75,7 @@ class MoEConfig:
     z_loss_weight: float = 0.0  # router z-loss mean(logsumexp(logits)^2)
     bias_update_rate: float = 0.0  # DeepSeek-V3 auxiliary-loss-free bias step gamma; 0 = off
     first_dense_layers: int = 0  # leading layers that keep a dense MLP
+    router: str = "learned"  # "learned" (a linear router) or "hash" (a fixed token-id hash, no router: Hash Layers)
 
 
 @dataclass
@@ -112,6 +114,8 @@ class TrainConfig:
     device: str = "cpu"  # "cpu", "cuda" or "auto"
     eval_batch_size: int = 1024
     log_every: int = 100  # steps between history records
+    router_lr_mult: float = 1.0  # the routers' learning rate is lr times this
+    expert_lr_mult: float = 1.0  # the routed and shared experts' learning rate is lr times this
 
 
 @dataclass
@@ -188,7 +192,7 @@ def field_types(cls: type = RunConfig, prefix: str = "") -> dict[str, Any]:
 # Every config field is in exactly one of the two lists below (a test checks it). A new field that
 # changes results joins RUN_KEY_FIELDS and KEY_SCHEMA goes up by one: stores re-key themselves from
 # their stored configs on open (sweeps/store.py), so finished runs keep being found.
-KEY_SCHEMA = 2
+KEY_SCHEMA = 3
 RUN_KEY_FIELDS = (
     "seed",
     "data.kind", "data.n_people", "data.name_slots", "data.name_vocab", "data.n_attributes",
@@ -198,9 +202,10 @@ RUN_KEY_FIELDS = (
     "model.qk_norm", "model.rope_theta",
     "model.moe.n_experts", "model.moe.top_k", "model.moe.expert_width", "model.moe.n_shared_experts",
     "model.moe.score", "model.moe.renormalize", "model.moe.aux_loss_weight", "model.moe.z_loss_weight",
-    "model.moe.bias_update_rate", "model.moe.first_dense_layers",
+    "model.moe.bias_update_rate", "model.moe.first_dense_layers", "model.moe.router",
     "train.exposures", "train.batch_size", "train.lr", "train.min_lr_ratio", "train.warmup_steps",
-    "train.weight_decay", "train.beta1", "train.beta2", "train.grad_clip",
+    "train.weight_decay", "train.beta1", "train.beta2", "train.grad_clip", "train.router_lr_mult",
+    "train.expert_lr_mult",
 )
 # Where and how a run executes, or what it is called, but not what it computes.
 NOT_IN_RUN_KEY = ("name", "train.threads", "train.device", "train.eval_batch_size", "train.log_every")
@@ -300,6 +305,13 @@ def validate(cfg: RunConfig) -> None:
             value = getattr(moe, name)
             require(value >= 0 and math.isfinite(value),
                      f"model.moe.{name} = {value}: must be a finite number >= 0")
+        require(moe.router in ROUTERS, f"model.moe.router = {moe.router!r}: use one of {', '.join(ROUTERS)}")
+        if moe.router == "hash":
+            require(moe.top_k == 1, f"model.moe.router = 'hash' sends each token to one expert; set model.moe.top_k = 1 "
+                                    f"(not {moe.top_k})")
+            require(moe.bias_update_rate == 0 and moe.aux_loss_weight == 0 and moe.z_loss_weight == 0,
+                    "model.moe.router = 'hash' has no router to balance: set model.moe.aux_loss_weight, "
+                    "z_loss_weight and bias_update_rate to 0")
         require(0 <= moe.first_dense_layers < m.n_layers,
                  f"model.moe.first_dense_layers = {moe.first_dense_layers}: must be below "
                  f"model.n_layers = {m.n_layers} (use n_experts = 0 for a dense model)")
@@ -314,6 +326,9 @@ def validate(cfg: RunConfig) -> None:
     require(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1,
              f"train.beta1/beta2 = {t.beta1}/{t.beta2}: each must be in [0, 1)")
     require(t.grad_clip >= 0, f"train.grad_clip = {t.grad_clip}: must be >= 0 (0 = off)")
+    for name in ("router_lr_mult", "expert_lr_mult"):
+        value = getattr(t, name)
+        require(value > 0 and math.isfinite(value), f"train.{name} = {value}: must be a positive number")
     require(t.device in ("cpu", "cuda", "auto"),
              f"train.device = {t.device!r}: use 'cpu', 'cuda' or 'auto'")
 

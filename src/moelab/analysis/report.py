@@ -21,7 +21,7 @@ from matplotlib.ticker import EngFormatter, LogLocator, MaxNLocator, NullFormatt
 from moelab.analysis import science
 from moelab.analysis.fit import Estimate, LogLinearFit, partial_correlation, pearson, support_problem
 from moelab.analysis.html import heading, img, png, save_png, table, write_page
-from moelab.analysis.science_report import science_sections
+from moelab.analysis.science_report import science_sections, selection_section
 from moelab.io import atomic_write
 
 COLUMNS = ["label", "status", "n_experts", "top_k", "expert_width", "granularity", "p_total", "p_active",
@@ -157,10 +157,14 @@ def attribution(records: list[dict]) -> tuple[dict[str, Estimate], list[str]]:
     return out, notes
 
 
-def write_report(rows: list[dict], folder: str | Path, title: str, description: str = "") -> Path:
-    """Write runs.csv, headline.png and report.html for these store rows; returns the HTML path."""
+def write_report(rows: list[dict], folder: str | Path, title: str, description: str = "",
+                 selection: list[dict] | None = None, reported: list[str] | None = None) -> Path:
+    """Write runs.csv, headline.png and report.html for these store rows; returns the HTML path.
+    With a selection (sweep.json's record of it), the figures, fits and frontier use only the
+    `reported` runs, at each configuration's chosen values; the selection runs are tabulated."""
     folder = Path(folder)
     records = sorted((flatten_run(r) for r in rows), key=lambda r: (r["p_total"] or 0, r["label"]))
+    analysed = records if reported is None else [r for r in records if r["key"] in set(reported)]
 
     def write_csv(tmp: str) -> None:
         with open(tmp, "w", newline="") as handle:
@@ -176,7 +180,9 @@ def write_report(rows: list[dict], folder: str | Path, title: str, description: 
     parts.append(f"<p class=note>{len(done)} of {len(records)} runs done. Bits: Allen-Zhu &amp; Li's "
                  "estimator from summed span losses under the full softmax (a lower bound). Intervals: "
                  "95% bootstrap.</p>")
-    knowledge = science.knowledge_runs(records)
+    if selection:
+        parts += selection_section(selection)
+    knowledge = science.knowledge_runs(analysed)
     exposures = [r["exposures"] for r in knowledge]
     if len(set(exposures)) > 1:  # size fits compare runs trained alike: keep the most common exposures
         modal = max(set(exposures), key=exposures.count)
@@ -194,7 +200,7 @@ def write_report(rows: list[dict], folder: str | Path, title: str, description: 
         parts.append(table(["statistic (log10 scales)", "value", "95% low", "95% high"],
                             [[k, v.value, v.low, v.high] for k, v in stats.items()]))
     parts += [f"<p class=note>{html.escape(note)}</p>" for note in notes]
-    parts += science_sections(records, folder)
+    parts += science_sections(analysed, folder)
     parts.append("<h2>Runs</h2>")
     headers = ["run", "E", "k", "expert width", "P_total", "P_active", "active fraction", "bits",
                "bits/param", "bits/active param", "recall", "time (s)", "status"]

@@ -13,7 +13,7 @@ from matplotlib.ticker import FixedLocator, NullFormatter, PercentFormatter
 
 from moelab.analysis import science
 from moelab.analysis.fit import Estimate
-from moelab.analysis.html import estimate_cells, img, png, save_png, table, yerr
+from moelab.analysis.html import estimate_cells, heading, img, note, png, save_png, table, yerr
 
 PERCENT_TICKS = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005)
 
@@ -175,3 +175,20 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
                             [[g.label, len(g.runs), g.mean("p_total"), g.mean("p_active"),
                               *estimate_cells(g.interval("accuracy"))] for g in reasoning]))
     return parts
+
+
+def selection_section(selection: list[dict]) -> list[str]:
+    """Each configuration's candidates (mean of the selection metric over the selection seeds),
+    the one chosen, and on which seeds: the reported runs use other seeds."""
+    seeds = ", ".join(str(x) for x in selection[0]["seeds"])
+    by = selection[0]["by"]
+    rows = []
+    for record in selection:
+        for c in record["candidates"]:
+            values = " ".join(f"{k.split('.')[-1]}={v}" for k, v in c["values"].items())
+            chosen = "chosen" if c["values"] == record["chosen"] else ""
+            rows.append([record["configuration"], values, c["finished"], "n/a" if c[by] is None else c[by], chosen])
+    return [heading("Selected per configuration"),
+            note(f"Every configuration ran at every candidate on seed(s) {seeds}; the candidate with the "
+                 f"highest mean {by} is used for the runs reported below, which use other seeds."),
+            table(["configuration", "candidate", "selection runs finished", f"mean {by}", ""], rows)]

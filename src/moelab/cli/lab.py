@@ -14,7 +14,6 @@ from rich.text import Text
 from moelab.cli import app, bar, console, err_console, fail
 from moelab.errors import MoelabError
 from moelab.config import RunConfig, load_config, load_preset, preset_names, resolve
-from moelab.io import atomic_write_json
 
 DEFAULT_PRESET = "tiny-dense"
 DEFAULT_SWEEP = "sparsity-ladder"
@@ -78,6 +77,7 @@ def sweep(
     """Train a grid of runs and write a report; rerun the same command to resume after an interruption."""
     from moelab.analysis.report import write_report
     from moelab.sweeps import Store, load_sweep, load_sweep_preset, make_executor, run_sweep, sweep_preset_names
+    from moelab.sweeps.grid import selection_runs
     from moelab.sweeps.progress import SweepProgress
     from moelab.tables import runs_table
 
@@ -92,17 +92,18 @@ def sweep(
         if workers is not None and workers < 1:
             raise MoelabError(f"--workers {workers}: must be at least 1")
         out = out or Path("runs") / spec.name
-        console.print(Text.assemble("sweep ", (spec.name, "bold"), f": {len(spec.runs)} runs -> {out}"))
+        plan = f"{len(spec.runs)} runs" + (f" after {len(selection_runs(spec))} selection runs" if spec.selection else "")
+        console.print(Text.assemble("sweep ", (spec.name, "bold"), f": {plan} -> {out}"))
         store = Store(out)
-        keys = [r.key for r in spec.runs]
-        atomic_write_json(out / "sweep.json", {"name": spec.name, "description": spec.description, "keys": keys})
+        for note in store.notes:
+            err_console.print(f"note: {note}")
         engine = make_executor(executor, workers, ray_address)
     except MoelabError as err:
         fail(str(err))
     try:
         signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop: the same as Ctrl-C
         with SweepProgress(err_console) as view:
-            run_sweep(spec, store, executor=engine, retry_failed=retry_failed, on_progress=view.update)
+            keys = run_sweep(spec, store, executor=engine, retry_failed=retry_failed, on_progress=view.update)
     except KeyboardInterrupt:
         err_console.print(f"interrupted: finished runs are kept in {out}; rerun the same command to finish the rest")
         raise typer.Exit(130) from None
@@ -113,7 +114,9 @@ def sweep(
     rows = store.rows(keys)
     store.close()
     console.print(runs_table(rows))
-    report = write_report(rows, out, title=f"moelab sweep: {spec.name}", description=spec.description)
+    meta = json.loads((out / "sweep.json").read_text())
+    report = write_report(rows, out, title=f"moelab sweep: {spec.name}", description=spec.description,
+                          selection=meta.get("selection"), reported=meta.get("reported"))
     console.print(f"report: {report}  (table: {out / 'runs.csv'}, store: {out / 'store.sqlite'})")
 
 
@@ -130,7 +133,8 @@ def report(folder: Annotated[Path, typer.Argument(help="a sweep folder")]) -> No
     rows = store.rows(meta.get("keys"))
     store.close()
     path = write_report(rows, folder, title=f"moelab sweep: {meta.get('name', folder.name)}",
-                        description=meta.get("description", ""))
+                        description=meta.get("description", ""), selection=meta.get("selection"),
+                        reported=meta.get("reported"))
     console.print(f"report: {path}")
 
 

@@ -31,3 +31,31 @@ def routing_diagnostics(model: Transformer, kb: KnowledgeBase, n_paragraphs: int
     for router in routers:
         router.reset_stats()
     return out
+
+
+@torch.no_grad()
+def top1_experts(model: Transformer, tokens: torch.Tensor) -> list[torch.Tensor]:
+    """Each MoE layer's first-choice expert for every token of `tokens` [B, S], as [B*S] tensors.
+
+    The routers' running statistics (the loads the auxiliary-loss-free bias follows, the entropy)
+    are restored afterwards, so measuring changes nothing about training."""
+    routers = model.routers()
+    saved = [(r.load.clone(), r.entropy_sum.clone(), r.tokens_seen.clone()) for r in routers]
+    chosen: list[torch.Tensor] = []
+    hooks = [r.register_forward_hook(lambda module, args, routing: chosen.append(routing.experts[:, 0].clone()))
+             for r in routers]
+    try:
+        model(tokens)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for r, (load, entropy, seen) in zip(routers, saved):
+            r.load.copy_(load)
+            r.entropy_sum.copy_(entropy)
+            r.tokens_seen.copy_(seen)
+    return chosen
+
+
+def routing_churn(before: list[torch.Tensor], after: list[torch.Tensor]) -> list[float]:
+    """Per MoE layer, the share of probe tokens whose first-choice expert changed."""
+    return [float((a != b).float().mean()) for a, b in zip(before, after)]

@@ -35,6 +35,7 @@ def check_exportable(cfg: RunConfig, model: Transformer) -> None:
     require(m.qk_norm, REFUSED + "model.qk_norm must be true (Qwen3 always normalises queries and keys)")
     if m.is_moe:
         require(moe.score == "softmax", REFUSED + "model.moe.score must be 'softmax'")
+        require(moe.router == "learned", REFUSED + "model.moe.router must be 'learned' (Qwen3-MoE has no hash routing)")
         require(moe.n_shared_experts == 0, REFUSED + "Qwen3-MoE has no shared experts; set model.moe.n_shared_experts = 0")
         biased = any(r.expert_bias.abs().sum() > 0 for r in model.routers())
         require(not biased, REFUSED + "the auxiliary-loss-free bias moved expert selection; Qwen3-MoE has no such bias")

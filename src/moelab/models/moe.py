@@ -50,8 +50,18 @@ class Routing:
     counts: torch.Tensor
 
 
+HASH_MULTIPLIER = 2654435761  # Knuth's multiplicative hash: consecutive token ids spread evenly over experts
+
+
+def hash_experts(tokens: torch.Tensor, n_experts: int) -> torch.Tensor:
+    """Hash Layers' routing (Roller et al. 2021): token id -> one fixed expert, [T] -> [T, 1]."""
+    return ((tokens.reshape(-1, 1) * HASH_MULTIPLIER) % (2**32)) % n_experts
+
+
 class Router(nn.Module):
-    """Token-choice top-k router with an optional auxiliary-loss-free selection bias.
+    """Token-choice top-k router with an optional auxiliary-loss-free selection bias, or (with
+    `router = "hash"`) a fixed hash of the token id with gate 1 and no parameters at all: a
+    control whose routing cannot change during training.
 
     Keeps running routing statistics for the bias update and for diagnostics: assignments per
     expert always, and the summed score entropy over the tokens seen in eval mode only (it costs
@@ -61,7 +71,7 @@ class Router(nn.Module):
     def __init__(self, d_model: int, cfg: MoEConfig):
         super().__init__()
         self.cfg = cfg
-        self.gate = nn.Linear(d_model, cfg.n_experts, bias=False)
+        self.gate = nn.Linear(d_model, cfg.n_experts, bias=False) if cfg.router == "learned" else None
         self.register_buffer("expert_bias", torch.zeros(cfg.n_experts))  # selection only
         self.register_buffer("load", torch.zeros(cfg.n_experts), persistent=False)
         self.register_buffer("entropy_sum", torch.zeros(()), persistent=False)
@@ -71,15 +81,24 @@ class Router(nn.Module):
     @torch.no_grad()
     def reset_parameters(self, std: float = 0.02) -> None:
         """Router weights N(0, std); the selection bias and the statistics back to zero."""
-        nn.init.normal_(self.gate.weight, std=std)
+        if self.gate is not None:
+            nn.init.normal_(self.gate.weight, std=std)
         self.expert_bias.zero_()
         self.reset_stats()
 
-    def forward(self, x: torch.Tensor) -> Routing:
-        logits = self.gate(x).float()  # [T, E]
-        scores = logits.softmax(-1) if self.cfg.score == "softmax" else logits.sigmoid()
-        experts = (scores + self.expert_bias).topk(self.cfg.top_k, dim=-1).indices  # [T, k]
-        gates = scores.gather(1, experts)
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor | None = None) -> Routing:
+        """x [T, d] -> Routing; `tokens` [T] (the input token ids) are needed by hash routing only."""
+        if self.gate is None:
+            if tokens is None:
+                raise ValueError("hash routing needs the token ids")  # a bug in the caller, never the user's
+            experts = hash_experts(tokens, self.cfg.n_experts)  # [T, 1]
+            scores = torch.zeros(x.shape[0], self.cfg.n_experts, device=x.device).scatter_(1, experts, 1.0)
+            logits, gates = scores, scores.gather(1, experts)
+        else:
+            logits = self.gate(x).float()  # [T, E]
+            scores = logits.softmax(-1) if self.cfg.score == "softmax" else logits.sigmoid()
+            experts = (scores + self.expert_bias).topk(self.cfg.top_k, dim=-1).indices  # [T, k]
+            gates = scores.gather(1, experts)
         if self.cfg.renormalize:
             gates = gates / gates.sum(-1, keepdim=True)
         counts = torch.bincount(experts.flatten(), minlength=self.cfg.n_experts)
@@ -237,11 +256,12 @@ class MoE(nn.Module):
         if self.shared is not None:
             self.shared.reset_parameters(std, out_std)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, S, d] (and the input token ids [B, S], for hash routing) -> (y [B, S, d], aux loss)."""
         shape = x.shape
         flat = x.reshape(-1, shape[-1])  # [T, d]
         T, k = flat.shape[0], self.cfg.top_k
-        routing = self.router(flat)
+        routing = self.router(flat, None if tokens is None else tokens.reshape(-1))
         pairs = routing.experts.flatten()  # [T*k]; pair p is token p // k's (p % k)-th choice
         order = pairs.argsort(stable=True)  # pairs grouped by expert
         path = self.dispatch or choose_dispatch(shape[-1], self.cfg.expert_width, x.element_size())

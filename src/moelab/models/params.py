@@ -132,6 +132,7 @@ class Architecture:
     n_shared: int = 0
     shared_ffn: int = 0
     router_bias: bool = False  # a per-expert bias in the router (gpt-oss; DeepSeek's correction bias)
+    hash_routing: bool = False  # experts chosen by a fixed hash of the token id: no router parameters
     expert_bias: bool = False  # biases in the expert projections (gpt-oss)
 
     @property
@@ -167,7 +168,7 @@ def count_architecture(arch: Architecture) -> ParamCount:
         attention=L * arch.attention.params(h),
         norms=(2 * L + 1) * h,
         dense_mlp=arch.dense_layers * mlp_params(h, arch.dense_ffn, arch.mlp),
-        router=n_moe * (h * arch.n_experts + (arch.n_experts if arch.router_bias else 0)),
+        router=0 if arch.hash_routing else n_moe * (h * arch.n_experts + (arch.n_experts if arch.router_bias else 0)),
         routed_experts=n_moe * arch.n_experts * per_expert,
         routed_experts_active=n_moe * arch.top_k * per_expert,
         shared_experts=n_moe * arch.n_shared * mlp_params(h, shared_width, arch.mlp),
@@ -184,7 +185,7 @@ def lab_architecture(cfg: ModelConfig, vocab_size: int) -> Architecture:
         tie_embeddings=cfg.tie_embeddings, mlp=cfg.mlp, dense_ffn=cfg.d_ff,
         first_dense_layers=moe.first_dense_layers if cfg.is_moe else cfg.n_layers,
         n_experts=moe.n_experts, top_k=moe.top_k, expert_ffn=moe.expert_width,
-        n_shared=moe.n_shared_experts,
+        n_shared=moe.n_shared_experts, hash_routing=moe.router == "hash",
     )
 
 

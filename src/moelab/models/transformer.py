@@ -84,11 +84,12 @@ class Block(nn.Module):
         self.ffn_norm.reset_parameters()
         self.ffn.reset_parameters(std, out_std)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x + self.attn(self.attn_norm(x), cos, sin)
         h = self.ffn_norm(x)
         if isinstance(self.ffn, MoE):
-            y, aux = self.ffn(h)
+            y, aux = self.ffn(h, tokens)
         else:
             y, aux = self.ffn(h), x.new_zeros(())
         return x + y, aux
@@ -134,7 +135,7 @@ class Transformer(nn.Module):
         x = self.embed(tokens)
         aux = x.new_zeros(())
         for block in self.blocks:
-            x, block_aux = block(x, cos, sin)
+            x, block_aux = block(x, cos, sin, tokens)
             aux = aux + block_aux
         return self.lm_head(self.norm(x)), aux
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -82,6 +83,20 @@ def _die_with(parent: int) -> None:
     threading.Thread(target=watch, name="moelab-parent-watchdog", daemon=True).start()
 
 
+@contextlib.contextmanager
+def sigint_ignored():
+    """SIGINT ignored while processes are started, so they inherit the disposition from birth
+    (Python keeps an inherited SIG_IGN); the driver's own handler is back right after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
@@ -97,11 +112,12 @@ class LocalExecutor:
                                    initializer=_die_with, initargs=(os.getpid(),))
 
     def submit(self, cfg: RunConfig, out_dir: str) -> Future:
-        try:
-            return self.pool.submit(run_in_worker, to_dict(cfg), out_dir)
-        except BrokenProcessPool:  # a worker died (e.g. killed for memory): start a fresh pool
-            self.reset()
-            return self.pool.submit(run_in_worker, to_dict(cfg), out_dir)
+        with sigint_ignored():  # workers start here; born ignoring Ctrl-C, none dies mid-import
+            try:
+                return self.pool.submit(run_in_worker, to_dict(cfg), out_dir)
+            except BrokenProcessPool:  # a worker died (e.g. killed for memory): start a fresh pool
+                self.reset()
+                return self.pool.submit(run_in_worker, to_dict(cfg), out_dir)
 
     def reset(self) -> None:
         """Replace a broken pool (every run in flight on it is lost) with a fresh one."""

@@ -12,8 +12,18 @@
     "model.d_ff" = [64, 96]
     [[grid]]                          # further blocks add their runs (e.g. a dense reference)
 
+    [select]                          # chosen per configuration (optional)
+    "train.lr" = [3e-3, 1e-2, 3e-2]   # every configuration is run at each value ...
+    seeds = [100]                     # ... on these seeds, kept apart from the grid's seeds,
+    by = "bits"                       # and the best by mean bits is used for the grid's seeds
+
 Fields are dotted paths into the run config; nested tables ([grid.model.moe]) work too.
 Runs are identified by a hash of their resolved config, so a sweep resumes by content.
+
+With [select], a sweep runs in two phases (sweeps/runner.py): first every configuration (a grid
+run without its seed) at every combination of the selected values on the selection seeds, then
+the grid's runs with each configuration's best combination. Choosing on seeds that are not
+reported keeps the reported numbers free of the selection's own luck.
 """
 
 from __future__ import annotations
@@ -32,7 +42,8 @@ from moelab.config import (
 )
 from moelab.errors import ConfigError
 
-SWEEP_KEYS = {"name", "description", "base", "set", "grid"}
+SWEEP_KEYS = {"name", "description", "base", "set", "grid", "select"}
+SELECT_BY = ("bits", "accuracy")
 
 
 @dataclass
@@ -43,10 +54,107 @@ class SweepRun:
 
 
 @dataclass
+class Selection:
+    """Values chosen per configuration: `fields` maps dotted fields to their candidates; the
+    choice maximises the mean of metric `by` over `seeds`."""
+
+    fields: dict[str, list[Any]]
+    seeds: list[int]
+    by: str = "bits"
+
+    def combinations(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.fields, values)) for values in itertools.product(*self.fields.values())]
+
+
+@dataclass
 class Sweep:
     name: str
     description: str
-    runs: list[SweepRun]
+    runs: list[SweepRun]  # with a selection: the reported runs, at the first candidate values
+    selection: Selection | None = None
+
+
+def with_fields(cfg: RunConfig, assignment: dict[str, Any]) -> RunConfig:
+    data = to_dict(cfg)
+    for path, value in assignment.items():
+        set_path(data, path, value)
+    return resolve(from_dict(RunConfig, data))
+
+
+def _describe(assignment: dict[str, Any]) -> str:
+    return " ".join(f"{path.split('.')[-1]}={value}" for path, value in assignment.items())
+
+
+def configuration_id(sweep: Sweep, run: SweepRun) -> str:
+    """What a run's selection is shared by: its config without its seed and the selected fields."""
+    neutral = with_fields(run.config, {"seed": 0} | {p: v[0] for p, v in sweep.selection.fields.items()})
+    return run_key(neutral)
+
+
+def selection_runs(sweep: Sweep) -> list[SweepRun]:
+    """Phase one: every configuration at every candidate combination, on the selection seeds."""
+    runs: dict[str, SweepRun] = {}
+    for run in sweep.runs:
+        base_label = run.label.split(" seed=")[0]
+        for combination in sweep.selection.combinations():
+            for seed in sweep.selection.seeds:
+                cfg = with_fields(run.config, combination | {"seed": seed})
+                label = f"{base_label} {_describe(combination)} seed={seed} (selection)"
+                cfg.name = f"{sweep.name}/{label.replace(' ', ',')}"
+                key = run_key(cfg)
+                runs.setdefault(key, SweepRun(key, label, cfg))
+    return list(runs.values())
+
+
+def chosen_runs(sweep: Sweep, choices: dict[str, dict[str, Any]]) -> list[SweepRun]:
+    """Phase two: the grid's runs at their configuration's chosen values (configurations without
+    a choice, because every selection run failed, are left out)."""
+    out = []
+    for run in sweep.runs:
+        choice = choices.get(configuration_id(sweep, run))
+        if choice is None:
+            continue
+        cfg = with_fields(run.config, choice)
+        label = f"{run.label.split(' seed=')[0]} {_describe(choice)}" + (
+            f" seed={run.config.seed}" if " seed=" in run.label else "")
+        cfg.name = f"{sweep.name}/{label.replace(' ', ',')}"
+        out.append(SweepRun(run_key(cfg), label, cfg))
+    return out
+
+
+def _selection(data: dict[str, Any], source: str, runs: list[SweepRun]) -> Selection | None:
+    table = dict(data.get("select") or {})
+    if not table:
+        return None
+    where = f"{source} [select]"
+    seeds, by = table.pop("seeds", None), table.pop("by", "bits")
+    fields = flatten(table)
+    _check_fields(fields, where)
+    if not fields:
+        raise ConfigError(f"{where}: name at least one field to select over, e.g. \"train.lr\" = [3e-3, 1e-2]")
+    for path, values in fields.items():
+        if path == "seed":
+            raise ConfigError(f"{where} 'seed': seeds are not selected; the selection's seeds go in seeds = [...]")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where} {path!r} = {values!r}: give a non-empty list of candidate values")
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and not isinstance(x, bool)
+                                                           for x in seeds):
+        raise ConfigError(f"{where} seeds = {seeds!r}: give a list of integer seeds to choose on, "
+                          "disjoint from the grid's seeds")
+    reported = sorted({r.config.seed for r in runs} & set(seeds))
+    if reported:
+        raise ConfigError(f"{where} seeds: {reported} are also the grid's seeds; choosing on the seeds "
+                          "that are reported would flatter the choice: use other seeds")
+    if by not in SELECT_BY:
+        raise ConfigError(f"{where} by = {by!r}: use one of {', '.join(SELECT_BY)}")
+    selection = Selection(fields, seeds, by)
+    for run in runs:  # every candidate must make a valid run
+        for combination in selection.combinations():
+            try:
+                with_fields(run.config, combination)
+            except ConfigError as err:
+                raise ConfigError(f"{where} {_describe(combination)} for run {run.label}: {err}") from None
+    return selection
 
 
 def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -167,7 +275,8 @@ def load_sweep_data(data: dict[str, Any], source: str, folder: Path | None) -> S
         runs.setdefault(key, SweepRun(key, label, cfg))
     if not runs:
         raise ConfigError(f"{source}: the grid expands to no runs")
-    return Sweep(name=name, description=data.get("description", ""), runs=list(runs.values()))
+    selection = _selection(data, source, list(runs.values()))
+    return Sweep(name=name, description=data.get("description", ""), runs=list(runs.values()), selection=selection)
 
 
 def load_sweep(path: str | Path) -> Sweep:

@@ -27,7 +27,8 @@ from moelab.config import RunConfig
 from moelab.knowledge import rows_per_exposure
 from moelab.models.params import count_params
 from moelab.sweeps.executors import LocalExecutor, default_workers
-from moelab.sweeps.grid import Sweep, SweepRun
+from moelab.config import run_key
+from moelab.sweeps.grid import Sweep, SweepRun, chosen_runs, configuration_id, selection_runs, with_fields
 from moelab.sweeps.store import Store
 from moelab.training import n_steps
 
@@ -75,21 +76,73 @@ def read_progress(store: Store, run: SweepRun) -> RunProgress:
         return RunProgress(run.label, 0, planned_steps(run.config), None)
 
 
-def run_sweep(sweep: Sweep, store: Store, executor=None, retry_failed: bool = False,
-              on_progress: Callable[[Progress], None] | None = None) -> None:
-    """Run every unfinished run of `sweep` on `executor` (default: a local pool); results land
-    in `store` as they finish."""
-    keys = [r.key for r in sweep.runs]
+def choose(sweep: Sweep, store: Store) -> tuple[dict[str, dict], list[dict]]:
+    """Each configuration's best candidate by the mean of `selection.by` over its finished
+    selection runs, and a record of every candidate for the report and sweep.json."""
+    metrics = {r["key"]: r["metrics"] for r in store.rows() if r["metrics"]}
+    by_configuration: dict[str, list[SweepRun]] = {}
     for run in sweep.runs:
+        by_configuration.setdefault(configuration_id(sweep, run), []).append(run)
+    choices, records = {}, []
+    selection = sweep.selection
+    for config_id, runs in by_configuration.items():
+        candidates = []
+        for combination in selection.combinations():
+            keys = [run_key(with_fields(runs[0].config, combination | {"seed": seed})) for seed in selection.seeds]
+            values = [metrics[k][selection.by] for k in keys if k in metrics]
+            candidates.append({"values": combination, "keys": keys, "finished": len(values),
+                               selection.by: sum(values) / len(values) if values else None})
+        scored = [c for c in candidates if c[selection.by] is not None]
+        best = max(scored, key=lambda c: c[selection.by]) if scored else None
+        if best is not None:
+            choices[config_id] = best["values"]
+        records.append({"configuration": runs[0].label.split(" seed=")[0], "by": selection.by,
+                        "seeds": selection.seeds, "chosen": None if best is None else best["values"],
+                        "candidates": candidates})
+    return choices, records
+
+
+def run_sweep(sweep: Sweep, store: Store, executor=None, retry_failed: bool = False,
+              on_progress: Callable[[Progress], None] | None = None) -> list[str]:
+    """Run every unfinished run of `sweep` on `executor` (default: a local pool); results land
+    in `store` as they finish, and `sweep.json` in the store's folder lists them. With a
+    selection, the selection runs come first, then the grid's runs at the chosen values.
+    Returns the keys of every run of the sweep (selection runs included)."""
+    owned = executor is None
+    executor = executor or LocalExecutor(default_workers())
+    try:
+        if sweep.selection is None:
+            store.write_sweep_meta(sweep, [r.key for r in sweep.runs])
+            run_runs(sweep.runs, store, executor, retry_failed, on_progress)
+            return [r.key for r in sweep.runs]
+        trial = selection_runs(sweep)
+        store.write_sweep_meta(sweep, [r.key for r in trial])
+        run_runs(trial, store, executor, retry_failed, on_progress)
+        choices, records = choose(sweep, store)
+        final = chosen_runs(sweep, choices)
+        keys = [r.key for r in trial] + [r.key for r in final]
+        store.write_sweep_meta(sweep, keys, reported=[r.key for r in final], selection=records)
+        run_runs(final, store, executor, retry_failed, on_progress)
+        return keys
+    finally:
+        if owned:
+            executor.close()
+
+
+def run_runs(runs: list[SweepRun], store: Store, executor, retry_failed: bool = False,
+             on_progress: Callable[[Progress], None] | None = None) -> None:
+    """Run every unfinished run of `runs` on `executor`, longest first."""
+    keys = [r.key for r in runs]
+    for run in runs:
         store.add(run.key, run.label, run.config)
     store.recover(keys, retry_failed)
     statuses = store.statuses(keys)
-    queue = sorted((r for r in sweep.runs if statuses[r.key] == "pending"), key=lambda r: -estimated_cost(r.config))
+    queue = sorted((r for r in runs if statuses[r.key] == "pending"), key=lambda r: -estimated_cost(r.config))
     done = sum(s == "done" for s in statuses.values())
     failed = sum(s == "failed" for s in statuses.values())
     best = max((r["metrics"]["bits_per_param"] for r in store.rows(keys) if r["metrics"]), default=None)
-    by_key = {r.key: r for r in sweep.runs}
-    steps_of = {r.key: planned_steps(r.config) for r in sweep.runs}
+    by_key = {r.key: r for r in runs}
+    steps_of = {r.key: planned_steps(r.config) for r in runs}
     settled_steps = sum(steps_of[k] for k, s in statuses.items() if s in ("done", "failed"))
     start, steps_at_start = time.perf_counter(), settled_steps
     in_flight: dict[Future, str] = {}
@@ -134,8 +187,6 @@ def run_sweep(sweep: Sweep, store: Store, executor=None, retry_failed: bool = Fa
     report()
     if not queue:
         return
-    owned = executor is None
-    executor = executor or LocalExecutor(min(len(queue), default_workers()))
     try:
         while queue or in_flight:
             while queue and len(in_flight) < executor.capacity:
@@ -154,7 +205,4 @@ def run_sweep(sweep: Sweep, store: Store, executor=None, retry_failed: bool = Fa
         for key in in_flight.values():
             store.mark_pending(key)
         raise
-    finally:
-        if owned:
-            executor.close()
     report()

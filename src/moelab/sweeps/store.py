@@ -84,11 +84,25 @@ class Store:
         meta_path = self.folder / "sweep.json"
         if mapping and meta_path.exists():
             meta = json.loads(meta_path.read_text())
-            meta["keys"] = [mapping.get(k, k) for k in meta.get("keys", [])]
+            for field in ("keys", "reported"):
+                if field in meta:
+                    meta[field] = [mapping.get(k, k) for k in meta[field]]
+            for record in meta.get("selection") or []:
+                for candidate in record["candidates"]:
+                    candidate["keys"] = [mapping.get(k, k) for k in candidate["keys"]]
             atomic_write_json(meta_path, meta)
         self.db.execute(f"PRAGMA user_version = {KEY_SCHEMA}")
         if mapping:
             self.notes.append(f"re-keyed {len(mapping)} runs from key schema {old_schema} to {KEY_SCHEMA}")
+
+    def write_sweep_meta(self, sweep, keys: list[str], reported: list[str] | None = None,
+                         selection: list[dict] | None = None) -> None:
+        """sweep.json: the sweep's name, description and run keys; with a selection, the keys of
+        the reported runs and each configuration's candidates and choice."""
+        meta = {"name": sweep.name, "description": sweep.description, "keys": keys}
+        if reported is not None:
+            meta |= {"reported": reported, "selection": selection}
+        atomic_write_json(self.folder / "sweep.json", meta)
 
     def add(self, key: str, label: str, config) -> None:
         """Register a run as pending unless the store already knows it."""

@@ -1,0 +1,91 @@
+"""Per-configuration selection: every candidate on the selection seeds, the best one reported."""
+
+import json
+import math
+from concurrent.futures import Future
+
+import pytest
+
+from moelab.analysis.report import write_report
+from moelab.errors import ConfigError
+from moelab.sweeps import Store, load_sweep, run_sweep
+from moelab.sweeps.grid import selection_runs
+
+SWEEP = """
+name = "select"
+base = "tiny-dense"
+[set]
+"data.n_people" = 100
+[[grid]]
+"model.moe.n_experts" = [0, 4]
+"seed" = [0, 1]
+[select]
+"train.lr" = [1e-3, 1e-2, 1e-1]
+seeds = [100]
+"""
+
+
+def best_lr(n_experts: int) -> float:
+    return 1e-2 if n_experts == 0 else 1e-1  # MoE prefers a higher learning rate here
+
+
+class Scored:
+    """Finishes every run at once; bits peak at each architecture's best learning rate."""
+
+    capacity = 2
+
+    def __init__(self):
+        self.submitted = []
+
+    def submit(self, cfg, out_dir):
+        self.submitted.append(cfg)
+        distance = abs(math.log10(cfg.train.lr) - math.log10(best_lr(cfg.model.moe.n_experts)))
+        e = cfg.model.moe.n_experts
+        bits = 1000.0 - 100 * distance + cfg.seed
+        total = 1000 * max(1, e)
+        metrics = {"bits": bits, "bits_per_param": bits / total, "bits_per_active_param": bits / 1000, "accuracy": 0.5,
+                   "p_total": total, "p_active": 1000, "active_fraction": 1000 / total, "n_experts": e,
+                   "top_k": 1 if e else 0, "expert_width": 104, "granularity": 1.0, "information_bits": 5000.0,
+                   "exposures": 100, "steps": 10, "seed": cfg.seed, "wall_seconds": 1.0, "data_kind": "biod",
+                   "name": cfg.name, "config": {}}
+        future = Future()
+        future.set_result(("done", metrics))
+        return future
+
+    def reset(self):
+        pass
+
+    def close(self, kill=False):
+        pass
+
+
+def test_selection_runs_every_candidate_then_reports_the_best_on_other_seeds(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text(SWEEP)
+    sweep = load_sweep(spec)
+    assert len(selection_runs(sweep)) == 2 * 3  # two configurations, three learning rates, one seed
+    store, executor = Store(tmp_path / "out"), Scored()
+    keys = run_sweep(sweep, store, executor=executor)
+    selection, reported = executor.submitted[:6], executor.submitted[6:]
+    assert {c.seed for c in selection} == {100} and {c.seed for c in reported} == {0, 1}
+    assert sorted((c.model.moe.n_experts, c.train.lr) for c in reported) == [(0, 1e-2), (0, 1e-2), (4, 1e-1), (4, 1e-1)]
+    meta = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert set(meta["keys"]) == set(keys) and len(meta["reported"]) == 4
+    chosen = {r["configuration"]: r["chosen"] for r in meta["selection"]}
+    assert chosen == {"dense d_ff=104": {"train.lr": 0.01}, "E=4 k=1 w=104": {"train.lr": 0.1}}
+    rows = store.rows(keys)
+    assert sum("(selection)" in r["label"] for r in rows) == 6
+    assert sorted(r["label"] for r in rows if "(selection)" not in r["label"])[:2] == ["E=4 k=1 w=104 lr=0.1 seed=0", "E=4 k=1 w=104 lr=0.1 seed=1"]
+    page = write_report(rows, tmp_path / "out", "t", selection=meta["selection"], reported=meta["reported"]).read_text()
+    assert "Selected per configuration" in page and "seed(s) 100" in page
+    assert page.count("(selection)") == 6  # listed in the runs table, kept out of the analysis
+
+
+def test_choosing_on_the_reported_seeds_is_refused(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text(SWEEP.replace("seeds = [100]", "seeds = [1, 100]"))
+    with pytest.raises(ConfigError, match=r"\[select\] seeds: \[1\] are also the grid's seeds"):
+        load_sweep(spec)
+    spec.write_text(SWEEP.replace('"train.lr" = [1e-3, 1e-2, 1e-1]', '"train.lr" = [1e-3, -1.0]'))
+    with pytest.raises(ConfigError, match="train.lr = -1.0: must be a positive number"):
+        load_sweep(spec)
