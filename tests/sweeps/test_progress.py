@@ -2,13 +2,14 @@
 
 import io
 import json
-from concurrent.futures import Future
+from pathlib import Path
 
 from rich.console import Console
 
 from moelab.sweeps import Store, load_sweep
 from moelab.sweeps.progress import SweepProgress, duration
 from moelab.sweeps.runner import Progress, RunProgress, estimated_cost, planned_steps, run_sweep
+from tests.sweeps.fakes import InstantExecutor
 
 SWEEP = """
 name = "order"
@@ -22,29 +23,11 @@ base = "tiny-dense"
 """
 
 
-class Recording:
-    """Finishes every run at once, after writing the progress a worker would; records the order."""
-
-    capacity = 1
-
-    def __init__(self):
-        self.order = []
-
-    def submit(self, cfg, out_dir):
-        self.order.append(cfg.name)
-        from pathlib import Path
-
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(out_dir) / "progress.json").write_text(json.dumps({"step": 5, "steps": 10, "loss": 1.5}))
-        future = Future()
-        future.set_result(("done", {"bits_per_param": 0.5}))
-        return future
-
-    def reset(self):
-        pass
-
-    def close(self, kill=False):
-        pass
+def with_progress(cfg, out_dir):
+    """What a worker leaves behind: a progress file half way, then metrics."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / "progress.json").write_text(json.dumps({"step": 5, "steps": 10, "loss": 1.5}))
+    return "done", {"bits_per_param": 0.5}
 
 
 def test_runs_start_longest_first_and_progress_counts_steps(tmp_path):
@@ -52,10 +35,10 @@ def test_runs_start_longest_first_and_progress_counts_steps(tmp_path):
     spec.write_text(SWEEP)
     sweep = load_sweep(spec)
     costs = {r.config.name: estimated_cost(r.config) for r in sweep.runs}
-    executor, seen = Recording(), []
+    executor, seen = InstantExecutor(with_progress), []
     run_sweep(sweep, Store(tmp_path / "out"), executor=executor, on_progress=seen.append)
-    assert executor.order == sorted(costs, key=lambda name: -costs[name])
-    assert executor.order[0].endswith("exposures=300")  # 3x the steps of any other run
+    assert [c.name for c in executor.submitted] == sorted(costs, key=lambda name: -costs[name])
+    assert executor.submitted[0].name.endswith("exposures=300")  # 3x the steps of any other run
     total = sum(planned_steps(r.config) for r in sweep.runs)
     assert seen[-1].steps_total == total and seen[-1].steps_done == total and seen[-1].done == 4
     assert any(p.active and p.active[0].step == 5 and p.active[0].loss == 1.5 for p in seen)

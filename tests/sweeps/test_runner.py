@@ -8,13 +8,13 @@ import sys
 import time
 
 import threading
-from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
 from moelab.sweeps import LocalExecutor, Store, load_sweep, run_sweep
 from moelab.sweeps.runner import MAX_BREAKS
+from tests.sweeps.fakes import InstantExecutor
 
 SWEEP = """
 name = "resume"
@@ -195,34 +195,12 @@ def test_a_killed_worker_puts_every_run_in_flight_back_in_the_queue(tmp_path):
     assert sorted(r["attempts"] for r in rows) == [2, 2]  # both were lost with the pool, both redone
 
 
-class BreakingExecutor:
-    """Fails every submission of `doomed` with a broken pool; the other runs finish at once."""
-
-    capacity = 2
-
-    def __init__(self, doomed: str):
-        self.doomed, self.resets = doomed, 0
-
-    def submit(self, cfg, out_dir):
-        future = Future()
-        if cfg.name.endswith(self.doomed):
-            future.set_exception(BrokenProcessPool("a worker died"))
-        else:
-            future.set_result(("done", {"bits_per_param": 1.0}))
-        return future
-
-    def reset(self):
-        self.resets += 1
-
-    def close(self, kill=False):
-        pass
-
-
 def test_a_run_that_keeps_killing_its_worker_is_failed_after_max_breaks(tmp_path):
     spec = tmp_path / "sweep.toml"
     spec.write_text(SWEEP.replace('"seed" = [0, 1, 2, 3]', '"seed" = [0, 1]'))
     store = Store(tmp_path / "out")
-    executor = BreakingExecutor("seed=1")
+    executor = InstantExecutor(lambda cfg, out: BrokenProcessPool("a worker died") if cfg.name.endswith("seed=1")
+                               else ("done", {"bits_per_param": 1.0}), capacity=2)
     run_sweep(load_sweep(spec), store, executor=executor)
     rows = {r["label"]: r for r in store.rows()}
     assert rows["dense d_ff=48 seed=0"]["status"] == "done"

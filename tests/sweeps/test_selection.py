@@ -2,14 +2,13 @@
 
 import json
 import math
-from concurrent.futures import Future
-
 import pytest
 
 from moelab.analysis.report import write_report
 from moelab.errors import ConfigError
 from moelab.sweeps import Store, load_sweep, run_sweep
 from moelab.sweeps.grid import selection_runs
+from tests.sweeps.fakes import InstantExecutor
 
 SWEEP = """
 name = "select"
@@ -29,34 +28,17 @@ def best_lr(n_experts: int) -> float:
     return 1e-2 if n_experts == 0 else 1e-1  # MoE prefers a higher learning rate here
 
 
-class Scored:
-    """Finishes every run at once; bits peak at each architecture's best learning rate."""
-
-    capacity = 2
-
-    def __init__(self):
-        self.submitted = []
-
-    def submit(self, cfg, out_dir):
-        self.submitted.append(cfg)
-        distance = abs(math.log10(cfg.train.lr) - math.log10(best_lr(cfg.model.moe.n_experts)))
-        e = cfg.model.moe.n_experts
-        bits = 1000.0 - 100 * distance + cfg.seed
-        total = 1000 * max(1, e)
-        metrics = {"bits": bits, "bits_per_param": bits / total, "bits_per_active_param": bits / 1000, "accuracy": 0.5,
-                   "p_total": total, "p_active": 1000, "active_fraction": 1000 / total, "n_experts": e,
-                   "top_k": 1 if e else 0, "expert_width": 104, "granularity": 1.0, "information_bits": 5000.0,
-                   "exposures": 100, "steps": 10, "seed": cfg.seed, "wall_seconds": 1.0, "data_kind": "biod",
-                   "name": cfg.name, "config": {}}
-        future = Future()
-        future.set_result(("done", metrics))
-        return future
-
-    def reset(self):
-        pass
-
-    def close(self, kill=False):
-        pass
+def scored(cfg, out_dir):
+    """Bits peak at each architecture's best learning rate."""
+    distance = abs(math.log10(cfg.train.lr) - math.log10(best_lr(cfg.model.moe.n_experts)))
+    e = cfg.model.moe.n_experts
+    bits = 1000.0 - 100 * distance + cfg.seed
+    total = 1000 * max(1, e)
+    return "done", {"bits": bits, "bits_per_param": bits / total, "bits_per_active_param": bits / 1000,
+                    "accuracy": 0.5, "p_total": total, "p_active": 1000, "active_fraction": 1000 / total,
+                    "n_experts": e, "top_k": 1 if e else 0, "expert_width": 104, "granularity": 1.0,
+                    "information_bits": 5000.0, "exposures": 100, "steps": 10, "seed": cfg.seed,
+                    "wall_seconds": 1.0, "data_kind": "biod", "name": cfg.name, "config": {}}
 
 
 def test_selection_runs_every_candidate_then_reports_the_best_on_other_seeds(tmp_path):
@@ -64,7 +46,7 @@ def test_selection_runs_every_candidate_then_reports_the_best_on_other_seeds(tmp
     spec.write_text(SWEEP)
     sweep = load_sweep(spec)
     assert len(selection_runs(sweep)) == 2 * 3  # two configurations, three learning rates, one seed
-    store, executor = Store(tmp_path / "out"), Scored()
+    store, executor = Store(tmp_path / "out"), InstantExecutor(scored, capacity=2)
     keys = run_sweep(sweep, store, executor=executor)
     selection, reported = executor.submitted[:6], executor.submitted[6:]
     assert {c.seed for c in selection} == {100} and {c.seed for c in reported} == {0, 1}
