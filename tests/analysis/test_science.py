@@ -72,3 +72,21 @@ def test_pooled_recall_interval_stays_within_zero_and_one():
     assert g.interval("bits").low < 10  # unbounded metrics keep the plain t interval
     near_one = science.Group("dense", [{"accuracy": a} for a in (0.999, 1.0, 0.998)]).interval("accuracy")
     assert near_one.high <= 1 and near_one.low < near_one.value
+
+
+def test_dense_moe_ratio_counts_parameters_both_ways():
+    def run(label, n_experts, bits, seed, params):
+        total = sum(params.values()) - params["routed_experts_active"] - params["input_embedding"]
+        return record(label, n_experts, 1.0, bits / total, p_total=total, seed=seed, params=params)
+
+    dense_params = {"embedding": 100, "attention": 400, "norms": 10, "dense_mlp": 800, "router": 0,
+                    "routed_experts": 0, "routed_experts_active": 0, "shared_experts": 0, "input_embedding": 100}
+    moe_params = dict(dense_params, dense_mlp=0, router=64, routed_experts=6400, routed_experts_active=200)
+    runs = [run("dense seed=0", 0, 1200.0, 0, dense_params), run("E=32 seed=0", 32, 2000.0, 0, moe_params),
+            run("dense seed=1", 0, 1100.0, 1, dense_params), run("E=32 seed=1", 32, 2200.0, 1, moe_params)]
+    (r,) = science.dense_moe_ratios(runs)
+    ours = [(1200 / 1310) / (2000 / 6974), (1100 / 1310) / (2200 / 6974)]
+    paper = [(1200 / 1200) / (2000 / 6800), (1100 / 1200) / (2200 / 6800)]
+    assert r["seeds"] == 2 and r["ratio"].value == pytest.approx(sum(ours) / 2)
+    assert r["ratio_paper"].value == pytest.approx(sum(paper) / 2)
+    assert r["moe_active_fraction_paper"] == pytest.approx(600 / 6800)  # attention + one expert's share

@@ -157,6 +157,46 @@ def frontier(records: list[dict], levels=(0.9, 0.5), n_boot: int = 2000, seed: i
 
 
 # ---------------------------------------------------------------------------------------------
+# dense against MoE per total parameter (the paper's Result 9 ratio)
+
+
+def paper_total(record: dict) -> float:
+    """Total parameters as Allen-Zhu & Li count them: attention, MLPs and experts, without
+    embeddings, norms and routers (their 32-expert d-d-d layer is 68 d^2 in all, 6 d^2 active)."""
+    p = record["params"]
+    return p["attention"] + p["dense_mlp"] + p["routed_experts"] + p["shared_experts"]
+
+
+def paper_active(record: dict) -> float:
+    p = record["params"]
+    return p["attention"] + p["dense_mlp"] + p["routed_experts_active"] + p["shared_experts"]
+
+
+def dense_moe_ratios(records: list[dict]) -> list[dict]:
+    """For each dense and each MoE configuration: dense bits per total parameter over MoE bits per
+    total parameter, under moelab's accounting (every parameter) and the paper's (`paper_total`),
+    with a t interval over the seeds the two share (the ratio per seed, then pooled)."""
+    runs = [r for r in knowledge_runs(records) if r.get("params")]
+    dense = [g for g in groups([r for r in runs if not r["n_experts"]])]
+    moe = [g for g in groups([r for r in runs if r["n_experts"]])]
+    out = []
+    for d in dense:
+        for m in moe:
+            by_seed = {r["seed"]: r for r in d.runs}
+            pairs = [(by_seed[r["seed"]], r) for r in m.runs if r["seed"] in by_seed]
+            if not pairs:
+                continue
+            ours = [(a["bits"] / a["p_total"]) / (b["bits"] / b["p_total"]) for a, b in pairs]
+            paper = [(a["bits"] / paper_total(a)) / (b["bits"] / paper_total(b)) for a, b in pairs]
+            out.append({"dense": d.label, "moe": m.label, "seeds": len(pairs),
+                        "moe_active_fraction": m.mean("active_fraction"),
+                        "moe_active_fraction_paper": float(np.mean([paper_active(b) / paper_total(b) for _, b in pairs])),
+                        "ratio": Group("", [{"r": x} for x in ours]).interval("r"),
+                        "ratio_paper": Group("", [{"r": x} for x in paper]).interval("r")})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # exposures and load balance
 
 
