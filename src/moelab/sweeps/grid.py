@@ -176,6 +176,9 @@ def set_path(data: dict[str, Any], path: str, value: Any) -> None:
 
 
 DESCRIBED = {"model.moe.n_experts", "model.moe.top_k", "model.moe.expert_width", "model.d_ff"}
+# Recipe fields a block sets are named in its labels even when the block gives a single value:
+# runs that differ from the rest of the sweep in how they train must not look like the others.
+RECIPE_FIELDS = {"model.moe.router", "train.batch_size", "train.exposures"}
 
 
 def run_label(cfg: RunConfig, varied: dict[str, Any]) -> str:
@@ -264,7 +267,8 @@ def load_sweep_data(data: dict[str, Any], source: str, folder: Path | None) -> S
                 described = " ".join(f"{p.split('.')[-1]}={v}" for p, v in assignment.items())
                 raise ConfigError(f"{where} run {described}: {err}") from None
             expanded.append((cfg, assignment, varied))
-    labels = [run_label(cfg, {p: v for p, v in a.items() if p in varied}) for cfg, a, varied in expanded]
+    labels = [run_label(cfg, {p: v for p, v in a.items() if p in varied or p in RECIPE_FIELDS})
+              for cfg, a, varied in expanded]
     clashing = {label for label in labels if labels.count(label) > 1}
     runs: dict[str, SweepRun] = {}
     for (cfg, assignment, _), label in zip(expanded, labels):
