@@ -178,7 +178,8 @@ def set_path(data: dict[str, Any], path: str, value: Any) -> None:
 DESCRIBED = {"model.moe.n_experts", "model.moe.top_k", "model.moe.expert_width", "model.d_ff"}
 # Recipe fields a block sets are named in its labels even when the block gives a single value:
 # runs that differ from the rest of the sweep in how they train must not look like the others.
-RECIPE_FIELDS = {"model.moe.router", "train.batch_size", "train.exposures"}
+RECIPE_FIELDS = {"seed", "model.moe.router", "train.batch_size", "train.exposures", "train.router_lr_mult",
+                 "train.expert_lr_mult"}
 
 
 def run_label(cfg: RunConfig, varied: dict[str, Any]) -> str:
