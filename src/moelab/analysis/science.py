@@ -177,8 +177,8 @@ def dense_moe_ratios(records: list[dict]) -> list[dict]:
     total parameter, under moelab's accounting (every parameter) and the paper's (`paper_total`),
     with a t interval over the seeds the two share (the ratio per seed, then pooled)."""
     runs = [r for r in knowledge_runs(records) if r.get("params")]
-    dense = [g for g in groups([r for r in runs if not r["n_experts"]])]
-    moe = [g for g in groups([r for r in runs if r["n_experts"]])]
+    dense = groups([r for r in runs if not r["n_experts"]])
+    moe = groups([r for r in runs if r["n_experts"]])
     out = []
     for d in dense:
         for m in moe:

@@ -265,8 +265,7 @@ def load_sweep_data(data: dict[str, Any], source: str, folder: Path | None) -> S
             try:
                 cfg = resolve(from_dict(RunConfig, run_dict))
             except ConfigError as err:
-                described = " ".join(f"{p.split('.')[-1]}={v}" for p, v in assignment.items())
-                raise ConfigError(f"{where} run {described}: {err}") from None
+                raise ConfigError(f"{where} run {_describe(assignment)}: {err}") from None
             expanded.append((cfg, assignment, varied))
     labels = [run_label(cfg, {p: v for p, v in a.items() if p in varied or p in RECIPE_FIELDS})
               for cfg, a, varied in expanded]
