@@ -8,11 +8,19 @@ moments each step, which grows with total parameters: the split shows which domi
 
     python benchmarks/train_step.py                        # the tiny presets' shape, batch 32
     python benchmarks/train_step.py --d-model 256 --expert-width 128 --batch 128
+
+With --memory pkm (or peer), a product-key memory layer instead of experts, at a fixed active
+size (heads x top_k slots read per token) and N from --slots: each N with its tables updated by
+SparseAdam on sparse gradients (only the rows read) and by dense AdamW (every row and both
+moments, every step), timed side by side.
+
+    python benchmarks/train_step.py --memory pkm --slots 4096,16384,65536,262144,1048576
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 
@@ -20,10 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from moelab.config import DataConfig, ModelConfig, MoEConfig, RunConfig, TrainConfig, resolve
+from moelab.config import DataConfig, MemoryConfig, ModelConfig, MoEConfig, RunConfig, TrainConfig, resolve
 from moelab.knowledge import build_knowledge_base
 from moelab.models import Transformer, count_params
-from moelab.training import make_optimizer
+from moelab.training import clip_gradients, make_optimizer
 
 
 def make(d_model: int, width: int, n_experts: int, vocab: int) -> Transformer:
@@ -34,16 +42,45 @@ def make(d_model: int, width: int, n_experts: int, vocab: int) -> Transformer:
     return Transformer(cfg, vocab)
 
 
+def make_memory(d_model: int, kind: str, slots: int, vocab: int) -> Transformer:
+    n_keys = math.isqrt(slots)
+    if n_keys * n_keys != slots:
+        raise SystemExit(f"--slots {slots}: N must be a square (N = n_keys ** 2)")
+    memory = MemoryConfig(kind=kind, layers=[1], n_keys=n_keys, heads=4, top_k=8, key_dim=32)
+    cfg = resolve(RunConfig(model=ModelConfig(d_model=d_model, n_layers=2, n_heads=4, d_ff=4 * d_model, mlp="gelu",
+                                               memory=memory))).model
+    torch.manual_seed(0)
+    return Transformer(cfg, vocab)
+
+
 def timed_step(model, optimizer, inputs, targets) -> tuple[float, float]:
     start = time.perf_counter()
     logits, aux = model(inputs)
     loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten()) + aux
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if any(p.grad is not None and p.grad.is_sparse for p in model.parameters()):
+        clip_gradients(list(model.parameters()), 1.0)
+    else:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     middle = time.perf_counter()
     optimizer.step()
     model.after_optimizer_step()
     return middle - start, time.perf_counter() - middle
+
+
+def interleaved_times(models: dict, optimizers: dict, batches) -> dict:
+    """Per model, the (forward+backward, optimizer) seconds of every batch, the models taking
+    turns on each batch after one warm-up step each."""
+    times = {key: ([], []) for key in models}
+    for key in models:
+        timed_step(models[key], optimizers[key], batches[0].inputs, batches[0].targets)
+    for batch in batches:
+        for key in models:
+            compute, update = timed_step(models[key], optimizers[key], batch.inputs, batch.targets)
+            times[key][0].append(compute)
+            times[key][1].append(update)
+    return times
 
 
 def main() -> None:
@@ -54,23 +91,20 @@ def main() -> None:
     parser.add_argument("--experts", default="0,8,16,32,64,128,256")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--memory", choices=("pkm", "peer"), help="time a memory layer against N instead")
+    parser.add_argument("--slots", default="4096,16384,65536,262144,1048576", help="memory sizes N (squares)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     kb = build_knowledge_base(DataConfig())
     rng = np.random.default_rng(0)
     batches = [kb.training_batch(rng.integers(0, kb.n_people, args.batch), rng) for _ in range(args.steps)]
+    if args.memory:
+        return memory_ladder(args, kb, batches)
     ladder = [int(e) for e in args.experts.split(",")]
     models = {e: make(args.d_model, args.expert_width, e, len(kb.vocab)) for e in ladder}
     optimizers = {e: make_optimizer(m, TrainConfig(), torch.device("cpu")) for e, m in models.items()}
-    times = {e: ([], []) for e in ladder}
-    for e in ladder:  # warm-up
-        timed_step(models[e], optimizers[e], batches[0].inputs, batches[0].targets)
-    for batch in batches:
-        for e in ladder:
-            compute, update = timed_step(models[e], optimizers[e], batch.inputs, batch.targets)
-            times[e][0].append(compute)
-            times[e][1].append(update)
+    times = interleaved_times(models, optimizers, batches)
 
     tokens = batches[0].inputs.numel()
     print(f"d_model {args.d_model}, expert width {args.expert_width}, top-1, {tokens} tokens/step, "
@@ -85,6 +119,30 @@ def main() -> None:
         vs_dense = f"{step[e] / step[0]:>8.2f}" if 0 in step else f"{'-':>8}"
         print(f"{e:>4} {c.total:>10,} {c.active:>9,} | {1e3 * compute:>10.2f} {1e3 * update:>9.2f} "
               f"{1e3 * step[e]:>8.2f} | {vs8} {vs_dense}")
+
+
+def memory_ladder(args, kb, batches) -> None:
+    ladder = [int(n) for n in args.slots.split(",")]
+    models, optimizers = {}, {}
+    for n in ladder:
+        for update in ("sparse", "dense"):
+            models[n, update] = make_memory(args.d_model, args.memory, n, len(kb.vocab))
+            optimizers[n, update] = make_optimizer(models[n, update], TrainConfig(memory_optimizer=update),
+                                                   torch.device("cpu"))
+    times = interleaved_times(models, optimizers, batches)
+
+    print(f"{args.memory} memory in layer 2 of 2, d_model {args.d_model}, 4 heads x top-8 slots per token, "
+          f"{batches[0].inputs.numel()} tokens/step, {args.threads} thread(s), median of {args.steps} interleaved steps")
+    print(f"{'N':>9} {'P_total':>11} {'P_active':>9} | {'update':>6} {'fwd+bwd ms':>10} {'optim ms':>9} "
+          f"{'step ms':>8} | {'dense/sparse':>12} {'vs smallest N':>13}")
+    step = {key: statistics.median(c) + statistics.median(u) for key, (c, u) in times.items()}
+    for n in ladder:
+        c = count_params(models[n, "sparse"].cfg, len(kb.vocab))
+        for update in ("sparse", "dense"):
+            compute, optim = (statistics.median(t) for t in times[n, update])
+            ratio = f"{step[n, 'dense'] / step[n, 'sparse']:>12.2f}" if update == "dense" else f"{'':>12}"
+            print(f"{n:>9,} {c.total:>11,} {c.active:>9,} | {update:>6} {1e3 * compute:>10.2f} {1e3 * optim:>9.2f} "
+                  f"{1e3 * step[n, update]:>8.2f} | {ratio} {step[n, update] / step[ladder[0], update]:>13.2f}")
 
 
 if __name__ == "__main__":

@@ -43,3 +43,19 @@ def test_bootstrap_benchmark_loops_match_the_vectorised_statistics():
     assert fit._pearson(a[None], b[None])[0] == pytest.approx(bench.loop_pearson(a, b))
     assert fit._partial(a[None], b[None], c[None])[0] == pytest.approx(bench.loop_partial(a, b, c))
     assert fit._total_share(a[None], c[None], b[None])[0] == pytest.approx(bench.loop_total_share(a, c, b))
+
+
+def test_train_step_memory_ladder_keeps_the_active_size_and_times_both_optimizers(capsys):
+    import sys
+
+    bench = load("train_step")
+    argv = sys.argv
+    sys.argv = ["train_step.py", "--memory", "pkm", "--slots", "64,256", "--steps", "1", "--batch", "2"]
+    try:
+        bench.main()
+    finally:
+        sys.argv = argv
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.strip()[:1].isdigit()]
+    assert [(r[0], r[4]) for r in rows] == [("64", "sparse"), ("64", "dense"), ("256", "sparse"), ("256", "dense")]
+    # the active count grows only by the sub-keys (4 heads x 2 halves x (16 - 8) keys x 16 dims), not with N
+    assert int(rows[2][2].replace(",", "")) - int(rows[0][2].replace(",", "")) == 4 * 8 * 32

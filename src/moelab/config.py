@@ -6,6 +6,7 @@ A run is described by one `RunConfig`; its TOML form mirrors the dataclasses:
     [data]            # the synthetic knowledge base
     [model]           # the decoder LM
     [model.moe]       # its feed-forward: n_experts = 0 means dense
+    [model.memory]    # product-key memory layers (PKM or PEER), replacing or beside the feed-forward
     [train]           # optimisation and exposures
 
 Every error names the dotted field (e.g. `model.moe.top_k`) and what would fix it.
@@ -78,6 +79,32 @@ class MoEConfig:
     router: str = "learned"  # "learned" (a linear router) or "hash" (a fixed token-id hash, no router: Hash Layers)
 
 
+MEMORY_KINDS = ("none", "pkm", "peer")
+MEMORY_PLACEMENTS = ("replace", "beside")
+
+
+@dataclass
+class MemoryConfig:
+    """Product-key memory layers (docs/science.md §4, "Memory layers"). `kind = "none"` means no memory.
+
+    A layer holds N = n_keys ** 2 slots: PKM slots are value rows [N, d] (Lample et al. 2019), PEER
+    slots single-neuron experts (He 2024). Each of `heads` queries scores its two tables of n_keys
+    sub-keys and reads its `top_k` best slots.
+    """
+
+    kind: str = "none"  # "none", "pkm" or "peer"
+    layers: list[int] = field(default_factory=list)  # layers with a memory; empty = every layer
+    placement: str = "replace"  # "replace" the layer's feed-forward, or add the memory "beside" it
+    n_keys: int = 32  # sub-keys per half: N = n_keys ** 2 slots
+    heads: int = 4  # retrieval heads (their slot reads are summed)
+    top_k: int = 8  # slots each head reads per token
+    key_dim: int = 32  # query and product-key dimension per head (two halves of key_dim / 2)
+
+    @property
+    def slots(self) -> int:
+        return self.n_keys**2
+
+
 @dataclass
 class ModelConfig:
     """A pre-norm decoder-only transformer with RoPE."""
@@ -91,10 +118,22 @@ class ModelConfig:
     qk_norm: bool = False  # RMSNorm on queries and keys per head (Qwen3)
     rope_theta: float = 10000.0
     moe: MoEConfig = field(default_factory=MoEConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
 
     @property
     def is_moe(self) -> bool:
         return self.moe.n_experts > 0
+
+    def memory_layers(self) -> list[int]:
+        """The layers that carry a memory (none unless memory.kind is set)."""
+        if self.memory.kind == "none":
+            return []
+        return sorted(self.memory.layers) if self.memory.layers else list(range(self.n_layers))
+
+    def ffn_layers(self) -> list[int]:
+        """The layers that keep their feed-forward (dense or MoE): all but replaced memory layers."""
+        replaced = set(self.memory_layers()) if self.memory.placement == "replace" else set()
+        return [i for i in range(self.n_layers) if i not in replaced]
 
 
 @dataclass
@@ -116,6 +155,8 @@ class TrainConfig:
     log_every: int = 100  # steps between history records
     router_lr_mult: float = 1.0  # the routers' learning rate is lr times this
     expert_lr_mult: float = 1.0  # the routed and shared experts' learning rate is lr times this
+    memory_lr_mult: float = 1.0  # the memory tables' (PKM values, PEER experts) learning rate is lr times this
+    memory_optimizer: str = "sparse"  # memory tables: "sparse" (sparse gradients, lazy Adam on the rows read) or "dense" (AdamW)
 
 
 @dataclass
@@ -149,6 +190,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
+    if typing.get_origin(tp) is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if tp in (bool, str):
         if not isinstance(value, tp):
             raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
@@ -192,7 +238,7 @@ def field_types(cls: type = RunConfig, prefix: str = "") -> dict[str, Any]:
 # Every config field is in exactly one of the two lists below (a test checks it). A new field that
 # changes results joins RUN_KEY_FIELDS and KEY_SCHEMA goes up by one: stores re-key themselves from
 # their stored configs on open (sweeps/store.py), so finished runs keep being found.
-KEY_SCHEMA = 3
+KEY_SCHEMA = 4
 RUN_KEY_FIELDS = (
     "seed",
     "data.kind", "data.n_people", "data.name_slots", "data.name_vocab", "data.n_attributes",
@@ -203,9 +249,11 @@ RUN_KEY_FIELDS = (
     "model.moe.n_experts", "model.moe.top_k", "model.moe.expert_width", "model.moe.n_shared_experts",
     "model.moe.score", "model.moe.renormalize", "model.moe.aux_loss_weight", "model.moe.z_loss_weight",
     "model.moe.bias_update_rate", "model.moe.first_dense_layers", "model.moe.router",
+    "model.memory.kind", "model.memory.layers", "model.memory.placement", "model.memory.n_keys",
+    "model.memory.heads", "model.memory.top_k", "model.memory.key_dim",
     "train.exposures", "train.batch_size", "train.lr", "train.min_lr_ratio", "train.warmup_steps",
     "train.weight_decay", "train.beta1", "train.beta2", "train.grad_clip", "train.router_lr_mult",
-    "train.expert_lr_mult",
+    "train.expert_lr_mult", "train.memory_lr_mult", "train.memory_optimizer",
 )
 # Where and how a run executes, or what it is called, but not what it computes.
 NOT_IN_RUN_KEY = ("name", "train.threads", "train.device", "train.eval_batch_size", "train.log_every")
@@ -316,6 +364,8 @@ def validate(cfg: RunConfig) -> None:
                  f"model.moe.first_dense_layers = {moe.first_dense_layers}: must be below "
                  f"model.n_layers = {m.n_layers} (use n_experts = 0 for a dense model)")
 
+    validate_memory(m)
+
     for name in ("exposures", "batch_size", "threads", "eval_batch_size", "log_every"):
         value = getattr(t, name)
         require(value >= 1, f"train.{name} = {value}: must be a positive integer")
@@ -326,11 +376,35 @@ def validate(cfg: RunConfig) -> None:
     require(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1,
              f"train.beta1/beta2 = {t.beta1}/{t.beta2}: each must be in [0, 1)")
     require(t.grad_clip >= 0, f"train.grad_clip = {t.grad_clip}: must be >= 0 (0 = off)")
-    for name in ("router_lr_mult", "expert_lr_mult"):
+    for name in ("router_lr_mult", "expert_lr_mult", "memory_lr_mult"):
         value = getattr(t, name)
         require(value > 0 and math.isfinite(value), f"train.{name} = {value}: must be a positive number")
     require(t.device in ("cpu", "cuda", "auto"),
              f"train.device = {t.device!r}: use 'cpu', 'cuda' or 'auto'")
+    require(t.memory_optimizer in ("sparse", "dense"),
+            f"train.memory_optimizer = {t.memory_optimizer!r}: use 'sparse' or 'dense'")
+
+
+def validate_memory(m: ModelConfig) -> None:
+    mem = m.memory
+    require(mem.kind in MEMORY_KINDS, f"model.memory.kind = {mem.kind!r}: use one of {', '.join(MEMORY_KINDS)}")
+    if mem.kind == "none":
+        return
+    require(mem.placement in MEMORY_PLACEMENTS,
+            f"model.memory.placement = {mem.placement!r}: use one of {', '.join(MEMORY_PLACEMENTS)}")
+    require(all(0 <= i < m.n_layers for i in mem.layers) and len(set(mem.layers)) == len(mem.layers),
+            f"model.memory.layers = {mem.layers}: give distinct layer indices in [0, {m.n_layers - 1}] "
+            "(or [] for every layer)")
+    for name in ("n_keys", "heads", "top_k", "key_dim"):
+        value = getattr(mem, name)
+        require(value >= 1, f"model.memory.{name} = {value}: must be a positive integer")
+    require(mem.top_k <= mem.n_keys,
+            f"model.memory.top_k = {mem.top_k} exceeds model.memory.n_keys = {mem.n_keys}: each half "
+            "keeps its top_k sub-keys, so raise n_keys or lower top_k")
+    require(mem.key_dim % 2 == 0,
+            f"model.memory.key_dim = {mem.key_dim}: must be even (the query splits into two halves)")
+    require(not m.is_moe, f"model.memory.kind = {mem.kind!r} with model.moe.n_experts = {m.moe.n_experts}: "
+                          "a model has memory layers or routed experts, not both; set one of them off")
 
 
 # ---------------------------------------------------------------------------------------------

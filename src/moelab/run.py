@@ -69,7 +69,7 @@ def execute(cfg: RunConfig, out_dir: str | Path, on_step: Callable[[int, int, fl
         atomic_write_json(out_dir / "training.json", asdict(result))
     eval_start = time.perf_counter()
     capacity = measure_capacity(model, kb, cfg.train.eval_batch_size, device)
-    routing = routing_diagnostics(model, kb, DIAGNOSTIC_PARAGRAPHS, cfg.seed + 1,
+    routing, memory_usage = routing_diagnostics(model, kb, DIAGNOSTIC_PARAGRAPHS, cfg.seed + 1,
                                   cfg.train.eval_batch_size, device)
     eval_seconds = time.perf_counter() - eval_start
 
@@ -92,6 +92,9 @@ def execute(cfg: RunConfig, out_dir: str | Path, on_step: Callable[[int, int, fl
         "top_k": moe.top_k if cfg.model.is_moe else 0,
         "expert_width": moe.expert_width if cfg.model.is_moe else cfg.model.d_ff,
         "granularity": cfg.model.d_ff / moe.expert_width if cfg.model.is_moe else 1.0,
+        "memory_kind": cfg.model.memory.kind,
+        "memory_slots": cfg.model.memory.slots if cfg.model.memory.kind != "none" else 0,
+        "memory_optimizer": cfg.train.memory_optimizer if cfg.model.memory.kind != "none" else None,
         "exposures": cfg.train.exposures,
         "steps": result.steps,
         "warmup_steps": result.warmup_steps,
@@ -113,6 +116,7 @@ def execute(cfg: RunConfig, out_dir: str | Path, on_step: Callable[[int, int, fl
         "accuracy": capacity.accuracy,
         "accuracy_per_attribute": capacity.accuracy_per_attribute,
         "routing": routing,
+        "memory": memory_usage,
         "history": result.history,
         "train_seconds": result.seconds,
         "eval_seconds": eval_seconds,

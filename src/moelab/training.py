@@ -1,4 +1,5 @@
-"""The training loop: AdamW, linear warmup then cosine decay, a NaN/inf guard, a step history.
+"""The training loop: AdamW (and SparseAdam for memory tables), linear warmup then cosine decay,
+a NaN/inf guard, a step history.
 
 The number of steps follows from the exposures asked for: every person's paragraph is seen
 `exposures` times (one shuffled pass over the people per exposure, a fresh attribute order and
@@ -58,7 +59,8 @@ def learning_rate(step: int, steps: int, cfg: TrainConfig) -> float:
 
 
 def lr_multiplier(name: str, cfg: TrainConfig) -> float:
-    """train.router_lr_mult for router weights, train.expert_lr_mult for routed and shared experts."""
+    """train.router_lr_mult for router weights, train.expert_lr_mult for routed and shared experts
+    (memory tables get train.memory_lr_mult in make_optimizer)."""
     if ".router." in name:
         return cfg.router_lr_mult
     if ".experts." in name or ".shared." in name:
@@ -66,18 +68,83 @@ def lr_multiplier(name: str, cfg: TrainConfig) -> float:
     return 1.0
 
 
-def make_optimizer(model: Transformer, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+class Optimizer:
+    """AdamW over the model, plus SparseAdam over memory tables that have sparse gradients: one
+    list of parameter groups (each with its `lr_mult`), one `step`, one `zero_grad`."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for o in self.optimizers for g in o.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for o in self.optimizers:
+            o.step()
+
+
+def make_optimizer(model: Transformer, cfg: TrainConfig, device: torch.device) -> Optimizer:
     """AdamW with weight decay on matrices and expert stacks only, fused where the device allows.
     One parameter group per (weight decay, learning-rate multiplier); each group's `lr_mult`
-    scales the scheduled learning rate (with the multipliers at 1 there are just two groups)."""
+    scales the scheduled learning rate (with the multipliers at 1 there are just two groups).
+
+    Memory tables (PKM values, PEER experts) get train.memory_lr_mult and no weight decay (as
+    Memory Layers at Scale give values a learning rate of their own). With train.memory_optimizer
+    = "sparse" this switches their layers to sparse gradients and gives the tables to SparseAdam,
+    a lazy Adam that updates only the rows read this step and their moments; "dense" leaves them
+    in AdamW, which reads and writes every row and both moments every step."""
+    sparse = cfg.memory_optimizer == "sparse"
+    tables: list[torch.nn.Parameter] = []
+    for layer in model.memory_modules():
+        layer.sparse = sparse
+        tables += layer.tables()
+    table_ids = {id(p) for p in tables}
     groups: dict[tuple[float, float], dict] = {}
     for name, p in model.named_parameters():
-        key = (cfg.weight_decay if p.dim() >= 2 else 0.0, lr_multiplier(name, cfg))
+        if id(p) in table_ids:
+            if sparse:
+                continue
+            key = (0.0, cfg.memory_lr_mult)
+        else:
+            key = (cfg.weight_decay if p.dim() >= 2 else 0.0, lr_multiplier(name, cfg))
         groups.setdefault(key, {"params": [], "weight_decay": key[0], "lr_mult": key[1]})["params"].append(p)
     groups = sorted(groups.values(), key=lambda g: (g["weight_decay"] == 0.0, g["lr_mult"] != 1.0))
     # Fused AdamW is 3-8x faster than the default on CPU (docs/design.md).
-    return torch.optim.AdamW(list(groups), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                             fused=device.type in ("cpu", "cuda"))
+    optimizers: list[torch.optim.Optimizer] = [
+        torch.optim.AdamW(list(groups), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type in ("cpu", "cuda"))]
+    if sparse and tables:
+        optimizers.append(torch.optim.SparseAdam([{"params": tables, "lr_mult": cfg.memory_lr_mult}],
+                                                 lr=cfg.lr, betas=(cfg.beta1, cfg.beta2)))
+    return Optimizer(optimizers)
+
+
+def clip_gradients(parameters: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Scale all gradients so their joint L2 norm is at most `max_norm`, as clip_grad_norm_, but
+    with sparse gradients too (coalesced first: a row read twice appears twice until then).
+    Returns the norm before clipping. (Models without sparse gradients keep torch's own
+    clip_grad_norm_, so their runs compute exactly what they did before memory layers.)"""
+    squares = []
+    for p in parameters:
+        if p.grad is None:
+            continue
+        if p.grad.is_sparse:
+            p.grad = p.grad.coalesce()
+            squares.append(p.grad.values().float().square().sum())
+        else:
+            squares.append(p.grad.float().square().sum())
+    if not squares:
+        return torch.zeros(())
+    norm = torch.stack(squares).sum().sqrt()
+    scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    for p in parameters:
+        if p.grad is not None:
+            p.grad.mul_(scale.to(p.grad.dtype))
+    return norm
 
 
 def people_order(n_people: int, exposures: int, rng: np.random.Generator, junk: int = 0) -> np.ndarray:
@@ -99,6 +166,8 @@ def train(
     order = people_order(kb.n_people, cfg.exposures, rng, kb.junk_per_exposure)
     steps = n_steps(cfg, kb.n_people + kb.junk_per_exposure)
     optimizer = make_optimizer(model, cfg, device)
+    parameters = list(model.parameters())
+    sparse_tables = any(layer.sparse for layer in model.memory_modules())
     model.train()
     history: list[dict] = []
     recent: list[float] = []
@@ -128,7 +197,10 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if sparse_tables:
+                clip_gradients(parameters, cfg.grad_clip)
+            else:
+                torch.nn.utils.clip_grad_norm_(parameters, cfg.grad_clip)
         optimizer.step()
 
         tokens += int((targets != -100).sum())

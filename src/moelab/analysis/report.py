@@ -24,8 +24,8 @@ from moelab.analysis.html import heading, img, png, save_png, table, write_page
 from moelab.analysis.science_report import science_sections, selection_section
 from moelab.io import atomic_write
 
-COLUMNS = ["label", "status", "n_experts", "top_k", "expert_width", "granularity", "p_total", "p_active",
-           "active_fraction", "bits", "information_bits", "bits_per_param", "bits_per_active_param", "accuracy",
+COLUMNS = ["label", "status", "n_experts", "memory_kind", "memory_slots", "top_k", "expert_width", "granularity",
+           "p_total", "p_active", "active_fraction", "bits", "information_bits", "bits_per_param", "bits_per_active_param", "accuracy",
            "max_violation", "dead_experts", "exposures", "steps", "seed", "wall_seconds", "reason", "key"]
 
 
@@ -99,7 +99,7 @@ def headline_figure(records: list[dict]) -> bytes:
             if log_y and any(r[y_key] <= 0 for r in done):
                 log_y = False  # a run stored <= 0 bits (never clipped): a log axis cannot show it
                 y_label += " (linear: some runs <= 0)"
-            dense = [r for r in done if not r["n_experts"]]
+            dense = [r for r in done if science.is_dense(r)]
             if dense:
                 ax.scatter([r[x_key] for r in dense], [r[y_key] for r in dense], marker="o", s=50,
                            facecolors="none", edgecolors="black", label="dense")

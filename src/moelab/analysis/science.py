@@ -29,6 +29,12 @@ def _is_reasoning(r: dict) -> bool:
     return r.get("data_kind") in REASONING_KINDS  # a task with no knowledge to store
 
 
+def is_dense(r: dict) -> bool:
+    """A run with neither routed experts nor memory layers (records from before memory layers
+    have no memory_kind)."""
+    return not r["n_experts"] and r.get("memory_kind", "none") in ("none", "")
+
+
 def knowledge_runs(records: list[dict]) -> list[dict]:
     """Finished runs on a knowledge base (reasoning runs store no knowledge and are left out)."""
     return [r for r in records if r["status"] == "done" and not _is_reasoning(r)]
@@ -122,11 +128,11 @@ def frontier(records: list[dict], levels=(0.9, 0.5), n_boot: int = 2000, seed: i
     runs of that total; knees on the frontier (the best configuration at each sparsity, see
     `_ratio_curve`) with percentile intervals from resampling seeds within each group."""
     runs = knowledge_runs(records)
-    dense = [r for r in runs if not r["n_experts"]]
+    dense = [r for r in runs if is_dense(r)]
     if not dense:
         return None
     total = float(np.mean([r["p_total"] for r in dense]))
-    moe = groups([r for r in runs if r["n_experts"] and abs(r["p_total"] / total - 1) < 0.05])
+    moe = groups([r for r in runs if not is_dense(r) and abs(r["p_total"] / total - 1) < 0.05])
     if len(moe) < 2:
         return None
     dense_bpp = np.array([r["bits_per_param"] for r in dense])
@@ -177,7 +183,7 @@ def dense_moe_ratios(records: list[dict]) -> list[dict]:
     total parameter, under moelab's accounting (every parameter) and the paper's (`paper_total`),
     with a t interval over the seeds the two share (the ratio per seed, then pooled)."""
     runs = [r for r in knowledge_runs(records) if r.get("params")]
-    dense = groups([r for r in runs if not r["n_experts"]])
+    dense = groups([r for r in runs if is_dense(r)])
     moe = groups([r for r in runs if r["n_experts"]])
     out = []
     for d in dense:
@@ -202,7 +208,7 @@ def dense_moe_ratios(records: list[dict]) -> list[dict]:
 
 def exposure_table(records: list[dict]) -> list[dict]:
     """Dense runs of one size trained for different numbers of exposures (empty if none vary)."""
-    runs = [r for r in knowledge_runs(records) if not r["n_experts"]]
+    runs = [r for r in knowledge_runs(records) if is_dense(r)]
     by_size: dict[int, list[dict]] = {}
     for r in runs:
         by_size.setdefault(r["p_total"], []).append(r)

@@ -1,4 +1,5 @@
-"""Routing diagnostics per MoE layer, measured on training text with the trained model."""
+"""Routing diagnostics per MoE layer and slot usage per memory layer, measured on training text
+with the trained model."""
 
 from __future__ import annotations
 
@@ -11,26 +12,29 @@ from moelab.models import Transformer
 
 @torch.no_grad()
 def routing_diagnostics(model: Transformer, kb: KnowledgeBase, n_paragraphs: int, seed: int,
-                        batch_size: int, device: torch.device) -> list[dict]:
-    """Per MoE layer: load share per expert, max violation, dead experts, router entropy.
+                        batch_size: int, device: torch.device) -> tuple[list[dict], list[dict]]:
+    """(per MoE layer: load share per expert, max violation, dead experts, router entropy;
+    per memory layer: slot usage, dead slots, usage entropy, read-weight entropy).
 
-    Measured over `n_paragraphs` freshly rendered training paragraphs; empty for dense models.
+    Measured over `n_paragraphs` freshly rendered training paragraphs; both empty for dense models.
     """
-    routers = model.routers()
-    if not routers:
-        return []
+    routers, memories = model.routers(), model.memory_modules()
+    if not routers and not memories:
+        return [], []
     model.eval()
-    for router in routers:
-        router.reset_stats()
+    for layer in (*routers, *memories):
+        layer.reset_stats()
     rng = np.random.default_rng(seed)
     people = rng.integers(0, kb.n_people, size=n_paragraphs)
     for start in range(0, n_paragraphs, batch_size):
         model(kb.training_batch(people[start:start + batch_size], rng).inputs.to(device))
     first = model.cfg.moe.first_dense_layers
-    out = [{"layer": first + i} | router.diagnostics() for i, router in enumerate(routers)]
-    for router in routers:
-        router.reset_stats()
-    return out
+    routing = [{"layer": first + i} | router.diagnostics() for i, router in enumerate(routers)]
+    memory = [{"layer": layer, "kind": model.cfg.memory.kind} | m.diagnostics()
+              for layer, m in zip(model.cfg.memory_layers(), memories)]
+    for layer in (*routers, *memories):
+        layer.reset_stats()
+    return routing, memory
 
 
 @torch.no_grad()

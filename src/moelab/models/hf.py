@@ -31,6 +31,8 @@ REFUSED = "cannot export to Qwen3: "
 
 def check_exportable(cfg: RunConfig, model: Transformer) -> None:
     m, moe = cfg.model, cfg.model.moe
+    require(m.memory.kind == "none", REFUSED + f"model.memory.kind = {m.memory.kind!r}: transformers has no "
+                                     "product-key memory layer; export works for dense and MoE models only")
     require(m.mlp == "swiglu", REFUSED + "model.mlp must be 'swiglu' (Qwen3 MLPs are gated SiLU)")
     require(m.qk_norm, REFUSED + "model.qk_norm must be true (Qwen3 always normalises queries and keys)")
     if m.is_moe:

@@ -2,6 +2,10 @@
 
     P_total  = every trainable parameter, tied weights once
     P_active = P_total - sum over MoE layers of (E - k) * params_per_routed_expert
+               - sum over memory layers of (the slot tables - the H k slots read per token)
+A memory layer's active parameters are those a token reads: its query projection and norm, every
+sub-key (all 2 n of each head are scored) and the H k rows it reads of its tables ([N, d] values for
+PKM; [N, d] down and up vectors for PEER), capped at the tables' size.
 Embedding parameters are the input embedding plus an untied LM head; "non-embedding" excludes both.
 The knowledge bases keep only tokens that occur, so no embedding row is unused.
 Buffers (RoPE tables, the auxiliary-loss-free bias) are not parameters.
@@ -27,15 +31,17 @@ class ParamCount:
     routed_experts: int  # all routed experts, all layers
     routed_experts_active: int  # the k of E routed experts each token uses
     shared_experts: int
+    memory: int = 0  # memory layers: retrieval (queries, sub-keys) and slot tables, all layers
+    memory_active: int = 0  # their retrieval and the slot rows a token reads
 
     @property
     def total(self) -> int:
         return (self.embedding + self.attention + self.norms + self.dense_mlp + self.router
-                + self.routed_experts + self.shared_experts)
+                + self.routed_experts + self.shared_experts + self.memory)
 
     @property
     def active(self) -> int:
-        return self.total - self.routed_experts + self.routed_experts_active
+        return self.total - self.routed_experts + self.routed_experts_active - self.memory + self.memory_active
 
     @property
     def total_nonembedding(self) -> int:
@@ -134,6 +140,13 @@ class Architecture:
     router_bias: bool = False  # a per-expert bias in the router (gpt-oss; DeepSeek's correction bias)
     hash_routing: bool = False  # experts chosen by a fixed hash of the token id: no router parameters
     expert_bias: bool = False  # biases in the expert projections (gpt-oss)
+    memory: str = "none"  # "pkm" or "peer" memory layers (models/memory.py)
+    memory_layers: int = 0
+    memory_replaces_ffn: bool = True  # False: the memory sits beside the layer's dense FFN
+    memory_n_keys: int = 0  # sub-keys per half: N = n_keys ** 2 slots
+    memory_heads: int = 0
+    memory_top_k: int = 0
+    memory_key_dim: int = 0
 
     @property
     def moe_layers(self) -> int:
@@ -141,7 +154,19 @@ class Architecture:
 
     @property
     def dense_layers(self) -> int:
-        return self.layers - self.moe_layers
+        replaced = self.memory_layers if self.memory_replaces_ffn else 0
+        return self.layers - self.moe_layers - replaced
+
+    def memory_params(self) -> tuple[int, int]:
+        """(total, active) of one memory layer: the query projection and its per-head norm and the
+        2 n sub-keys of each head, all active; then the slot tables, of which H k rows are read."""
+        if self.memory == "none":
+            return 0, 0
+        d, H, c, n = self.hidden, self.memory_heads, self.memory_key_dim, self.memory_n_keys
+        retrieval = d * H * c + c + H * 2 * n * (c // 2)
+        row = d * (2 if self.memory == "peer" else 1)  # a PKM value row; a PEER down and up vector
+        slots = n * n
+        return retrieval + slots * row, retrieval + min(H * self.memory_top_k, slots) * row
 
     def expert_params(self) -> int:
         """One routed expert."""
@@ -162,6 +187,7 @@ def count_architecture(arch: Architecture) -> ParamCount:
     n_moe = arch.moe_layers
     per_expert = arch.expert_params() if n_moe else 0
     shared_width = arch.shared_ffn or arch.expert_ffn
+    memory_total, memory_active = arch.memory_params()
     return ParamCount(
         input_embedding=arch.vocab * h,
         embedding=arch.vocab * h * (1 if arch.tie_embeddings else 2),
@@ -172,6 +198,8 @@ def count_architecture(arch: Architecture) -> ParamCount:
         routed_experts=n_moe * arch.n_experts * per_expert,
         routed_experts_active=n_moe * arch.top_k * per_expert,
         shared_experts=n_moe * arch.n_shared * mlp_params(h, shared_width, arch.mlp),
+        memory=arch.memory_layers * memory_total,
+        memory_active=arch.memory_layers * memory_active,
     )
 
 
@@ -186,6 +214,9 @@ def lab_architecture(cfg: ModelConfig, vocab_size: int) -> Architecture:
         first_dense_layers=moe.first_dense_layers if cfg.is_moe else cfg.n_layers,
         n_experts=moe.n_experts, top_k=moe.top_k, expert_ffn=moe.expert_width,
         n_shared=moe.n_shared_experts, hash_routing=moe.router == "hash",
+        memory=cfg.memory.kind, memory_layers=len(cfg.memory_layers()),
+        memory_replaces_ffn=cfg.memory.placement == "replace", memory_n_keys=cfg.memory.n_keys,
+        memory_heads=cfg.memory.heads, memory_top_k=cfg.memory.top_k, memory_key_dim=cfg.memory.key_dim,
     )
 
 
@@ -207,6 +238,9 @@ def count_module(model: nn.Module) -> tuple[int, int]:
     for experts in model.routed_expert_modules():
         inactive += unused_expert_params(sum(p.numel() for p in experts.parameters()), experts.w_in.shape[0],
                                          model.cfg.moe.top_k)
+    for memory in model.memory_modules():
+        slots, read = memory.cfg.slots, min(memory.cfg.heads * memory.cfg.top_k, memory.cfg.slots)
+        inactive += sum(t.numel() for t in memory.tables()) * (slots - read) // slots
     return total, total - inactive
 
 

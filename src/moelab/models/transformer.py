@@ -1,5 +1,6 @@
 """A decoder-only language model: token embedding, pre-norm blocks (RoPE attention + dense or MoE
-feed-forward), final RMSNorm and an LM head, optionally tied to the embedding.
+feed-forward, or a product-key memory in its place or beside it), final RMSNorm and an LM head,
+optionally tied to the embedding.
 
 Shapes: B batch, S sequence, d = d_model, H heads, d_h = d / H, V vocabulary.
 Module names follow the Llama/Qwen3 layout (q_proj, k_proj, v_proj, o_proj; gate/up/down_proj)
@@ -15,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from moelab.config import ModelConfig
+from moelab.models.memory import MemoryLayer, memory_layer
 from moelab.models.moe import MLP, Experts, MoE, Router, initialise
 
 
@@ -76,23 +78,32 @@ class Block(nn.Module):
         self.attn = Attention(cfg)
         self.ffn_norm = nn.RMSNorm(cfg.d_model)
         moe_layer = cfg.is_moe and layer >= cfg.moe.first_dense_layers
-        self.ffn = MoE(cfg) if moe_layer else MLP(cfg.d_model, cfg.d_ff, cfg.mlp)
+        self.ffn: MoE | MLP | None = None
+        if layer in cfg.ffn_layers():
+            self.ffn = MoE(cfg) if moe_layer else MLP(cfg.d_model, cfg.d_ff, cfg.mlp)
+        self.memory = memory_layer(cfg.d_model, cfg.memory) if layer in cfg.memory_layers() else None
 
     def reset_parameters(self, std: float = 0.02, out_std: float = 0.02) -> None:
         self.attn_norm.reset_parameters()
         self.attn.reset_parameters(std, out_std)
         self.ffn_norm.reset_parameters()
-        self.ffn.reset_parameters(std, out_std)
+        for part in (self.ffn, self.memory):
+            if part is not None:
+                part.reset_parameters(std, out_std)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x + self.attn(self.attn_norm(x), cos, sin)
         h = self.ffn_norm(x)
+        aux = x.new_zeros(())
         if isinstance(self.ffn, MoE):
-            y, aux = self.ffn(h, tokens)
-        else:
-            y, aux = self.ffn(h), x.new_zeros(())
-        return x + y, aux
+            x_ffn, aux = self.ffn(h, tokens)
+            x = x + x_ffn
+        elif self.ffn is not None:
+            x = x + self.ffn(h)
+        if self.memory is not None:
+            x = x + self.memory(h)
+        return x, aux
 
 
 class Transformer(nn.Module):
@@ -113,7 +124,7 @@ class Transformer(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """GPT-2 initialisation: N(0, INIT_STD), the projections that write into the residual
-        stream (o_proj, down_proj, w_out) at INIT_STD / sqrt(2L), norms to ones; drawn module by
+        stream (o_proj, down_proj, w_out, memory values and up vectors) at INIT_STD / sqrt(2L), norms to ones; drawn module by
         module in the order of `named_parameters`."""
         residual_std = INIT_STD / math.sqrt(2 * self.cfg.n_layers)
         nn.init.normal_(self.embed.weight, std=INIT_STD)
@@ -148,6 +159,9 @@ class Transformer(nn.Module):
             if router.cfg.bias_update_rate:
                 router.update_bias()
             router.reset_stats()
+
+    def memory_modules(self) -> list[MemoryLayer]:
+        return [m for m in self.modules() if isinstance(m, MemoryLayer)]
 
     def routed_expert_modules(self) -> list[Experts]:
         return [m for m in self.modules() if isinstance(m, Experts)]

@@ -175,17 +175,25 @@ def set_path(data: dict[str, Any], path: str, value: Any) -> None:
     data[leaf] = value
 
 
-DESCRIBED = {"model.moe.n_experts", "model.moe.top_k", "model.moe.expert_width", "model.d_ff"}
+DESCRIBED = {"model.moe.n_experts", "model.moe.top_k", "model.moe.expert_width", "model.d_ff",
+             "model.memory.kind", "model.memory.n_keys", "model.memory.heads", "model.memory.top_k"}
 # Recipe fields a block sets are named in its labels even when the block gives a single value:
 # runs that differ from the rest of the sweep in how they train must not look like the others.
 RECIPE_FIELDS = {"seed", "model.moe.router", "train.batch_size", "train.exposures", "train.router_lr_mult",
-                 "train.expert_lr_mult"}
+                 "train.expert_lr_mult", "train.memory_lr_mult", "train.memory_optimizer"}
 
 
 def run_label(cfg: RunConfig, varied: dict[str, Any]) -> str:
-    """'E=8 k=2 w=52' or 'dense d_ff=208', then any other field this grid block varies."""
-    moe = cfg.model.moe
-    arch = f"E={moe.n_experts} k={moe.top_k} w={moe.expert_width}" if moe.n_experts else f"dense d_ff={cfg.model.d_ff}"
+    """'E=8 k=2 w=52', 'dense d_ff=208' or 'pkm N=1024 h=4 k=8' (with ' +d_ff=64' for a memory beside
+    the MLP), then any other field this grid block varies."""
+    moe, memory = cfg.model.moe, cfg.model.memory
+    if memory.kind != "none":
+        arch = f"{memory.kind} N={memory.slots} h={memory.heads} k={memory.top_k}" + (
+            f" +d_ff={cfg.model.d_ff}" if memory.placement == "beside" else "")
+    elif moe.n_experts:
+        arch = f"E={moe.n_experts} k={moe.top_k} w={moe.expert_width}"
+    else:
+        arch = f"dense d_ff={cfg.model.d_ff}"
     extras = [f"{path.split('.')[-1]}={value}" for path, value in varied.items() if path not in DESCRIBED]
     return " ".join([arch, *extras])
 
