@@ -241,6 +241,9 @@ def test_memory_with_experts_is_refused():
 def test_a_memory_model_trains_and_reports_its_memory(tmp_path):
     from moelab.evaluation.quantization import quantize_model
     from moelab.models.hf import check_exportable
+    from moelab.probe.backends import LabBackend
+    from moelab.probe.runner import ProbeSettings, run_probe
+    from moelab.probe.tasks import knowledge_task
     from moelab.run import execute, load_run
     from moelab.sweeps.grid import run_label
 
@@ -255,6 +258,9 @@ def test_a_memory_model_trains_and_reports_its_memory(tmp_path):
     assert all(0 < u["usage_entropy_bits"] <= u["max_usage_entropy_bits"] == 8 for u in usage)
     assert metrics["p_active"] < metrics["p_total"]
     assert run_label(cfg, {}) == "peer N=256 h=2 k=4 +d_ff=64"
+
+    probed = run_probe(LabBackend(tmp_path), knowledge_task(load_run(tmp_path)[1]), tmp_path / "probe", ProbeSettings())
+    assert probed["answerable"]["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)  # greedy = recall
 
     _, kb, model = load_run(tmp_path)
     quantized = quantize_model(model, 8)
