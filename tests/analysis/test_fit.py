@@ -105,12 +105,31 @@ def test_inverse_with_a_covariate_matches_the_point_solution():
 
 def test_an_unfitted_model_says_so_and_fit_returns_self():
     from moelab.analysis.fit import NotFittedError
-    from moelab.analysis.survey import SizeModel
+    from moelab.analysis.fit import RandomInterceptFit
+    from moelab.analysis.size import Candidate, SizeModel
 
     for model, call in ((LinearFit(), lambda m: m.predict([[1.0]])), (LogLinearFit(), lambda m: m.slope_),
                         (LogLinearFit(), lambda m: m.inverse_count(1.0)),
-                        (SizeModel("linear", False), lambda m: m.estimate(20.0, False))):
+                        (RandomInterceptFit(), lambda m: m.predict([[1.0]])),
+                        (SizeModel(Candidate()), lambda m: m.coefficients())):
         with pytest.raises(NotFittedError, match="not fitted"):
             call(model)
     fit = LogLinearFit()
     assert fit.fit([10, 100, 1000, 10_000], [1.0, 2.1, 2.9, 4.0]) is fit and fit.slope_ == pytest.approx(0.98)
+
+
+def test_random_intercept_fit_matches_statsmodels_mixedlm():
+    sm = pytest.importorskip("statsmodels.api")
+    from moelab.analysis.fit import RandomInterceptFit
+
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 15, 200)
+    x = rng.normal(size=(200, 2))
+    y = 1 + x @ [0.7, -0.3] + rng.normal(0, 0.5, 15)[groups] + rng.normal(0, 0.3, 200)
+    ours = RandomInterceptFit().fit(x, y, groups)
+    theirs = sm.MixedLM(y, sm.add_constant(x), groups=groups).fit(reml=True)
+    np.testing.assert_allclose(ours.coef_, theirs.fe_params, rtol=1e-5)
+    assert ours.sigma2_ == pytest.approx(theirs.scale, rel=1e-4)
+    assert ours.tau2_ == pytest.approx(float(np.asarray(theirs.cov_re)[0, 0]), rel=1e-3)
+    np.testing.assert_allclose(ours.cov_, np.asarray(theirs.cov_params())[:3, :3], rtol=1e-3, atol=1e-7)
+    assert ours.effects_[3] == pytest.approx(float(np.asarray(theirs.random_effects[3])[0]), rel=1e-3)

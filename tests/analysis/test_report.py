@@ -1,3 +1,4 @@
+import math
 import csv
 
 import numpy as np
@@ -58,13 +59,14 @@ def test_attribution_says_why_it_cannot_read_a_narrow_or_dense_only_sweep():
         r["p_active"] = 43_520 + 40 * r["n_experts"] // 4
     stats, notes = attribution(at_fixed_active)
     assert "r(bits, P_active)" not in stats and "r(bits, P_total)" in stats
-    assert any("P_active values spans only" in n for n in notes)
+    assert any("active parameter counts spans only" in n for n in notes)
     assert not any(k.startswith("partial") for k in stats)
     dense = [flatten_run(r) for r in ladder()[5:]] + [flatten_run(row(20, 0, 30_000, 30_000, 2e4)),
                                                       flatten_run(row(21, 0, 20_000, 20_000, 1.5e4))]
     stats, notes = attribution(dense)
     assert set(stats) == {"r(bits, P_total)", "r(bits, P_active)"}
-    assert any("equal in every run" in n for n in notes)
+    assert all(math.isfinite(v) for e in stats.values() for v in (e.value, e.low, e.high))  # no nan interval
+    assert any("equal everywhere" in n for n in notes)
     two_values = [flatten_run(row(i, 0, 1000 * (1 + i % 2), 1000 * (1 + i % 2), 500 + i)) for i in range(4)]
     stats, notes = attribution(two_values)
     assert stats == {} and any("4 points at 2 distinct" in n for n in notes)

@@ -19,7 +19,8 @@ import numpy as np
 from matplotlib.ticker import EngFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from moelab.analysis import science
-from moelab.analysis.fit import Estimate, LogLinearFit, partial_correlation, pearson, support_problem
+from moelab.analysis import fit
+from moelab.analysis.fit import Estimate, LogLinearFit, pearson, support_problem
 from moelab.analysis.html import heading, img, png, save_png, table, write_page
 from moelab.analysis.science_report import science_sections, selection_section
 from moelab.io import atomic_write
@@ -133,29 +134,20 @@ def headline_figure(records: list[dict]) -> bytes:
     return png(fig, dpi=110)
 
 
+REPORTED_ATTRIBUTION = {"r_total": "r(bits, P_total)", "r_active": "r(bits, P_active)",
+                        "partial_total": "partial r(bits, P_total | P_active)",
+                        "partial_active": "partial r(bits, P_active | P_total)"}
+
+
 def attribution(records: list[dict]) -> tuple[dict[str, Estimate], list[str]]:
-    """Correlations of log10 bits with log10 P_total and log10 P_active, raw and partial, and the
-    reasons for those the runs cannot support (too few or too close parameter counts, or total
-    and active equal in every run, as in a dense-only sweep)."""
+    """Correlations of log10 bits with log10 P_total and log10 P_active, raw and partial
+    (fit.attribution, with its notes on what the runs cannot support)."""
     done = [r for r in records if r["status"] == "done" and r["bits"] > 0]
-    counts = {name: np.array([r[key] for r in done], float)
-              for name, key in (("P_total", "p_total"), ("P_active", "p_active"))}
-    problems = {name: support_problem(x, f"{name} values") for name, x in counts.items()}
-    out, notes = {}, [f"r(bits, {name}) not shown: {p}" for name, p in problems.items() if p]
     if not done:
-        return out, notes
-    bits = np.log10([r["bits"] for r in done])
-    total, active = np.log10(counts["P_total"]), np.log10(counts["P_active"])
-    for name, x in (("P_total", total), ("P_active", active)):
-        if problems[name] is None:
-            out[f"r(bits, {name})"] = pearson(x, bits)
-    if problems["P_total"] is None and problems["P_active"] is None:
-        if np.allclose(total, active):
-            notes.append("partial correlations not shown: total and active parameters are equal in every run")
-        else:
-            out["partial r(bits, P_total | P_active)"] = partial_correlation(total, bits, active)
-            out["partial r(bits, P_active | P_total)"] = partial_correlation(active, bits, total)
-    return out, notes
+        return {}, ["no finished run stored a positive number of bits"]
+    stats, notes = fit.attribution([r["p_total"] for r in done], [r["p_active"] for r in done],
+                                   np.log10([r["bits"] for r in done]), n_boot=2000)
+    return {label: stats[key] for key, label in REPORTED_ATTRIBUTION.items() if key in stats}, notes
 
 
 def write_report(rows: list[dict], folder: str | Path, title: str, description: str = "",

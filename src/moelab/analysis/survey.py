@@ -13,31 +13,34 @@ Data: a CSV with the columns of the bundled `moelab/data/knowledge_vs_params.csv
 * Attribution: correlations of accuracy with log10 total and log10 active parameters, partial
   correlations of each given the other, and gamma in acc = a + b log10(N_total^g N_active^(1-g)),
   all with 95% bootstrap intervals; for all models and for MoE models alone.
-* Estimation: the chosen fit inverted at a closed model's accuracy gives its total parameters
-  with an 80% calibration interval (parameter uncertainty plus residual spread). Estimates
-  outside the range of open models the fit saw are flagged with their distance in decades.
-* Validation: leave-one-developer-out: each lab's models are held out, their totals predicted
-  from accuracy; median absolute error in decades and coverage of the 80% interval.
+* Estimation (analysis/size.py): log10 total parameters regressed on a knowledge measure
+  (accuracy, or accuracy among attempted questions) with mode, attempt rate, release date,
+  sparsity and a developer random effect as candidates; each candidate validated by leaving one
+  developer out and by time splits; the best one gives closed models' totals with 80% intervals
+  calibrated on held-out error. Estimates outside the range of open models the fit saw are
+  flagged with their distance in decades.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
+from datetime import date
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from moelab.analysis.fit import (
-    Estimate, LinearFit, NotFittedError, partial_correlation, pearson, spearman, total_share,
-)
+from moelab.analysis import size
+from moelab.analysis.fit import ATTRIBUTION_STATISTICS, Estimate, attribution
 from moelab.errors import MoelabError
 
 COLUMNS = ["model", "developer", "open_weights", "architecture", "total_params_b", "active_params_b",
            "benchmark", "variant", "accuracy_pct", "omniscience_index", "hallucination_rate_pct",
            "source", "as_of"]
+OPTIONAL_COLUMNS = ["release_date"]  # YYYY-MM-DD; tables without the column still load
 REQUIRED = ["model", "developer", "benchmark"]
 BENCHMARKS = ["AA-Omniscience", "SimpleQA", "IKP", "TriviaQA", "NaturalQuestions", "moelab-probe"]
 LEVEL = 0.8  # estimate intervals
@@ -64,6 +67,7 @@ class ModelRow:
     hallucination_rate_pct: float | None
     source: str
     as_of: str
+    release_date: date | None = None
 
     @property
     def reasoning(self) -> bool:
@@ -151,6 +155,13 @@ def parse_rows(path: str | Path, allow_missing_params: bool = True) -> tuple[lis
             index = _number(record["omniscience_index"], "omniscience_index", -100, 100, problems, where)
             hallucination = _number(record["hallucination_rate_pct"], "hallucination_rate_pct", 0, 100,
                                     problems, where)
+            released = None
+            if record.get("release_date", "").strip():
+                try:
+                    released = date.fromisoformat(record["release_date"].strip())
+                except ValueError:
+                    problems.append(f"{where}, column release_date: {record['release_date']!r} is not a date; "
+                                    "use YYYY-MM-DD or leave it empty")
             if total is not None and active is not None and active > total:
                 problems.append(f"{where}, column active_params_b: {active} exceeds total_params_b {total}")
             if not allow_missing_params and total is None and open_text == "true":
@@ -160,7 +171,7 @@ def parse_rows(path: str | Path, allow_missing_params: bool = True) -> tuple[lis
             rows.append(ModelRow(line, record["model"].strip(), record["developer"].strip(),
                                  open_text == "true", record["architecture"], total, active,
                                  record["benchmark"], record["variant"], accuracy, index, hallucination,
-                                 record["source"], record["as_of"]))
+                                 record["source"], record["as_of"], released))
     return rows, problems
 
 
@@ -233,91 +244,6 @@ def to_scale(accuracy_pct: np.ndarray | float, scale: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# the size model
-
-
-@dataclass
-class SizeModel:
-    """accuracy (on `scale`) ~ log10 total_b [+ reasoning flag], fitted on weights-group points."""
-
-    scale: str  # "linear" or "logit"
-    covariate: bool  # reasoning flag as a covariate
-    points_: list[Point] = field(default_factory=list, init=False)  # the points it was fitted on
-    fit_: LinearFit | None = field(default=None, init=False)
-
-    def fit(self, points: list[Point]) -> SizeModel:
-        self.points_ = points
-        self.fit_ = LinearFit().fit(self._X(points), to_scale([p.accuracy_pct for p in points], self.scale))
-        return self
-
-    def _fitted(self) -> LinearFit:
-        if self.fit_ is None:
-            raise NotFittedError(f"SizeModel {self.name} is not fitted yet; call fit(points) first")
-        return self.fit_
-
-    def _X(self, points: list[Point]) -> np.ndarray:
-        u = np.log10([p.total_b for p in points])
-        return np.column_stack([u, [float(p.reasoning) for p in points]]) if self.covariate else u[:, None]
-
-    @property
-    def name(self) -> str:
-        return f"{self.scale}{' + reasoning' if self.covariate else ''}"
-
-    def estimate(self, accuracy_pct: float, reasoning: bool, level: float = LEVEL) -> Estimate:
-        """Total parameters (billions) at this accuracy, with the calibration interval."""
-        others = [float(reasoning)] if self.covariate else []
-        return self._fitted().inverse(float(to_scale(accuracy_pct, self.scale)), 0, others, level).pow10()
-
-    def extrapolation(self, estimate_b: float) -> float:
-        """Decades outside the totals the fit saw (0 inside, nan if no estimate)."""
-        if not math.isfinite(estimate_b) or estimate_b <= 0:
-            return math.nan
-        self._fitted()
-        low, high = min(p.total_b for p in self.points_), max(p.total_b for p in self.points_)
-        if estimate_b > high:
-            return math.log10(estimate_b / high)
-        if estimate_b < low:
-            return math.log10(low / estimate_b)
-        return 0.0
-
-
-@dataclass
-class Validation:
-    model: str
-    n_points: int
-    n_developers: int
-    median_abs_error_decades: float
-    coverage: float  # share of held-out totals inside their 80% interval
-
-
-def leave_one_developer_out(rows: list[ModelRow], benchmark: str, scale: str, covariate: bool) -> Validation | None:
-    """Hold out each developer in turn; every candidate model is scored on the same held-out
-    points (each weights group's best reasoning and best non-reasoning variant)."""
-    train_points = fit_points(rows, benchmark, by_reasoning=covariate)
-    test_points = fit_points(rows, benchmark, by_reasoning=True)
-    developers = sorted({p.developer for p in test_points})
-    errors, covered = [], []
-    for developer in developers:
-        train = [p for p in train_points if p.developer != developer]
-        if len(train) < MIN_GROUPS:
-            continue
-        try:
-            model = SizeModel(scale, covariate).fit(train)
-        except ValueError:
-            continue
-        for p in test_points:
-            if p.developer != developer:
-                continue
-            est = model.estimate(p.accuracy_pct, p.reasoning)
-            errors.append(abs(math.log10(est.value) - math.log10(p.total_b)) if est.value > 0 else math.inf)
-            covered.append(est.low <= p.total_b <= est.high)
-    if not errors:
-        return None
-    name = SizeModel(scale, covariate).name
-    return Validation(name, len(errors), len(developers), float(np.median(errors)), float(np.mean(covered)))
-
-
-# ---------------------------------------------------------------------------------------------
 # attribution
 
 
@@ -325,35 +251,33 @@ def leave_one_developer_out(rows: list[ModelRow], benchmark: str, scale: str, co
 class Attribution:
     subset: str
     n_groups: int
-    r_total: Estimate | None = None
-    r_active: Estimate | None = None
-    spearman_total: Estimate | None = None
-    spearman_active: Estimate | None = None
-    partial_total: Estimate | None = None  # total given active
-    partial_active: Estimate | None = None  # active given total
-    gamma: Estimate | None = None
+    stats: dict[str, Estimate]  # fit.ATTRIBUTION_STATISTICS that the points support
+    notes: list[str]
 
 
 def attribute(points: list[Point], subset: str, n_boot: int = 2000) -> Attribution:
     points = [p for p in points if p.active_b is not None]
-    out = Attribution(subset, len(points))
     if len(points) < MIN_GROUPS:
-        return out
-    acc = np.array([p.accuracy_pct for p in points])
-    total = np.array([p.total_b for p in points])
-    active = np.array([p.active_b for p in points])
-    u_total, u_active = np.log10(total), np.log10(active)
-    out.r_total, out.r_active = pearson(u_total, acc, n_boot), pearson(u_active, acc, n_boot)
-    out.spearman_total, out.spearman_active = spearman(u_total, acc, n_boot), spearman(u_active, acc, n_boot)
-    if np.ptp(u_total - u_active) > 0:  # total and active not identical (some MoE models)
-        out.partial_total = partial_correlation(u_total, acc, u_active, n_boot)
-        out.partial_active = partial_correlation(u_active, acc, u_total, n_boot)
-        out.gamma = total_share(total, active, acc, n_boot)
-    return out
+        return Attribution(subset, len(points), {}, [f"{len(points)} groups: need {MIN_GROUPS}"])
+    stats, notes = attribution([p.total_b for p in points], [p.active_b for p in points],
+                               [p.accuracy_pct for p in points], n_boot)
+    return Attribution(subset, len(points), stats, notes)
 
 
 # ---------------------------------------------------------------------------------------------
 # the whole analysis of one benchmark
+
+
+def size_points(rows: list[ModelRow], benchmark: str) -> list[size.SizePoint]:
+    """Open models with a total and an accuracy: each weights group's best row in each mode."""
+    best: dict[tuple, ModelRow] = {}
+    for r in rows:
+        if r.benchmark != benchmark or r.total_b is None or r.accuracy_pct is None or not r.open_weights:
+            continue
+        key = (r.developer, r.total_b, r.active_b, r.reasoning)
+        if key not in best or r.accuracy_pct > best[key].accuracy_pct:
+            best[key] = r
+    return [size.size_point(r) for r in best.values()]
 
 
 @dataclass
@@ -369,48 +293,113 @@ class SizeEstimate:
     high_b: float
     extrapolated: bool
     extrapolation_decades: float
+    size_model: str = ""
     line: int | None = None
+    true_b: float | None = None  # the row's own total, when it has one (a held-out check)
 
 
 @dataclass
 class BenchmarkSurvey:
     benchmark: str
     attribution: list[Attribution]
-    validation: list[Validation]
-    chosen: SizeModel
+    selection: size.SizeSelection | None
+    points: list[size.SizePoint]
     estimates: list[SizeEstimate]
+    note: str = ""  # why there are no estimates, when there are none
 
-    def estimate_row(self, row: ModelRow) -> SizeEstimate:
-        est = self.chosen.estimate(row.accuracy_pct, row.reasoning)
-        decades = self.chosen.extrapolation(est.value)
+    def estimate_row(self, row: ModelRow) -> SizeEstimate | None:
+        """The row's total from its score (its own parameter cells ignored), or None when no
+        validated size model can use the row."""
+        if self.selection is None:
+            return None
+        point = size.size_point(row)
+        model = size.fallback(self.selection, point, self.points)
+        if model is None:
+            return None
+        centre, low, high = (float(v[0]) for v in model.predict([point]))
+        decades = model.extrapolation(10**centre)
         return SizeEstimate(row.model, row.developer, row.benchmark, row.variant, row.accuracy_pct,
-                            row.reasoning, est.value, est.low, est.high,
-                            not (decades == 0.0), decades, row.line)
+                            row.reasoning, 10**centre, 10**low, 10**high, decades > 0, decades,
+                            model.candidate.name, row.line, row.total_b)
 
 
 def survey_benchmark(rows: list[ModelRow], benchmark: str, n_boot: int = 2000) -> BenchmarkSurvey | None:
-    """Attribution, model choice by leave-one-developer-out error, and closed-model estimates."""
+    """Attribution, the size model chosen by held-out error, and closed-model estimates."""
     points = fit_points(rows, benchmark, by_reasoning=False)
     if len(points) < MIN_GROUPS:
         return None
-    attribution = [attribute(points, "all models", n_boot),
-                   attribute([p for p in points if p.is_moe], "MoE only", n_boot)]
-    validation = []
-    for covariate in (False, True):
-        if covariate and len({p.reasoning for p in fit_points(rows, benchmark, True)}) < 2:
-            continue  # the flag does not vary on this benchmark
-        for scale in ("linear", "logit"):
-            v = leave_one_developer_out(rows, benchmark, scale, covariate)
-            if v is not None:
-                validation.append(v)
-    best = min(validation, key=lambda v: v.median_abs_error_decades)
-    covariate = best.model.endswith("+ reasoning")
-    chosen = SizeModel(best.model.split()[0], covariate).fit(fit_points(rows, benchmark, covariate))
-    result = BenchmarkSurvey(benchmark, attribution, validation, chosen, [])
+    attribution_ = [attribute(points, "all models", n_boot),
+                    attribute([p for p in points if p.is_moe], "MoE only", n_boot)]
+    sized = size_points(rows, benchmark)
+    selection = size.select(sized)
+    result = BenchmarkSurvey(benchmark, attribution_, selection, sized, [])
+    if selection is None:
+        result.note = (f"no size estimates: {len(sized)} points from {len({p.developer for p in sized})} developers "
+                       f"are too few to validate a size model (leaving one developer out must leave "
+                       f"{size.MIN_POINTS} points every candidate can use, from 3 or more developers)")
+        return result
     closed = [r for r in rows if r.benchmark == benchmark and r.accuracy_pct is not None
               and (not r.open_weights or r.total_b is None)]
-    result.estimates = [result.estimate_row(r) for r in closed]
+    result.estimates = [e for e in map(result.estimate_row, closed) if e is not None]
     return result
+
+
+def weights_key(row: ModelRow | SizeEstimate, total_b: float | None) -> tuple:
+    """Rows of one set of weights: same developer and counts (open), or same name without its
+    mode words (closed models have no counts)."""
+    if total_b is not None:
+        return (row.developer, total_b)
+    base = re.sub(r"\((non-)?reasoning[^)]*\)|\b(thinking|reasoning)\b", "", row.model, flags=re.I)
+    return (row.developer, " ".join(base.split()).lower())
+
+
+def mode_agreement(result: BenchmarkSurvey, rows: list[ModelRow]) -> list[dict]:
+    """For every weights group with a reasoning and a non-reasoning row on this benchmark, the
+    ratio of the two rows' size estimates (reasoning over non-reasoning; 1 = they agree)."""
+    if result.selection is None:
+        return []
+    by_group: dict[tuple, dict[bool, SizeEstimate]] = {}
+    for r in rows:
+        if r.benchmark != result.benchmark or r.accuracy_pct is None:
+            continue
+        e = result.estimate_row(r)
+        if e is None:
+            continue
+        modes = by_group.setdefault(weights_key(r, r.total_b if r.open_weights else None), {})
+        if r.reasoning not in modes or r.accuracy_pct > modes[r.reasoning].accuracy_pct:
+            modes[r.reasoning] = e
+    return [{"group": f"{key[0]}: {modes[True].model} / {modes[False].model}",
+             "ratio": modes[True].estimate_b / modes[False].estimate_b}
+            for key, modes in by_group.items() if len(modes) == 2]
+
+
+def held_out_check(estimates: list[SizeEstimate]) -> dict:
+    """Median |log10 error|, share within 2x and 80% coverage over estimates of rows that carry
+    their true total (`moelab survey --predict` on a table with parameter counts)."""
+    known = [e for e in estimates if e.true_b is not None]
+    scores = size.Scores()
+    for e in known:
+        scores.add(math.log10(e.true_b), math.log10(e.estimate_b), math.log10(e.low_b), math.log10(e.high_b))
+    return scores.summary()
+
+
+FRONTIER_RANGE_B = (5_000, 10_000)  # the seed's "5-10T"
+
+
+def frontier_claim(result: BenchmarkSurvey, top: int = 8) -> tuple[list[SizeEstimate], str]:
+    """The `top` closed models by accuracy, and one sentence on what the data support about 5-10T."""
+    best = sorted(result.estimates, key=lambda e: -e.accuracy_pct)[:top]
+    if not best:
+        return [], ""
+    low, high = FRONTIER_RANGE_B
+    include = [e.model for e in best if e.low_b <= high and e.high_b >= low]
+    beyond = [e.model for e in best if e.extrapolated and e.estimate_b > 1]
+    largest = max(p.total_b for p in result.selection.chosen.points_)
+    text = (f"On {result.benchmark}, of the {len(best)} best-scoring closed models, "
+            f"{len(include)} have 80% intervals that include 5-10T ({', '.join(include) or 'none'}); "
+            f"{len(beyond)} of the {len(best)} estimates lie beyond the largest open model the fit saw "
+            f"({largest:,.0f}B) and are extrapolations.")
+    return best, text
 
 
 def survey(rows: list[ModelRow], benchmarks: list[str] | None = None, n_boot: int = 2000) -> list[BenchmarkSurvey]:
@@ -431,8 +420,9 @@ def estimate_rows(results: list[BenchmarkSurvey], rows: list[ModelRow]) -> list[
     """Estimates for rows of another table (their parameter cells are ignored), on the fit of
     their benchmark; rows without accuracy or on a benchmark without a fit are skipped."""
     by_benchmark = {r.benchmark: r for r in results}
-    return [by_benchmark[r.benchmark].estimate_row(r) for r in rows
-            if r.accuracy_pct is not None and r.benchmark in by_benchmark]
+    estimates = (by_benchmark[r.benchmark].estimate_row(r) for r in rows
+                 if r.accuracy_pct is not None and r.benchmark in by_benchmark)
+    return [e for e in estimates if e is not None]
 
 
 def _estimate_json(e: Estimate | None) -> dict | None:
@@ -441,7 +431,8 @@ def _estimate_json(e: Estimate | None) -> dict | None:
 
 def estimate_json(e: SizeEstimate) -> dict:
     return {"model": e.model, "developer": e.developer, "benchmark": e.benchmark, "variant": e.variant,
-            "accuracy_pct": e.accuracy_pct, "reasoning": e.reasoning,
+            "accuracy_pct": e.accuracy_pct, "reasoning": e.reasoning, "size_model": e.size_model,
+            "true_b": e.true_b,
             "estimate_b": e.estimate_b if math.isfinite(e.estimate_b) else None,
             "low_b": e.low_b, "high_b": e.high_b if math.isfinite(e.high_b) else None,
             "interval_level": LEVEL, "extrapolated": e.extrapolated,
@@ -449,18 +440,32 @@ def estimate_json(e: SizeEstimate) -> dict:
             "line": e.line}
 
 
-def results_json(results: list[BenchmarkSurvey]) -> dict:
+def results_json(results: list[BenchmarkSurvey], rows: list[ModelRow]) -> dict:
     out = {}
     for b in results:
-        out[b.benchmark] = {
-            "attribution": [{"subset": a.subset, "n_groups": a.n_groups,
-                             **{k: _estimate_json(getattr(a, k)) for k in
-                                ("r_total", "r_active", "spearman_total", "spearman_active",
-                                 "partial_total", "partial_active", "gamma")}} for a in b.attribution],
-            "validation": [vars(v) for v in b.validation],
-            "chosen_model": b.chosen.name,
-            "fit_points": len(b.chosen.points_),
-            "open_total_range_b": [min(p.total_b for p in b.chosen.points_), max(p.total_b for p in b.chosen.points_)],
+        entry = {
+            "attribution": [{"subset": a.subset, "n_groups": a.n_groups, "notes": a.notes,
+                             **{k: _estimate_json(a.stats.get(k)) for k in ATTRIBUTION_STATISTICS}}
+                            for a in b.attribution],
+            "note": b.note,
             "estimates": [estimate_json(e) for e in b.estimates],
         }
+        if b.selection is not None:
+            chosen = b.selection.chosen
+            entry |= {
+                "validation": [{"model": r.candidate.name, "leave_one_developer_out": r.lodo,
+                                "time_split": r.time, "time_split_by_cut": r.time_by_cut, "score": r.score}
+                               for r in b.selection.results],
+                "chosen_model": chosen.candidate.name,
+                "chosen_validation_calibrated": {"leave_one_developer_out": b.selection.chosen_result.lodo,
+                                                 "time_split": b.selection.chosen_result.time},
+                "interval_scale": chosen.scale_,
+                "coefficients": {k: _estimate_json(e) for k, e in chosen.coefficients().items()},
+                "developer_effect_sd_decades": math.sqrt(chosen.fit_.tau2_) if chosen.candidate.developer else None,
+                "fit_points": len(chosen.points_),
+                "open_total_range_b": [min(p.total_b for p in chosen.points_), max(p.total_b for p in chosen.points_)],
+                "mode_agreement": mode_agreement(b, rows),
+                "frontier_claim": frontier_claim(b)[1],
+            }
+        out[b.benchmark] = entry
     return out

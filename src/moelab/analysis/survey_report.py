@@ -14,7 +14,19 @@ import numpy as np
 from matplotlib.ticker import NullFormatter
 
 from moelab.analysis.html import estimate_cells, img, png, save_png, table, write_page
+from moelab.analysis.size import SizePoint
 from moelab.analysis.survey import fit_points
+
+def curve_points(model, accuracies, reasoning: bool) -> list:
+    """Points along accuracy for drawing a size model: attempt rate and release date at the fit's
+    medians, dense (active = total), an unseen developer."""
+    pts = model.points_
+    attempt = float(np.median([p.attempt_rate for p in pts if p.attempt_rate is not None] or [1.0]))
+    dates = sorted(p.released for p in pts if p.released is not None)
+    released = dates[len(dates) // 2] if dates else None
+    return [SizePoint("curve", "", 1.0, 1.0, float(a), 100 * float(a) / (100 * attempt) if attempt else None,
+                      attempt, reasoning, released) for a in accuracies]
+
 
 def survey_figure(b, rows) -> bytes:
     """Accuracy vs total and vs active parameters for one benchmark: open models as points (dense
@@ -36,17 +48,14 @@ def survey_figure(b, rows) -> bytes:
         ax.grid(alpha=0.3, which="both")
         ax.xaxis.set_minor_formatter(NullFormatter())
     grid = np.logspace(math.log10(lo) - 0.3, math.log10(x_max), 200)
-    u = np.log10(grid)
-    flags = (False, True) if b.chosen.covariate else (False,)
-    for reasoning in flags:
-        X = np.column_stack([u, np.full_like(u, float(reasoning))]) if b.chosen.covariate else u
-        centre = b.chosen.fit_.predict(X)
-        band_lo, band_hi = b.chosen.fit_.prediction_interval(X, 0.8)
-        back = (lambda v: v) if b.chosen.scale == "linear" else (lambda v: 100 / (1 + np.exp(-v)))
-        name = f"fit ({b.chosen.name}{', reasoning' if reasoning else ''})"
+    chosen = b.selection.chosen
+    accuracies = np.linspace(1, 70, 140)
+    for reasoning in (False, True) if chosen.candidate.reasoning else (False,):
+        centre, band_lo, band_hi = chosen.predict(curve_points(chosen, accuracies, reasoning), known_developers=False)
         colour = "tab:red" if reasoning else "tab:grey"
-        axes[0].plot(grid, back(centre), color=colour, lw=1.2, label=name)
-        axes[0].fill_between(grid, back(band_lo), back(band_hi), color=colour, alpha=0.12)
+        name = f"size model{' (reasoning)' if reasoning else ''}, other covariates at their medians"
+        axes[0].plot(10**centre, accuracies, color=colour, lw=1.2, label=name)
+        axes[0].fill_betweenx(accuracies, 10**band_lo, 10**band_hi, color=colour, alpha=0.12)
     for e in b.estimates:
         if not math.isfinite(e.estimate_b):
             continue
@@ -78,6 +87,9 @@ def write_survey_report(results, rows, folder: str | Path) -> Path:
              "intervals from the fit chosen by leave-one-developer-out error.</p>"]
 
     for b in results:
+        if b.selection is None:
+            parts.append(f"<h2>{html.escape(b.benchmark)}</h2><p class=note>{html.escape(b.note)}</p>")
+            continue
         figure = survey_figure(b, rows)
         name = "".join(c if c.isalnum() else "_" for c in b.benchmark) + ".png"
         save_png(folder, name, figure)
@@ -85,11 +97,15 @@ def write_survey_report(results, rows, folder: str | Path) -> Path:
         parts.append(img(figure, b.benchmark))
         parts.append(table(["models", "groups", "r(total)", "low", "high", "r(active)", "low", "high",
                              "partial r(total|active)", "low", "high", "gamma", "low", "high"],
-                            [[a.subset, a.n_groups, *estimate_cells(a.r_total), *estimate_cells(a.r_active), *estimate_cells(a.partial_total),
-                              *estimate_cells(a.gamma)] for a in b.attribution]))
-        parts.append(table(["fit", "held-out points", "labs", "median |error| (decades)", "80% coverage"],
-                            [[v.model + (" (used)" if v.model == b.chosen.name else ""), v.n_points,
-                              v.n_developers, v.median_abs_error_decades, v.coverage] for v in b.validation]))
+                            [[a.subset, a.n_groups, *(c for k in ("r_total", "r_active", "partial_total", "gamma")
+                                                      for c in estimate_cells(a.stats.get(k)))] for a in b.attribution]))
+        chosen = b.selection.chosen
+        parts.append(table(["size model", "LODO median |error| (decades)", "LODO within 2x", "LODO 80% coverage",
+                            "time-split median |error|", "time-split within 2x", "time-split 80% coverage"],
+                           [[r.candidate.name + (" (used)" if r.candidate == chosen.candidate else ""),
+                             r.lodo["median_abs_error_decades"], r.lodo["within_2x"], r.lodo["coverage"],
+                             r.time["median_abs_error_decades"], r.time["within_2x"], r.time["coverage"]]
+                            for r in sorted(b.selection.results, key=lambda r: r.score)]))
         if b.estimates:
             parts.append(table(["closed model", "variant", "accuracy %", "estimate (B)", "80% low (B)",
                                  "80% high (B)", "decades beyond open models"],

@@ -36,18 +36,24 @@ def survey(
     if not results:
         fail(f"no benchmark has {sv.MIN_GROUPS} or more open weights groups with accuracy to fit")
     predictions = sv.estimate_rows(results, targets) if targets is not None else None
+    check = sv.held_out_check(predictions) if predictions else None
     if html is not None:
         from moelab.analysis.survey_report import write_survey_report
 
         err_console.print(f"report: {write_survey_report(results, rows, html)}", highlight=False)
     if json_output:
-        document = {"benchmarks": sv.results_json(results)}
+        document = {"benchmarks": sv.results_json(results, rows)}
         if predictions is not None:
             document["predictions"] = [sv.estimate_json(e) for e in predictions]
+            document["held_out_check"] = check
         print(dumps(document))  # strict JSON: NaN becomes null
         return
     for b in results:
-        for renderable in benchmark_renderables(b):
+        for renderable in benchmark_renderables(b, rows):
             console.print(renderable, highlight=False)
     if predictions is not None:
         console.print(estimates_table(f"estimates for {predict}", predictions))
+        if check["n"]:
+            console.print(f"held-out check on the {check['n']} rows with a known total: median |error| "
+                          f"{check['median_abs_error_decades']:.2f} decades, {check['within_2x']:.0%} within 2x, "
+                          f"{check['coverage']:.0%} inside their 80% intervals", highlight=False)

@@ -1,0 +1,342 @@
+"""Size models: log10 total parameters predicted from a knowledge score (docs/science.md §6).
+
+A size model regresses y = log10(total parameters in billions) on a knowledge measure and the
+covariates held-out rows showed matter, on one point per weights group and mode (the group's
+best row in reasoning mode and in non-reasoning mode):
+
+    measure     "accuracy" (correct / all questions, in points), "logit": its log-odds (a model
+                near the top of the scale gains less per decade), or "attempted": accuracy among the questions
+                attempted, correct / (correct + incorrect), which does not read declining to answer
+                as not knowing. incorrect = correct - Omniscience Index (AA: OI = correct -
+                incorrect, in points), or hallucination rate x (100 - correct) without the index.
+    attempt     the attempt rate (correct + incorrect) / 100 as a covariate
+    reasoning   the row's mode (1 for reasoning/thinking)
+    date        release date, in years since 2025-01-01
+    sparsity    log10 of the active fraction (0 for dense)
+    developer   a random intercept per developer (RandomInterceptFit, REML); without it, OLS
+
+Every candidate is scored the way it would be used: leave one developer out (an unseen lab: its
+intercept unknown, so the interval carries the spread of lab effects) and time splits (fit on
+models released before a date, predict the later ones; their labs may be known). The survey
+chooses the candidate with the lowest mean of the two median errors; its interval width is then
+calibrated on the leave-one-developer-out residuals so that 80% intervals cover 80% there, and
+the time splits check that calibration on data it never saw.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+from scipy import stats
+
+from moelab.analysis.fit import Estimate, LinearFit, NotFittedError, RandomInterceptFit
+
+LEVEL = 0.8
+EPOCH = date(2025, 1, 1)
+TIME_SPLITS = (date(2025, 7, 1), date(2025, 10, 1))  # about the 33rd and 50th percentiles of AA's open releases
+MIN_POINTS = 10  # a fit needs at least this many points
+MIN_TEST = 5  # a time split needs at least this many later points
+
+
+@dataclass(frozen=True)
+class SizePoint:
+    """One weights group in one mode: what a size model fits on or predicts."""
+
+    model: str
+    developer: str
+    total_b: float | None
+    active_b: float | None
+    accuracy_pct: float
+    attempted_pct: float | None  # accuracy among attempted questions
+    attempt_rate: float | None  # share of questions attempted, 0-1
+    reasoning: bool
+    released: date | None
+    line: int | None = None
+
+    @property
+    def years(self) -> float | None:
+        return None if self.released is None else (self.released - EPOCH).days / 365.25
+
+    @property
+    def log_active_fraction(self) -> float | None:
+        if self.total_b is None or self.active_b is None:
+            return None
+        return math.log10(self.active_b / self.total_b)
+
+
+def logit(accuracy_pct: float) -> float:
+    """Log-odds of an accuracy in percent, clipped to [0.5%, 99.5%]."""
+    p = min(max(accuracy_pct / 100, 0.005), 0.995)
+    return math.log(p / (1 - p))
+
+
+def attempts(accuracy_pct: float, omniscience_index: float | None, hallucination_pct: float | None) -> float | None:
+    """Incorrect answers in points of all questions, from the Omniscience Index or the hallucination rate."""
+    if omniscience_index is not None:
+        return max(accuracy_pct - omniscience_index, 0.0)
+    if hallucination_pct is not None:
+        return hallucination_pct * (100 - accuracy_pct) / 100
+    return None
+
+
+def size_point(row) -> SizePoint:
+    """A survey ModelRow with an accuracy as a SizePoint."""
+    incorrect = attempts(row.accuracy_pct, row.omniscience_index, row.hallucination_rate_pct)
+    attempted = None if incorrect is None else row.accuracy_pct + incorrect
+    return SizePoint(row.model, row.developer, row.total_b, row.active_b, row.accuracy_pct,
+                     100 * row.accuracy_pct / attempted if attempted else None,
+                     None if attempted is None else attempted / 100, row.reasoning, row.release_date, row.line)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    measure: str = "accuracy"  # "accuracy", "logit" or "attempted"
+    attempt: bool = False
+    reasoning: bool = True
+    date: bool = False
+    sparsity: bool = False
+    developer: bool = False
+
+    @property
+    def name(self) -> str:
+        parts = [self.measure] + [f for f in ("attempt", "reasoning", "date", "sparsity") if getattr(self, f)]
+        return " + ".join(parts) + (" | developer" if self.developer else "")
+
+    def features(self, p: SizePoint) -> list[float] | None:
+        """The predictors of a point, or None if it lacks one."""
+        values = [{"accuracy": p.accuracy_pct, "logit": logit(p.accuracy_pct),
+                   "attempted": p.attempted_pct}[self.measure]]
+        if self.attempt:
+            values.append(p.attempt_rate)
+        if self.reasoning:
+            values.append(float(p.reasoning))
+        if self.date:
+            values.append(p.years)
+        if self.sparsity:
+            values.append(p.log_active_fraction)
+        return None if any(v is None for v in values) else [float(v) for v in values]
+
+    def usable(self, p: SizePoint) -> bool:
+        return self.features(p) is not None
+
+
+def candidates(points: list[SizePoint]) -> list[Candidate]:
+    """Every combination the points support: covariates that never vary are left out."""
+    has = {
+        "attempted": any(p.attempted_pct is not None for p in points),
+        "date": sum(p.released is not None for p in points) >= MIN_POINTS,
+        "reasoning": len({p.reasoning for p in points}) > 1,
+        "sparsity": len({p.log_active_fraction for p in points if p.log_active_fraction is not None}) > 1,
+    }
+    out = []
+    for measure, attempt, date_, sparsity, developer in itertools.product(
+            ("accuracy", "logit", "attempted"), (False, True), (False, True), (False, True), (False, True)):
+        if (measure == "attempted" or attempt) and not has["attempted"]:
+            continue
+        if (date_ and not has["date"]) or (sparsity and not has["sparsity"]):
+            continue
+        out.append(Candidate(measure, attempt, has["reasoning"], date_, sparsity, developer))
+    return out
+
+
+@dataclass
+class SizeModel:
+    """A fitted candidate. `predict` gives log10 total (billions) with an interval; `scale_`
+    widens the predictive spread (1 until `calibrate`)."""
+
+    candidate: Candidate
+    points_: list[SizePoint] = field(default_factory=list, init=False)
+    fit_: RandomInterceptFit | LinearFit | None = field(default=None, init=False)
+    scale_: float = field(default=1.0, init=False)
+
+    def fit(self, points: list[SizePoint]) -> SizeModel:
+        self.points_ = [p for p in points if p.total_b is not None and self.candidate.usable(p)]
+        if len(self.points_) < MIN_POINTS:
+            raise ValueError(f"{len(self.points_)} usable points; a size model needs {MIN_POINTS}")
+        X = np.array([self.candidate.features(p) for p in self.points_])
+        y = np.log10([p.total_b for p in self.points_])
+        if self.candidate.developer:
+            self.fit_ = RandomInterceptFit().fit(X, y, [p.developer for p in self.points_])
+        else:
+            self.fit_ = LinearFit().fit(X, y)
+        return self
+
+    def predict(self, points: list[SizePoint], known_developers: bool = True,
+                level: float = LEVEL) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(log10 centre, low, high) per point; with `known_developers` false every developer is
+        treated as unseen (leave-one-developer-out does this by construction)."""
+        if self.fit_ is None:
+            raise NotFittedError(f"SizeModel {self.candidate.name} is not fitted yet; call fit(points) first")
+        X = np.array([self.candidate.features(p) for p in points], dtype=float)
+        if isinstance(self.fit_, RandomInterceptFit):
+            groups = [p.developer for p in points] if known_developers else None
+            centre, low, high = self.fit_.predict(X, groups, level)
+        else:
+            centre = self.fit_.predict(X)
+            low, high = self.fit_.prediction_interval(X, level)
+        return centre, centre - self.scale_ * (centre - low), centre + self.scale_ * (high - centre)
+
+    def coefficients(self, level: float = 0.95) -> dict[str, Estimate]:
+        """Each predictor's coefficient (decades of total per unit) with its interval."""
+        if self.fit_ is None:
+            raise NotFittedError(f"SizeModel {self.candidate.name} is not fitted yet; call fit(points) first")
+        names = self.candidate.name.split(" | ")[0].split(" + ")
+        if isinstance(self.fit_, RandomInterceptFit):
+            t = stats.t.ppf(0.5 + level / 2, self.fit_.dof_)
+            se = np.sqrt(np.diag(self.fit_.cov_))
+            return {n: Estimate(float(c), float(c - t * e), float(c + t * e), level)
+                    for n, c, e in zip(names, self.fit_.coef_[1:], se[1:])}
+        return {n: self.fit_.coef_interval(i + 1, level) for i, n in enumerate(names)}
+
+    def extrapolation(self, estimate_b: float) -> float:
+        """Decades outside the totals the fit saw (0 inside)."""
+        low, high = min(p.total_b for p in self.points_), max(p.total_b for p in self.points_)
+        if estimate_b > high:
+            return math.log10(estimate_b / high)
+        if estimate_b < low:
+            return math.log10(low / estimate_b)
+        return 0.0
+
+
+@dataclass
+class Scores:
+    """Held-out errors of one validation: |log10 predicted / true| per point, and coverage."""
+
+    errors: list[float] = field(default_factory=list)
+    covered: list[bool] = field(default_factory=list)
+    z: list[float] = field(default_factory=list)  # error over the interval's half-width, signed
+
+    def add(self, truth: float, centre: float, low: float, high: float) -> None:
+        self.errors.append(abs(centre - truth))
+        self.covered.append(low <= truth <= high)
+        half = (high - low) / 2
+        self.z.append((truth - centre) / half if half > 0 else math.inf)
+
+    @property
+    def n(self) -> int:
+        return len(self.errors)
+
+    def summary(self) -> dict:
+        if not self.errors:
+            return {"n": 0, "median_abs_error_decades": math.nan, "within_2x": math.nan, "coverage": math.nan}
+        e = np.array(self.errors)
+        return {"n": len(e), "median_abs_error_decades": float(np.median(e)),
+                "within_2x": float(np.mean(e <= math.log10(2))), "coverage": float(np.mean(self.covered))}
+
+
+def leave_one_developer_out(candidate: Candidate, points: list[SizePoint], scale: float = 1.0) -> Scores:
+    scores = Scores()
+    for developer in sorted({p.developer for p in points}):
+        test = [p for p in points if p.developer == developer]
+        try:
+            model = SizeModel(candidate).fit([p for p in points if p.developer != developer])
+        except ValueError:
+            continue
+        model.scale_ = scale
+        for p, c, lo, hi in zip(test, *model.predict(test, known_developers=False)):
+            scores.add(math.log10(p.total_b), c, lo, hi)
+    return scores
+
+
+def time_split(candidate: Candidate, points: list[SizePoint], cut: date, scale: float = 1.0) -> Scores:
+    """Fit on points released before `cut`, predict the ones released on or after it."""
+    scores = Scores()
+    train = [p for p in points if p.released is not None and p.released < cut]
+    test = [p for p in points if p.released is not None and p.released >= cut]
+    if len(test) < MIN_TEST:
+        return scores
+    try:
+        model = SizeModel(candidate).fit(train)
+    except ValueError:
+        return scores
+    model.scale_ = scale
+    for p, c, lo, hi in zip(test, *model.predict(test)):
+        scores.add(math.log10(p.total_b), c, lo, hi)
+    return scores
+
+
+@dataclass
+class CandidateResult:
+    candidate: Candidate
+    lodo: dict
+    time: dict  # the time splits pooled
+    time_by_cut: dict[str, dict]
+
+    @property
+    def score(self) -> float:
+        """What the choice minimises: the mean of the two validations' median errors."""
+        values = [v["median_abs_error_decades"] for v in (self.lodo, self.time) if v["n"]]
+        return float(np.mean(values)) if values else math.inf
+
+
+def evaluate(candidate: Candidate, points: list[SizePoint], scale: float = 1.0) -> CandidateResult:
+    lodo = leave_one_developer_out(candidate, points, scale)
+    pooled, by_cut = Scores(), {}
+    for cut in TIME_SPLITS:
+        s = time_split(candidate, points, cut, scale)
+        by_cut[cut.isoformat()] = s.summary()
+        pooled.errors += s.errors
+        pooled.covered += s.covered
+        pooled.z += s.z
+    return CandidateResult(candidate, lodo.summary(), pooled.summary(), by_cut)
+
+
+def calibration_scale(candidate: Candidate, points: list[SizePoint], level: float = LEVEL) -> float:
+    """The factor on the interval's half-width that makes at least `level` of the held-out points
+    fall inside under both validations (leave one developer out, time splits): the larger of the
+    two `level` quantiles of |error| / half-width, never below 1. The coverages printed for the
+    chosen model at this width are therefore in-sample for the width; `moelab survey --predict`
+    on rows the fit never saw is the out-of-sample check (docs/results.md, "Survey")."""
+    z = list(leave_one_developer_out(candidate, points).z)
+    quantiles = [np.quantile(np.abs(z), level)] if z else []
+    for cut in TIME_SPLITS:
+        zt = time_split(candidate, points, cut).z
+        if zt:
+            quantiles.append(np.quantile(np.abs(zt), level))
+    finite = [float(q) for q in quantiles if math.isfinite(q)]
+    return max([1.0, *finite])
+
+
+@dataclass
+class SizeSelection:
+    """Every candidate's validation, the chosen one fitted on all points and calibrated."""
+
+    results: list[CandidateResult]
+    chosen: SizeModel
+    chosen_result: CandidateResult  # the chosen candidate re-validated with its calibrated width
+
+
+def select(points: list[SizePoint]) -> SizeSelection | None:
+    """Validate every candidate on the points they all can use; choose the lowest score."""
+    points = [p for p in points if p.total_b is not None]
+    pool = candidates(points)
+    common = [p for p in points if all(c.usable(p) for c in pool)]
+    if len({p.developer for p in common}) < 3 or len(common) < MIN_POINTS:
+        return None
+    results = [evaluate(c, common) for c in pool]
+    results = [r for r in results if r.lodo["n"]]
+    if not results:
+        return None
+    best = min(results, key=lambda r: r.score)
+    scale = calibration_scale(best.candidate, common)
+    chosen = SizeModel(best.candidate).fit(points)
+    chosen.scale_ = scale
+    return SizeSelection(results, chosen, evaluate(best.candidate, common, scale))
+
+
+def fallback(selection: SizeSelection, point: SizePoint, points: list[SizePoint]) -> SizeModel | None:
+    """The chosen model if the point has its features, else the best-validated candidate it
+    has (a closed model without a release date, say), fitted and calibrated the same way."""
+    if selection.chosen.candidate.usable(point):
+        return selection.chosen
+    for r in sorted(selection.results, key=lambda r: r.score):
+        if r.candidate.usable(point):
+            common = [p for p in points if p.total_b is not None and r.candidate.usable(p)]
+            model = SizeModel(r.candidate).fit(common)
+            model.scale_ = selection.chosen.scale_
+            return model
+    return None
