@@ -143,15 +143,24 @@ def candidates(points: list[SizePoint]) -> list[Candidate]:
     return out
 
 
+@dataclass(frozen=True)
+class Scales:
+    """Interval widening factors: for labs a fit never saw, and for labs it saw."""
+
+    unseen: float = 1.0
+    known: float = 1.0
+
+
 @dataclass
 class SizeModel:
-    """A fitted candidate. `predict` gives log10 total (billions) with an interval; `scale_`
-    widens the predictive spread (1 until `calibrate`)."""
+    """A fitted candidate. `predict` gives log10 total (billions) with an interval; `scales_`
+    widens the predictive spread, one factor for labs the fit never saw and one for labs it saw
+    (a known lab's later models drift from its estimated effect); both 1 until calibrated."""
 
     candidate: Candidate
     points_: list[SizePoint] = field(default_factory=list, init=False)
     fit_: RandomInterceptFit | LinearFit | None = field(default=None, init=False)
-    scale_: float = field(default=1.0, init=False)
+    scales_: Scales = field(default_factory=lambda: Scales(), init=False)
 
     def fit(self, points: list[SizePoint]) -> SizeModel:
         self.points_ = [p for p in points if p.total_b is not None and self.candidate.usable(p)]
@@ -178,7 +187,10 @@ class SizeModel:
         else:
             centre = self.fit_.predict(X)
             low, high = self.fit_.prediction_interval(X, level)
-        return centre, centre - self.scale_ * (centre - low), centre + self.scale_ * (high - centre)
+        seen = {p.developer for p in self.points_}
+        scale = np.array([self.scales_.known if known_developers and p.developer in seen else self.scales_.unseen
+                          for p in points])
+        return centre, centre - scale * (centre - low), centre + scale * (high - centre)
 
     def coefficients(self, level: float = 0.95) -> dict[str, Estimate]:
         """Each predictor's coefficient (decades of total per unit) with its interval."""
@@ -228,7 +240,7 @@ class Scores:
                 "within_2x": float(np.mean(e <= math.log10(2))), "coverage": float(np.mean(self.covered))}
 
 
-def leave_one_developer_out(candidate: Candidate, points: list[SizePoint], scale: float = 1.0) -> Scores:
+def leave_one_developer_out(candidate: Candidate, points: list[SizePoint], scales: Scales = Scales()) -> Scores:
     scores = Scores()
     for developer in sorted({p.developer for p in points}):
         test = [p for p in points if p.developer == developer]
@@ -236,13 +248,13 @@ def leave_one_developer_out(candidate: Candidate, points: list[SizePoint], scale
             model = SizeModel(candidate).fit([p for p in points if p.developer != developer])
         except ValueError:
             continue
-        model.scale_ = scale
+        model.scales_ = scales
         for p, c, lo, hi in zip(test, *model.predict(test, known_developers=False)):
             scores.add(math.log10(p.total_b), c, lo, hi)
     return scores
 
 
-def time_split(candidate: Candidate, points: list[SizePoint], cut: date, scale: float = 1.0) -> Scores:
+def time_split(candidate: Candidate, points: list[SizePoint], cut: date, scales: Scales = Scales()) -> Scores:
     """Fit on points released before `cut`, predict the ones released on or after it."""
     scores = Scores()
     train = [p for p in points if p.released is not None and p.released < cut]
@@ -253,7 +265,7 @@ def time_split(candidate: Candidate, points: list[SizePoint], cut: date, scale: 
         model = SizeModel(candidate).fit(train)
     except ValueError:
         return scores
-    model.scale_ = scale
+    model.scales_ = scales
     for p, c, lo, hi in zip(test, *model.predict(test)):
         scores.add(math.log10(p.total_b), c, lo, hi)
     return scores
@@ -273,11 +285,11 @@ class CandidateResult:
         return float(np.mean(values)) if values else math.inf
 
 
-def evaluate(candidate: Candidate, points: list[SizePoint], scale: float = 1.0) -> CandidateResult:
-    lodo = leave_one_developer_out(candidate, points, scale)
+def evaluate(candidate: Candidate, points: list[SizePoint], scales: Scales = Scales()) -> CandidateResult:
+    lodo = leave_one_developer_out(candidate, points, scales)
     pooled, by_cut = Scores(), {}
     for cut in TIME_SPLITS:
-        s = time_split(candidate, points, cut, scale)
+        s = time_split(candidate, points, cut, scales)
         by_cut[cut.isoformat()] = s.summary()
         pooled.errors += s.errors
         pooled.covered += s.covered
@@ -285,20 +297,26 @@ def evaluate(candidate: Candidate, points: list[SizePoint], scale: float = 1.0) 
     return CandidateResult(candidate, lodo.summary(), pooled.summary(), by_cut)
 
 
-def calibration_scale(candidate: Candidate, points: list[SizePoint], level: float = LEVEL) -> float:
-    """The factor on the interval's half-width that makes at least `level` of the held-out points
-    fall inside under both validations (leave one developer out, time splits): the larger of the
-    two `level` quantiles of |error| / half-width, never below 1. The coverages printed for the
-    chosen model at this width are therefore in-sample for the width; `moelab survey --predict`
-    on rows the fit never saw is the out-of-sample check (docs/results.md, "Survey")."""
-    z = list(leave_one_developer_out(candidate, points).z)
-    quantiles = [np.quantile(np.abs(z), level)] if z else []
+def calibration_scales(candidate: Candidate, points: list[SizePoint], level: float = LEVEL) -> Scales:
+    """Widening factors (never below 1) that make `level` of held-out points fall inside: for
+    unseen labs from leave-one-developer-out, for known labs from the time splits' predictions of
+    labs the earlier fit saw (an unseen lab in a time split is scored at the unseen width). The
+    coverages printed for the chosen model at these widths are therefore in-sample for the
+    widths; `moelab survey --predict` on rows the fit never saw is the out-of-sample check
+    (docs/results.md, "Survey")."""
+    def factor(z: list[float]) -> float:
+        z = np.abs(np.array(z, dtype=float))
+        z = z[np.isfinite(z)]
+        return max(1.0, float(np.quantile(z, level))) if len(z) >= MIN_TEST else 1.0
+
+    unseen = factor(leave_one_developer_out(candidate, points).z)
+    known_z = []
     for cut in TIME_SPLITS:
-        zt = time_split(candidate, points, cut).z
-        if zt:
-            quantiles.append(np.quantile(np.abs(zt), level))
-    finite = [float(q) for q in quantiles if math.isfinite(q)]
-    return max([1.0, *finite])
+        earlier = {p.developer for p in points if p.released is not None and p.released < cut}
+        later = [p for p in points if p.released is not None and p.released >= cut]
+        scores = time_split(candidate, points, cut)
+        known_z += [z for p, z in zip(later, scores.z) if p.developer in earlier]
+    return Scales(unseen=unseen, known=factor(known_z))
 
 
 @dataclass
@@ -322,10 +340,10 @@ def select(points: list[SizePoint]) -> SizeSelection | None:
     if not results:
         return None
     best = min(results, key=lambda r: r.score)
-    scale = calibration_scale(best.candidate, common)
+    scales = calibration_scales(best.candidate, common)
     chosen = SizeModel(best.candidate).fit(points)
-    chosen.scale_ = scale
-    return SizeSelection(results, chosen, evaluate(best.candidate, common, scale))
+    chosen.scales_ = scales
+    return SizeSelection(results, chosen, evaluate(best.candidate, common, scales))
 
 
 def fallback(selection: SizeSelection, point: SizePoint, points: list[SizePoint]) -> SizeModel | None:
@@ -337,6 +355,6 @@ def fallback(selection: SizeSelection, point: SizePoint, points: list[SizePoint]
         if r.candidate.usable(point):
             common = [p for p in points if p.total_b is not None and r.candidate.usable(p)]
             model = SizeModel(r.candidate).fit(common)
-            model.scale_ = selection.chosen.scale_
+            model.scales_ = selection.chosen.scales_
             return model
     return None

@@ -459,7 +459,7 @@ def results_json(results: list[BenchmarkSurvey], rows: list[ModelRow]) -> dict:
                 "chosen_model": chosen.candidate.name,
                 "chosen_validation_calibrated": {"leave_one_developer_out": b.selection.chosen_result.lodo,
                                                  "time_split": b.selection.chosen_result.time},
-                "interval_scale": chosen.scale_,
+                "interval_scales": {"unseen_labs": chosen.scales_.unseen, "known_labs": chosen.scales_.known},
                 "coefficients": {k: _estimate_json(e) for k, e in chosen.coefficients().items()},
                 "developer_effect_sd_decades": math.sqrt(chosen.fit_.tau2_) if chosen.candidate.developer else None,
                 "fit_points": len(chosen.points_),
