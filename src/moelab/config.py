@@ -54,6 +54,7 @@ class DataConfig:
     list_length: int = 16  # sort: numbers per list
     junk_fraction: float = 0.0  # share of training paragraphs about throwaway people, each seen once (bioD)
     domain_token: bool = False  # mark useful paragraphs (and probes) with a <useful> token after <bos> (bioD)
+    unknown_fraction: float = 0.0  # share of training paragraphs about people not in the base, every value <unknown> (bioD)
 
 
 KINDS = ("biod", "bios", "sort", "twohop")
@@ -238,12 +239,13 @@ def field_types(cls: type = RunConfig, prefix: str = "") -> dict[str, Any]:
 # Every config field is in exactly one of the two lists below (a test checks it). A new field that
 # changes results joins RUN_KEY_FIELDS and KEY_SCHEMA goes up by one: stores re-key themselves from
 # their stored configs on open (sweeps/store.py), so finished runs keep being found.
-KEY_SCHEMA = 4
+KEY_SCHEMA = 5
 RUN_KEY_FIELDS = (
     "seed",
     "data.kind", "data.n_people", "data.name_slots", "data.name_vocab", "data.n_attributes",
     "data.value_chunks", "data.chunk_length", "data.diversity", "data.value_vocab", "data.seed",
     "data.graph_nodes", "data.graph_hops", "data.list_length", "data.junk_fraction", "data.domain_token",
+    "data.unknown_fraction",
     "model.d_model", "model.n_layers", "model.n_heads", "model.d_ff", "model.mlp", "model.tie_embeddings",
     "model.qk_norm", "model.rope_theta",
     "model.moe.n_experts", "model.moe.top_k", "model.moe.expert_width", "model.moe.n_shared_experts",
@@ -314,9 +316,14 @@ def validate(cfg: RunConfig) -> None:
              f"data.n_people = {d.n_people} needs at least twice as many possible names "
              f"(name_vocab ** name_slots = {n0}); raise data.name_vocab or data.name_slots")
     require(0.0 <= d.junk_fraction < 1.0, f"data.junk_fraction = {d.junk_fraction}: must be in [0, 1)")
+    require(0.0 <= d.unknown_fraction < 1.0, f"data.unknown_fraction = {d.unknown_fraction}: must be in [0, 1)")
+    require(d.junk_fraction + d.unknown_fraction < 1.0,
+            f"data.junk_fraction + data.unknown_fraction = {d.junk_fraction + d.unknown_fraction}: "
+            "together they must leave room for the real people (below 1)")
     if d.kind != "biod":
-        require(d.junk_fraction == 0.0 and not d.domain_token,
-                 f"data.junk_fraction and data.domain_token are implemented for bioD only (data.kind = {d.kind!r})")
+        require(d.junk_fraction == 0.0 and not d.domain_token and d.unknown_fraction == 0.0,
+                 "data.junk_fraction, data.domain_token and data.unknown_fraction are implemented for bioD only "
+                 f"(data.kind = {d.kind!r})")
     if d.kind == "biod":
         require(d.diversity <= d.value_vocab**d.chunk_length,
                  f"data.diversity = {d.diversity} exceeds the {d.value_vocab ** d.chunk_length} "

@@ -24,6 +24,7 @@ import torch
 from moelab.config import RunConfig, load_config, run_key, save_config, to_dict
 from moelab.errors import MoelabError
 from moelab.evaluation import measure_capacity, routing_diagnostics
+from moelab.evaluation.abstention import abstention_metrics
 from moelab.io import atomic_write, atomic_write_json
 from moelab.knowledge import KnowledgeBase, build_knowledge_base
 from moelab.knowledge.base import VALUE_NORMALISATION
@@ -71,6 +72,8 @@ def execute(cfg: RunConfig, out_dir: str | Path, on_step: Callable[[int, int, fl
     capacity = measure_capacity(model, kb, cfg.train.eval_batch_size, device)
     routing, memory_usage = routing_diagnostics(model, kb, DIAGNOSTIC_PARAGRAPHS, cfg.seed + 1,
                                   cfg.train.eval_batch_size, device)
+    abstention = (abstention_metrics(model, kb, cfg.train.eval_batch_size, device)
+                  if hasattr(kb, "held_out_names") else None)
     eval_seconds = time.perf_counter() - eval_start
 
     moe = cfg.model.moe
@@ -117,6 +120,10 @@ def execute(cfg: RunConfig, out_dir: str | Path, on_step: Callable[[int, int, fl
         "accuracy_per_attribute": capacity.accuracy_per_attribute,
         "routing": routing,
         "memory": memory_usage,
+        "abstention": abstention,
+        "unknown_rows_per_exposure": kb.unknown_per_exposure,
+        "omniscience_index": abstention["omniscience_index"] if abstention else None,
+        "hallucination_rate": abstention["hallucination_rate"] if abstention else None,
         "history": result.history,
         "train_seconds": result.seconds,
         "eval_seconds": eval_seconds,

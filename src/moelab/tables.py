@@ -41,6 +41,16 @@ def run_table(m: dict) -> Table:
                  ("bits / param", f"{m['bits_per_param']:.3f}  (R_max {m['r_max']:.2f})"),
                  ("bits / active param", f"{m['bits_per_active_param']:.3f}"),
                  ("recall accuracy", f"{m['accuracy']:.1%}")]
+        a = m.get("abstention")
+        if a:
+            low, high = a["omniscience_index_interval"]
+            rows += [("abstention", f"real people: {a['real']['correct']['share']:.1%} correct, "
+                                    f"{a['real']['incorrect']['share']:.1%} wrong, {a['real']['abstained']['share']:.1%} "
+                                    f"abstained; {a['invented']['people']:,} invented: "
+                                    f"{a['invented']['abstained']['share']:.1%} abstained"),
+                     ("Omniscience Index", f"{a['omniscience_index']:+.1f} [{low:+.1f}, {high:+.1f}]; hallucination rate "
+                                           f"{a['hallucination_rate']:.1%}; by threshold at best "
+                                           f"{a['threshold_best']['omniscience_index']:+.1f}")]
     rows.append(("wall time", f"{m['wall_seconds']:.1f} s  ({m['tokens_per_second']:,.0f} tokens/s, {m['device']})"))
     kind = "reasoning task" if reasoning else "knowledge stored"
     return key_value_table(f"{m['name']}: {kind}", rows)

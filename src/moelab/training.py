@@ -147,9 +147,11 @@ def clip_gradients(parameters: list[torch.nn.Parameter], max_norm: float) -> tor
     return norm
 
 
-def people_order(n_people: int, exposures: int, rng: np.random.Generator, junk: int = 0) -> np.ndarray:
-    """One shuffled pass per exposure over the people and `junk` junk slots (-1), concatenated."""
-    one_pass = np.concatenate([np.arange(n_people), np.full(junk, -1)])
+def people_order(n_people: int, exposures: int, rng: np.random.Generator, junk: int = 0,
+                 unknown: int = 0) -> np.ndarray:
+    """One shuffled pass per exposure over the people, `junk` junk slots (-1) and `unknown`
+    abstention slots (-2), concatenated."""
+    one_pass = np.concatenate([np.arange(n_people), np.full(junk, -1), np.full(unknown, -2)])
     return np.concatenate([rng.permutation(one_pass) for _ in range(exposures)])
 
 
@@ -163,8 +165,8 @@ def train(
 ) -> TrainResult:
     """Train `model` on `kb` in place. `on_step(step, steps, loss)` is called after every step."""
     rng = np.random.default_rng(seed)
-    order = people_order(kb.n_people, cfg.exposures, rng, kb.junk_per_exposure)
-    steps = n_steps(cfg, kb.n_people + kb.junk_per_exposure)
+    order = people_order(kb.n_people, cfg.exposures, rng, kb.junk_per_exposure, kb.unknown_per_exposure)
+    steps = n_steps(cfg, kb.n_people + kb.junk_per_exposure + kb.unknown_per_exposure)
     optimizer = make_optimizer(model, cfg, device)
     parameters = list(model.parameters())
     sparse_tables = any(layer.sparse for layer in model.memory_modules())

@@ -26,8 +26,9 @@ from moelab.analysis.science_report import science_sections, selection_section
 from moelab.io import atomic_write
 
 COLUMNS = ["label", "status", "n_experts", "memory_kind", "memory_slots", "top_k", "expert_width", "granularity",
-           "p_total", "p_active", "active_fraction", "bits", "information_bits", "bits_per_param", "bits_per_active_param", "accuracy",
-           "max_violation", "dead_experts", "exposures", "steps", "seed", "wall_seconds", "reason", "key"]
+           "p_total", "p_active", "active_fraction", "bits", "information_bits", "bits_per_param",
+           "bits_per_active_param", "accuracy", "omniscience_index", "hallucination_rate", "max_violation",
+           "dead_experts", "exposures", "steps", "seed", "wall_seconds", "reason", "key"]
 
 
 def flatten_run(row: dict) -> dict:

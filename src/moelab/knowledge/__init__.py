@@ -2,7 +2,7 @@
 
 from moelab.config import DataConfig
 from moelab.knowledge.base import (
-    KnowledgeBase, Probe, TrainingBatch, Vocabulary, junk_per_exposure, rows_per_exposure,
+    KnowledgeBase, Probe, TrainingBatch, Vocabulary, junk_per_exposure, rows_per_exposure, unknown_per_exposure,
 )
 from moelab.knowledge.biod import BioD
 from moelab.knowledge.bios import BioS
@@ -10,7 +10,7 @@ from moelab.knowledge.sorting import Sorting
 from moelab.knowledge.twohop import TwoHop
 
 __all__ = ["BioD", "BioS", "Sorting", "TwoHop", "KnowledgeBase", "Probe", "TrainingBatch", "Vocabulary",
-           "build_knowledge_base", "junk_per_exposure", "rows_per_exposure"]
+           "build_knowledge_base", "junk_per_exposure", "rows_per_exposure", "unknown_per_exposure"]
 
 
 def build_knowledge_base(cfg: DataConfig) -> KnowledgeBase:

@@ -88,6 +88,7 @@ class KnowledgeBase(Protocol):
     n_people: int
     attribute_names: list[str]
     junk_per_exposure: int  # paragraphs about throwaway people added to each pass (id -1 in a batch)
+    unknown_per_exposure: int  # paragraphs about people not in the base, answered <unknown> (id -2)
 
     def training_batch(self, people: np.ndarray, rng: np.random.Generator) -> TrainingBatch:
         """One paragraph per person id, each with a fresh attribute order (and template); an id of
@@ -151,11 +152,23 @@ def pad_rows(rows: list[list[int]], pad: int) -> torch.Tensor:
     return out
 
 
+def _extra_rows(cfg: DataConfig, fraction: float) -> int:
+    """Extra paragraphs per pass that make `fraction` of it, beside the people and the other extras."""
+    rest = 1 - cfg.junk_fraction - cfg.unknown_fraction
+    return round(cfg.n_people * fraction / rest)
+
+
 def junk_per_exposure(cfg: DataConfig) -> int:
     """Junk paragraphs added to each pass over the people, so they make `junk_fraction` of it (bioD)."""
-    return round(cfg.n_people * cfg.junk_fraction / (1 - cfg.junk_fraction))
+    return _extra_rows(cfg, cfg.junk_fraction)
+
+
+def unknown_per_exposure(cfg: DataConfig) -> int:
+    """Abstention paragraphs (people not in the base, every value <unknown>) added to each pass, so
+    they make `unknown_fraction` of it (bioD)."""
+    return _extra_rows(cfg, cfg.unknown_fraction)
 
 
 def rows_per_exposure(cfg: DataConfig) -> int:
-    """Training rows in one exposure (one pass): the people (or fresh examples) and any junk."""
-    return cfg.n_people + junk_per_exposure(cfg)
+    """Training rows in one exposure (one pass): the people (or fresh examples), junk and unknowns."""
+    return cfg.n_people + junk_per_exposure(cfg) + unknown_per_exposure(cfg)

@@ -12,6 +12,14 @@ holds N f / (1 - f) paragraphs about throwaway people drawn afresh from the same
 each seen once. With `domain_token`, useful paragraphs (and every probe) start <bos> <useful>,
 junk ones do not: the paper's "wikipedia.org" marker of reliable text.
 
+Abstention (docs/science.md §2): with `unknown_fraction` u, each pass also holds N u / (1 - f - u)
+paragraphs about people who are not in the base, in the same format with every value replaced
+by the one token <unknown>:  <bos> name (attr_k <unknown>) for k in a fresh order <eos>.  Their
+names are drawn afresh for every paragraph from the names nobody holds, outside a fixed held-out
+set (`held_out_names`) reserved for measuring abstention, so the people abstention is trained on
+and the invented people it is measured on never meet. They add training rows, not information:
+the information content and the bit estimate are those of the N real people.
+
 Information content (the R_max numerator):
     N log2(N0/N)  +  N K C log2 D  +  K D log2(T^L / D)
 Bit estimate from mean span losses p1 (name), p2 (whole value), p3 (first chunk), in nats:
@@ -36,11 +44,20 @@ from moelab.knowledge.base import (
     Vocabulary,
     junk_per_exposure,
     name_term_bits,
+    unknown_per_exposure,
     name_token_ids,
     sample_names,
 )
 
 USEFUL = "<useful>"
+UNKNOWN = "<unknown>"
+
+
+def held_out_count(cfg: DataConfig) -> int:
+    """Invented people reserved for measuring abstention: a fifth of the base, 200 to 2,000, and
+    at most a quarter of the names nobody holds."""
+    free = cfg.name_vocab**cfg.name_slots - cfg.n_people
+    return min(max(200, min(2000, cfg.n_people // 5)), free // 4)
 
 
 class BioD:
@@ -54,13 +71,14 @@ class BioD:
         K, C, L, D, T = cfg.n_attributes, cfg.value_chunks, cfg.chunk_length, cfg.diversity, cfg.value_vocab
         self.attribute_names = [f"attr{k}" for k in range(K)]
         full = Vocabulary(
-            [BOS, EOS, USEFUL]
+            [BOS, EOS, USEFUL, UNKNOWN]
             + [f"n{i}" for i in range(cfg.name_vocab)]
             + self.attribute_names
             + [f"v{i}" for i in range(T)]
         )
         rng = np.random.default_rng(cfg.seed)
-        names = sample_names(N, cfg.name_slots, cfg.name_vocab, rng) + full.ids["n0"]  # [N, S]
+        digits = sample_names(N, cfg.name_slots, cfg.name_vocab, rng)  # [N, S] symbol indices
+        names = digits + full.ids["n0"]
         # Diversity sets: D distinct L-token chunks per attribute, as token ids [K, D, L].
         chunks = np.stack([sample_names(D, L, T, rng) for _ in range(K)]) + full.ids["v0"]
         value_choice = rng.integers(0, D, size=(N, K, C))  # [N, K, C] indices into the sets
@@ -69,7 +87,8 @@ class BioD:
         blocks = np.concatenate([attrs, values], axis=2)  # [N, K, 1+CL]: attr_k then its value
 
         # Keep only tokens that occur, so no embedding row is unused (docs/science.md §1).
-        marker = np.array([full.ids[USEFUL]] if cfg.domain_token else [], dtype=np.int64)
+        markers = ([full.ids[USEFUL]] if cfg.domain_token else []) + ([full.ids[UNKNOWN]] if cfg.unknown_fraction else [])
+        marker = np.array(markers, dtype=np.int64)
         self.vocab, remap = full.restricted_to(np.concatenate([names.ravel(), blocks.ravel(), marker]))
         self.names_t = torch.from_numpy(remap[names])
         self.blocks = torch.from_numpy(remap[blocks])
@@ -78,6 +97,22 @@ class BioD:
         self.stop_words = (*self.attribute_names, EOS)
         self.prefix = [self.vocab.bos] + ([self.vocab.ids[USEFUL]] if cfg.domain_token else [])
         self.junk_per_exposure = junk_per_exposure(cfg)
+        self.unknown_per_exposure = unknown_per_exposure(cfg)
+        # Names as integer codes: the real people's, then a held-out set of invented people drawn
+        # with a stream of their own (so adding it leaves every real name and value unchanged).
+        V, S = cfg.name_vocab, cfg.name_slots
+        self.name_codes = np.sort(digits @ (V ** np.arange(S - 1, -1, -1)))
+        self.name_symbols = np.array([f"n{i}" in self.vocab.ids for i in range(V)])  # symbols that occur
+        held_rng = np.random.default_rng([cfg.seed, 3])
+        count = held_out_count(cfg)
+        held = np.zeros(0, dtype=np.int64)
+        while len(held) < count:  # rejection sampling: unheld names built from symbols that occur
+            draw = self._usable(held_rng.integers(0, self.n_possible_names, size=2 * count), self.name_codes)
+            draw = draw[~np.isin(draw, held)]
+            held = np.concatenate([held, np.unique(draw)[np.argsort(held_rng.random(len(np.unique(draw))))]])[:count]
+        self.held_out_codes = np.sort(held)
+        self.forbidden_codes = np.union1d(self.name_codes, self.held_out_codes)
+        self.held_out_names = self._names_of(held).tolist()
 
     # -- training text ------------------------------------------------------------------------
 
@@ -85,11 +120,14 @@ class BioD:
         """Paragraphs for `people`; an id of -1 asks for a fresh junk person."""
         people = np.asarray(people)
         B, K = len(people), self.cfg.n_attributes
-        junk = torch.from_numpy(people < 0)
+        junk = torch.from_numpy(people == -1)
+        unknown = torch.from_numpy(people == -2)
         idx = torch.from_numpy(np.where(people < 0, 0, people))
         names, blocks = self.names_t[idx].clone(), self.blocks[idx].clone()  # [B, S], [B, K, 1+CL]
         if junk.any():
             names[junk], blocks[junk] = self._junk_people(int(junk.sum()), rng)
+        if unknown.any():
+            names[unknown] = self.unknown_names(int(unknown.sum()), rng)
         order = torch.from_numpy(np.argsort(rng.random((B, K)), axis=1))  # fresh order per exposure
         blocks = blocks[torch.arange(B)[:, None], order]
         prefix = torch.tensor(self.prefix).expand(B, -1)
@@ -99,10 +137,48 @@ class BioD:
         if unmarked:
             seq[junk, 1:-1] = seq[junk, 2:].clone()
             seq[junk, -1] = self.vocab.eos
+        if unknown.any():  # attr_k <unknown> in the same fresh order, then <eos>, padded with <eos>
+            seq[unknown] = self._unknown_rows(names[unknown], order[unknown], seq.shape[1])
         targets = seq[:, 1:].clone()
         if unmarked:
             targets[junk, -1] = -100  # the padding is not a token to predict
+        if unknown.any():
+            length = len(self.prefix) + self.cfg.name_slots + 2 * K + 1  # through the first <eos>
+            targets[unknown, length - 1:] = -100
         return TrainingBatch(inputs=seq[:, :-1], targets=targets)
+
+    def _unknown_rows(self, names: torch.Tensor, order: torch.Tensor, width: int) -> torch.Tensor:
+        """[n, width]: prefix, name, (attr_k <unknown>) in `order`, <eos>, padded with <eos>."""
+        n, K = len(names), self.cfg.n_attributes
+        attrs = self.blocks[0, :, 0][order]  # [n, K] attribute tokens in each row's order
+        body = torch.stack([attrs, torch.full_like(attrs, self.vocab.ids[UNKNOWN])], dim=2).reshape(n, 2 * K)
+        rows = torch.full((n, width), self.vocab.eos, dtype=torch.int64)
+        head = torch.cat([torch.tensor(self.prefix).expand(n, -1), names, body], dim=1)
+        rows[:, :head.shape[1]] = head
+        return rows
+
+    def unknown_names(self, n: int, rng: np.random.Generator) -> torch.Tensor:
+        """[n, S] name tokens of people drawn afresh among the names nobody holds and outside the
+        held-out set: whom abstention is trained on."""
+        codes = np.zeros(0, dtype=np.int64)
+        while len(codes) < n:
+            codes = np.concatenate([codes, self._usable(rng.integers(0, self.n_possible_names, size=n),
+                                                        self.forbidden_codes)])
+        return torch.from_numpy(self._names_of(codes[:n]))
+
+    def _digits(self, codes: np.ndarray) -> np.ndarray:
+        """[n, S] name symbols of integer name codes (most significant first)."""
+        V, S = self.cfg.name_vocab, self.cfg.name_slots
+        return (codes[:, None] // V ** np.arange(S - 1, -1, -1)) % V
+
+    def _usable(self, codes: np.ndarray, excluded: np.ndarray) -> np.ndarray:
+        """The codes outside `excluded` whose symbols all occur in the vocabulary."""
+        return codes[~np.isin(codes, excluded) & self.name_symbols[self._digits(codes)].all(1)]
+
+    def _names_of(self, codes: np.ndarray) -> np.ndarray:
+        """[n, S] name token ids of integer name codes."""
+        token = np.array([self.vocab.ids.get(f"n{i}", -1) for i in range(self.cfg.name_vocab)])
+        return token[self._digits(codes)]
 
     def _junk_people(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Names and attribute blocks of `n` people drawn afresh: [n, S], [n, K, 1+CL]."""

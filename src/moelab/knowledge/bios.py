@@ -62,6 +62,7 @@ class BioS:
     attribute_names = ATTRIBUTES
     stop_words = (".", EOS)
     junk_per_exposure = 0
+    unknown_per_exposure = 0
 
     def __init__(self, cfg: DataConfig):
         self.cfg = cfg

@@ -26,6 +26,7 @@ class ReasoningTask:
     recall_span = "test.answer"
     stop_words = (EOS,)
     junk_per_exposure = 0
+    unknown_per_exposure = 0
     attribute_names: list[str]
     vocab: Vocabulary
 

@@ -154,13 +154,16 @@ def write_task(task: Task, path: str | Path) -> None:
 
 
 def invented_names(kb: KnowledgeBase, n: int, rng: np.random.Generator) -> list[list[int]]:
-    """`n` distinct names built from the knowledge base's name tokens that belong to nobody in it."""
+    """`n` distinct names built from the knowledge base's name tokens that belong to nobody in it:
+    first the base's held-out invented people (bioD: never used to train abstention), then, past
+    those, fresh draws."""
     alphabet = np.array(name_token_ids(kb.vocab))
     slots = len(kb.name(0))
-    taken = {tuple(kb.name(p)) for p in range(kb.n_people)}
-    if len(alphabet) ** slots - len(taken) < n:
+    held = [list(map(int, name)) for name in getattr(kb, "held_out_names", [])][:n]
+    taken = {tuple(kb.name(p)) for p in range(kb.n_people)} | {tuple(name) for name in held}
+    if len(alphabet) ** slots - len(taken) < n - len(held):
         raise MoelabError(f"cannot invent {n} people: the name space is nearly full")
-    names: list[list[int]] = []
+    names: list[list[int]] = held
     while len(names) < n:
         name = tuple(int(t) for t in rng.choice(alphabet, size=slots))
         if name not in taken:
