@@ -326,6 +326,7 @@ class SizeSelection:
     results: list[CandidateResult]
     chosen: SizeModel
     chosen_result: CandidateResult  # the chosen candidate re-validated with its calibrated width
+    fallbacks: dict[Candidate, SizeModel] = field(default_factory=dict)  # fitted by `fallback`, once each
 
 
 def select(points: list[SizePoint]) -> SizeSelection | None:
@@ -353,8 +354,10 @@ def fallback(selection: SizeSelection, point: SizePoint, points: list[SizePoint]
         return selection.chosen
     for r in sorted(selection.results, key=lambda r: r.score):
         if r.candidate.usable(point):
-            common = [p for p in points if p.total_b is not None and r.candidate.usable(p)]
-            model = SizeModel(r.candidate).fit(common)
-            model.scales_ = selection.chosen.scales_
-            return model
+            if r.candidate not in selection.fallbacks:
+                common = [p for p in points if p.total_b is not None and r.candidate.usable(p)]
+                model = SizeModel(r.candidate).fit(common)
+                model.scales_ = selection.chosen.scales_
+                selection.fallbacks[r.candidate] = model
+            return selection.fallbacks[r.candidate]
     return None

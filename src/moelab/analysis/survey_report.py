@@ -24,7 +24,7 @@ def curve_points(model, accuracies, reasoning: bool) -> list:
     attempt = float(np.median([p.attempt_rate for p in pts if p.attempt_rate is not None] or [1.0]))
     dates = sorted(p.released for p in pts if p.released is not None)
     released = dates[len(dates) // 2] if dates else None
-    return [SizePoint("curve", "", 1.0, 1.0, float(a), 100 * float(a) / (100 * attempt) if attempt else None,
+    return [SizePoint("curve", "", 1.0, 1.0, float(a), float(a) / attempt if attempt else None,
                       attempt, reasoning, released) for a in accuracies]
 
 

@@ -109,7 +109,8 @@ class BioD:
         while len(held) < count:  # rejection sampling: unheld names built from symbols that occur
             draw = self._usable(held_rng.integers(0, self.n_possible_names, size=2 * count), self.name_codes)
             draw = draw[~np.isin(draw, held)]
-            held = np.concatenate([held, np.unique(draw)[np.argsort(held_rng.random(len(np.unique(draw))))]])[:count]
+            fresh = np.unique(draw)
+            held = np.concatenate([held, fresh[np.argsort(held_rng.random(len(fresh)))]])[:count]
         self.held_out_codes = np.sort(held)
         self.forbidden_codes = np.union1d(self.name_codes, self.held_out_codes)
         self.held_out_names = self._names_of(held).tolist()
