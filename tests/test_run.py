@@ -29,7 +29,7 @@ def test_a_small_knowledge_base_is_learned(trained_run):
 
 def test_run_folder_is_complete(trained_run):
     _, out, metrics = trained_run
-    assert {p.name for p in out.iterdir()} == {"config.toml", "model.safetensors", "training.json", "metrics.json"}
+    assert {p.name for p in out.iterdir()} == {"config.toml", "model.safetensors", "training.json", "metrics.json", ".lock"}
     stored = json.loads((out / "metrics.json").read_text())
     assert all(key in stored for key in REQUIRED)
     assert stored["bits"] == metrics["bits"]

@@ -8,6 +8,7 @@ A run is described by one `RunConfig`; its TOML form mirrors the dataclasses:
     [model.moe]       # its feed-forward: n_experts = 0 means dense
     [model.memory]    # product-key memory layers (PKM or PEER), replacing or beside the feed-forward
     [train]           # optimisation and exposures
+    [continual]       # optional: continue this run on a second knowledge base of new people
 
 Every error names the dotted field (e.g. `model.moe.top_k`) and what would fix it.
 """
@@ -160,6 +161,33 @@ class TrainConfig:
     memory_optimizer: str = "sparse"  # memory tables: "sparse" (sparse gradients, lazy Adam on the rows read) or "dense" (AdamW)
 
 
+TRAINABLE_GROUPS = ("all", "embeddings", "attention", "experts", "routers", "memory", "new")
+
+
+@dataclass
+class ContinualConfig:
+    """Learning after deployment (docs/science.md §5): the run described by data, model and train
+    (its *parent*, knowledge base A) is trained first, or found finished in the folder beside this
+    run's named by its run key; then it trains on knowledge base B: `new_people` people who are not
+    in A, with A's attributes and value sets and values drawn with B's own seed."""
+
+    new_people: int = 0  # people in B; 0 = a plain run, not a continued one
+    data_seed: int = 1  # B's names and values
+    exposures: int = 100  # passes over B
+    lr: float = 3e-3  # peak learning rate on B (warmup, then cosine decay, as train.*)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    replay_fraction: float = 0.0  # share of B's training rows that are paragraphs about A's people
+    # Parameter groups that may change: "all", or any of "embeddings", "attention", "experts"
+    # (routed and shared), "routers", "memory" (the slot tables), "new" (the added experts); [] = none.
+    trainable: list[str] = field(default_factory=lambda: ["all"])
+    add_experts: int = 0  # fresh experts in every MoE layer, a routed group of their own (outputs 0 at first)
+
+    @property
+    def active(self) -> bool:
+        return self.new_people > 0
+
+
 @dataclass
 class RunConfig:
     name: str = "run"
@@ -167,6 +195,11 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    continual: ContinualConfig = field(default_factory=ContinualConfig)
+
+    def parent(self) -> RunConfig:
+        """The run a continued run starts from: this config without its continual part."""
+        return dataclasses.replace(self, continual=ContinualConfig())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,6 +290,13 @@ RUN_KEY_FIELDS = (
     "train.weight_decay", "train.beta1", "train.beta2", "train.grad_clip", "train.router_lr_mult",
     "train.expert_lr_mult", "train.memory_lr_mult", "train.memory_optimizer",
 )
+# A continued run's own fields: in its key, after its parent's fields, and only when it is one
+# (continual.new_people > 0), so a plain run's key is the same as before the section existed.
+CONTINUAL_KEY_FIELDS = (
+    "continual.new_people", "continual.data_seed", "continual.exposures", "continual.lr",
+    "continual.warmup_steps", "continual.min_lr_ratio", "continual.replay_fraction", "continual.trainable",
+    "continual.add_experts",
+)
 # Where and how a run executes, or what it is called, but not what it computes.
 NOT_IN_RUN_KEY = ("name", "train.threads", "train.device", "train.eval_batch_size", "train.log_every")
 
@@ -270,7 +310,8 @@ def get_path(data: dict[str, Any], path: str) -> Any:
 def run_key(cfg: RunConfig) -> str:
     """A short stable hash of the fields that change a run's results (RUN_KEY_FIELDS)."""
     data = to_dict(cfg)
-    projection = {path: get_path(data, path) for path in RUN_KEY_FIELDS}
+    fields = RUN_KEY_FIELDS + (CONTINUAL_KEY_FIELDS if cfg.continual.active else ())
+    projection = {path: get_path(data, path) for path in fields}
     text = json.dumps({"key_schema": KEY_SCHEMA, "fields": projection}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -372,6 +413,7 @@ def validate(cfg: RunConfig) -> None:
                  f"model.n_layers = {m.n_layers} (use n_experts = 0 for a dense model)")
 
     validate_memory(m)
+    validate_continual(cfg)
 
     for name in ("exposures", "batch_size", "threads", "eval_batch_size", "log_every"):
         value = getattr(t, name)
@@ -390,6 +432,43 @@ def validate(cfg: RunConfig) -> None:
              f"train.device = {t.device!r}: use 'cpu', 'cuda' or 'auto'")
     require(t.memory_optimizer in ("sparse", "dense"),
             f"train.memory_optimizer = {t.memory_optimizer!r}: use 'sparse' or 'dense'")
+
+
+def validate_continual(cfg: RunConfig) -> None:
+    c, m = cfg.continual, cfg.model
+    if c == ContinualConfig():
+        return
+    require(c.new_people >= 1, f"continual.new_people = {c.new_people}: set the people of knowledge base B "
+                               "(a positive integer) for a continued run, or remove the [continual] section")
+    require(cfg.data.kind == "biod", f"continual runs are implemented for bioD only (data.kind = {cfg.data.kind!r})")
+    free = cfg.data.name_vocab ** cfg.data.name_slots - cfg.data.n_people
+    require(c.new_people <= free // 4,
+            f"continual.new_people = {c.new_people}: only {free} names are free after A's people; use at most "
+            f"{free // 4}, or raise data.name_vocab")
+    require(c.exposures >= 1, f"continual.exposures = {c.exposures}: must be a positive integer")
+    require(c.lr > 0 and math.isfinite(c.lr), f"continual.lr = {c.lr}: must be a positive number")
+    require(c.warmup_steps >= 0, f"continual.warmup_steps = {c.warmup_steps}: must be >= 0")
+    require(0 <= c.min_lr_ratio <= 1, f"continual.min_lr_ratio = {c.min_lr_ratio}: must be in [0, 1]")
+    require(0 <= c.replay_fraction < 1, f"continual.replay_fraction = {c.replay_fraction}: must be in [0, 1)")
+    unknown = [g for g in c.trainable if g not in TRAINABLE_GROUPS]
+    require(not unknown, f"continual.trainable: unknown group {unknown[0] if unknown else ''!r}; "
+                         f"use any of {', '.join(TRAINABLE_GROUPS)} (or [] to train nothing)")
+    require("all" not in c.trainable or len(c.trainable) == 1,
+            f"continual.trainable = {c.trainable}: 'all' already includes every group; give it alone")
+    require(c.add_experts >= 0, f"continual.add_experts = {c.add_experts}: must be >= 0")
+    require(c.add_experts == 0 or m.is_moe,
+            f"continual.add_experts = {c.add_experts} needs an MoE model (model.moe.n_experts > 0)")
+    require(c.add_experts == 0 or c.add_experts >= m.moe.top_k,
+            f"continual.add_experts = {c.add_experts}: the added group routes each token to top_k = "
+            f"{m.moe.top_k} of its experts, so add at least that many")
+    needs = {"experts": m.is_moe, "routers": m.is_moe and m.moe.router == "learned",
+             "memory": m.memory.kind != "none", "new": c.add_experts > 0}
+    why = {"experts": "the model has no experts (model.moe.n_experts = 0)",
+           "routers": "the model has no learned router",
+           "memory": "the model has no memory layer (model.memory.kind = 'none')",
+           "new": "nothing is added (continual.add_experts = 0)"}
+    for group in c.trainable:
+        require(needs.get(group, True), f"continual.trainable includes {group!r} but {why.get(group, '')}")
 
 
 def validate_memory(m: ModelConfig) -> None:

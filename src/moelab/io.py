@@ -8,11 +8,13 @@ what the rename points at, and the rename itself, are on disk.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
 import tempfile
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +79,19 @@ def dumps(data: Any, indent: int | None = 2) -> str:
 
 def atomic_write_json(path: str | Path, data: Any, durable: bool = True) -> None:
     atomic_write_text(path, dumps(data) + "\n", durable)
+
+
+@contextmanager
+def folder_lock(folder: str | Path):
+    """Hold an exclusive lock on `folder` (a `.lock` file in it) for the `with` block: two
+    processes never train the same run folder at once (a continued run training its parent while
+    a sweep worker starts that parent). The lock goes with the process, so a killed worker never
+    leaves it held."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

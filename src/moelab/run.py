@@ -5,8 +5,13 @@ A run folder holds, in the order they are written:
     model.safetensors  the trained weights, saved as soon as training ends
     training.json      the training result (steps, loss history, timings): the checkpoint is complete
     metrics.json       everything measured; a folder with a valid metrics.json is a finished run
+    .lock              held while a process trains or measures the run (io.folder_lock)
 Every file is written atomically and fsynced. A run whose evaluation failed or was interrupted
 keeps its checkpoint: rerunning the same config in the same folder loads it and only evaluates.
+
+A continued run (a config with [continual], docs/science.md §5) writes the same files for its
+phase B; its parent lives in the folder beside it named by the parent's run key (in a sweep, the
+parent's own run folder), and is trained there first when it is not finished.
 """
 
 from __future__ import annotations
@@ -21,14 +26,16 @@ import safetensors
 import safetensors.torch
 import torch
 
-from moelab.config import RunConfig, load_config, run_key, save_config, to_dict
+from moelab.config import RunConfig, TrainConfig, load_config, run_key, save_config, to_dict
+from moelab.continual import Replay, forgetting, freeze, phase_b_train, replay_per_exposure
 from moelab.errors import MoelabError
 from moelab.evaluation import measure_capacity, routing_diagnostics
 from moelab.evaluation.abstention import abstention_metrics
-from moelab.io import atomic_write, atomic_write_json
+from moelab.evaluation.capacity import Capacity
+from moelab.io import atomic_write, atomic_write_json, folder_lock
 from moelab.knowledge import KnowledgeBase, build_knowledge_base
 from moelab.knowledge.base import VALUE_NORMALISATION
-from moelab.models import Transformer, count_module, count_params
+from moelab.models import ParamCount, Transformer, count_module, count_params
 from moelab.provenance import environment
 from moelab.training import TrainResult, train
 
@@ -44,30 +51,36 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build(cfg: RunConfig, device: torch.device) -> tuple[KnowledgeBase, Transformer]:
-    """The knowledge base and a freshly initialised model (seeded by `cfg.seed`)."""
+    """The knowledge base (A, for a continued run) and a freshly initialised model (seeded by
+    `cfg.seed`), with a continued run's added experts."""
     kb = build_knowledge_base(cfg.data)
     torch.manual_seed(cfg.seed)
     model = Transformer(cfg.model, len(kb.vocab)).to(device)
+    if cfg.continual.add_experts:
+        model.add_experts(cfg.continual.add_experts)
     return kb, model
 
 
 def execute(cfg: RunConfig, out_dir: str | Path, on_step: Callable[[int, int, float], None] | None = None) -> dict:
-    """Train and measure one run, write its folder, and return its metrics."""
-    start = time.perf_counter()
+    """Train and measure one run (a continued one too), write its folder, and return its metrics.
+    The folder is locked meanwhile, so no two processes train it at once."""
     out_dir = Path(out_dir)
+    with folder_lock(out_dir):
+        return (execute_continued if cfg.continual.active else execute_plain)(cfg, out_dir, on_step)
+
+
+def execute_plain(cfg: RunConfig, out_dir: Path, on_step: Callable[[int, int, float], None] | None = None) -> dict:
+    start = time.perf_counter()
     torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
     kb, model = build(cfg, device)
-    counts = count_params(cfg.model, len(kb.vocab))
-    if count_module(model) != (counts.total, counts.active):  # a bug here, never the user's
-        raise AssertionError(f"accounting {counts.total, counts.active} != module {count_module(model)}")
+    counts = checked_counts(cfg, model, len(kb.vocab))
 
     result = resume_checkpoint(cfg, model, out_dir, device)
     if result is None:
         save_config(cfg, out_dir / "config.toml")
         result = train(model, kb, cfg.train, cfg.seed, device, on_step=on_step)
-        atomic_write(out_dir / "model.safetensors", lambda tmp: safetensors.torch.save_model(model, tmp))
-        atomic_write_json(out_dir / "training.json", asdict(result))
+        save_checkpoint(model, result, out_dir)
     eval_start = time.perf_counter()
     capacity = measure_capacity(model, kb, cfg.train.eval_batch_size, device)
     routing, memory_usage = routing_diagnostics(model, kb, DIAGNOSTIC_PARAGRAPHS, cfg.seed + 1,
@@ -76,14 +89,127 @@ def execute(cfg: RunConfig, out_dir: str | Path, on_step: Callable[[int, int, fl
                   if hasattr(kb, "held_out_names") else None)
     eval_seconds = time.perf_counter() - eval_start
 
+    metrics = run_metrics(cfg, cfg.train, counts, result, len(kb.vocab)) | capacity_metrics(capacity, counts) | {
+        "n_people": kb.n_people,
+        "routing": routing,
+        "memory": memory_usage,
+        "abstention": abstention,
+        "unknown_rows_per_exposure": kb.unknown_per_exposure,
+        "omniscience_index": abstention["omniscience_index"] if abstention else None,
+        "hallucination_rate": abstention["hallucination_rate"] if abstention else None,
+        "eval_seconds": eval_seconds,
+        "wall_seconds": time.perf_counter() - start,
+    } | environment(device)
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def execute_continued(cfg: RunConfig, out_dir: Path,
+                      on_step: Callable[[int, int, float], None] | None = None) -> dict:
+    """A continued run (docs/science.md §5): its parent (the run without [continual]) is found
+    finished in the folder beside this one named by its run key, or trained there first; then
+    the parent's model, grown and frozen as asked, trains on knowledge base B, and A and B are
+    measured before and after."""
+    start = time.perf_counter()
+    c = cfg.continual
+    parent = cfg.parent()
+    parent_dir = out_dir.parent / run_key(parent)
+    with folder_lock(parent_dir):
+        parent_metrics = finished_metrics(parent, parent_dir) or execute_plain(parent, parent_dir, on_step)
+    torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+    kb_a, model = build(parent, device)
+    load_checkpoint(model, parent_dir / "model.safetensors", device)
+    kb_b = kb_a.new_people(c.new_people, c.data_seed)
+    batch = cfg.train.eval_batch_size
+    before = {"a": measure_capacity(model, kb_a, batch, device), "b": measure_capacity(model, kb_b, batch, device)}
+
+    torch.manual_seed(cfg.seed + 1)  # the added experts' initial weights (the parent's seed drew its own)
+    if c.add_experts:
+        model.add_experts(c.add_experts)
+    counts = checked_counts(cfg, model, len(kb_a.vocab))
+    trainable = freeze(model, c.trainable)
+    train_cfg = phase_b_train(cfg.train, c)
+    rows = Replay(kb_a, kb_b, replay_per_exposure(c.new_people, c.replay_fraction))
+    result = resume_checkpoint(cfg, model, out_dir, device)
+    if result is None:
+        save_config(cfg, out_dir / "config.toml")
+        result = train(model, rows, train_cfg, cfg.seed, device, on_step=on_step)
+        save_checkpoint(model, result, out_dir)
+    eval_start = time.perf_counter()
+    after = {"a": measure_capacity(model, kb_a, batch, device), "b": measure_capacity(model, kb_b, batch, device)}
+    routing, memory_usage = routing_diagnostics(model, rows, DIAGNOSTIC_PARAGRAPHS, cfg.seed + 1, batch, device)
+    eval_seconds = time.perf_counter() - eval_start
+
+    people = {"a": kb_a.n_people, "b": kb_b.n_people}
+    both = Capacity(  # the knowledge held over A and B together: A's terms plus B's names and values
+        losses={}, bit_terms={f"{kb}.{term}": v for kb in after for term, v in after[kb].bit_terms.items()},
+        information_terms={f"{kb}.{term}": v for kb in after for term, v in after[kb].information_terms.items()},
+        accuracy=sum(after[kb].accuracy * n for kb, n in people.items()) / sum(people.values()),
+        accuracy_per_attribute={})
+    continual = {
+        "parent_key": run_key(parent),
+        "parent_bits": parent_metrics["bits"],
+        "new_people": c.new_people,
+        "replay_rows_per_exposure": rows.replay,
+        "trainable": c.trainable,
+        "trainable_params": trainable,
+        "added_params": counts.total - count_params(cfg.model, len(kb_a.vocab)).total,
+        "steps": result.steps,
+        **{f"bits_{kb}_{when}": m[kb].bits for when, m in (("before", before), ("after", after)) for kb in m},
+        **{f"recall_{kb}_{when}": m[kb].accuracy for when, m in (("before", before), ("after", after)) for kb in m},
+        "information_bits_a": after["a"].information_bits,
+        "information_bits_b": after["b"].information_bits,
+        "bits_gained_b": after["b"].bits - before["b"].bits,
+        "bits_lost_a": before["a"].bits - after["a"].bits,
+        "forgetting": forgetting(before["a"].bits, after["a"].bits),
+        "losses_a": after["a"].losses,
+        "losses_b": after["b"].losses,
+    }
+    metrics = run_metrics(cfg, train_cfg, counts, result, len(kb_a.vocab)) | capacity_metrics(both, counts) | {
+        "n_people": kb_a.n_people + kb_b.n_people,
+        "routing": routing,
+        "memory": memory_usage,
+        "continual": continual,
+        "eval_seconds": eval_seconds,
+        "wall_seconds": time.perf_counter() - start,
+    } | environment(device)
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def checked_counts(cfg: RunConfig, model: Transformer, vocab_size: int) -> ParamCount:
+    """The accounting of `cfg`'s model, checked against the module itself."""
+    counts = count_params(cfg.model, vocab_size, cfg.continual.add_experts)
+    if count_module(model) != (counts.total, counts.active):  # a bug here, never the user's
+        raise AssertionError(f"accounting {counts.total, counts.active} != module {count_module(model)}")
+    return counts
+
+
+def save_checkpoint(model: Transformer, result: TrainResult, out_dir: Path) -> None:
+    """The weights, then the training result: a folder with training.json holds a complete checkpoint."""
+    atomic_write(out_dir / "model.safetensors", lambda tmp: safetensors.torch.save_model(model, tmp))
+    atomic_write_json(out_dir / "training.json", asdict(result))
+
+
+def finished_metrics(cfg: RunConfig, out_dir: Path) -> dict | None:
+    """The metrics of a finished run of this very config in `out_dir`, or None."""
+    try:
+        metrics = read_metrics(out_dir / "metrics.json")
+    except MoelabError:
+        return None
+    return metrics if metrics.get("run_key") == run_key(cfg) and (out_dir / "model.safetensors").exists() else None
+
+
+def run_metrics(cfg: RunConfig, train_cfg: TrainConfig, counts: ParamCount, result: TrainResult, vocab_size: int) -> dict:
+    """What every run records about its model, its training and itself."""
     moe = cfg.model.moe
-    metrics = {
+    return {
         "name": cfg.name,
         "seed": cfg.seed,
         "data_kind": cfg.data.kind,
         "data_seed": cfg.data.seed,
-        "n_people": kb.n_people,
-        "vocab_size": len(kb.vocab),
+        "vocab_size": vocab_size,
         "p_total": counts.total,
         "p_active": counts.active,
         "p_total_nonembedding": counts.total_nonembedding,
@@ -98,14 +224,27 @@ def execute(cfg: RunConfig, out_dir: str | Path, on_step: Callable[[int, int, fl
         "memory_kind": cfg.model.memory.kind,
         "memory_slots": cfg.model.memory.slots if cfg.model.memory.kind != "none" else 0,
         "memory_optimizer": cfg.train.memory_optimizer if cfg.model.memory.kind != "none" else None,
-        "exposures": cfg.train.exposures,
+        "exposures": train_cfg.exposures,
         "steps": result.steps,
         "warmup_steps": result.warmup_steps,
-        "batch_size": cfg.train.batch_size,
-        "lr": cfg.train.lr,
-        "weight_decay": cfg.train.weight_decay,
+        "batch_size": train_cfg.batch_size,
+        "lr": train_cfg.lr,
+        "weight_decay": train_cfg.weight_decay,
         "tokens_trained": result.tokens,
         "final_loss": result.final_loss,
+        "history": result.history,
+        "train_seconds": result.seconds,
+        "tokens_per_second": result.tokens / result.seconds if result.seconds else 0.0,
+        "resumed_from_checkpoint": result.resumed,
+        "threads": cfg.train.threads,
+        "run_key": run_key(cfg),
+        "config": to_dict(cfg),
+    }
+
+
+def capacity_metrics(capacity: Capacity, counts: ParamCount) -> dict:
+    """The knowledge measured: bits (term by term), information, bits per parameter, recall."""
+    return {
         "bits": capacity.bits,
         "bit_terms": capacity.bit_terms,
         "information_bits": capacity.information_bits,
@@ -118,24 +257,7 @@ def execute(cfg: RunConfig, out_dir: str | Path, on_step: Callable[[int, int, fl
         "routing_paragraphs": DIAGNOSTIC_PARAGRAPHS,
         "accuracy": capacity.accuracy,
         "accuracy_per_attribute": capacity.accuracy_per_attribute,
-        "routing": routing,
-        "memory": memory_usage,
-        "abstention": abstention,
-        "unknown_rows_per_exposure": kb.unknown_per_exposure,
-        "omniscience_index": abstention["omniscience_index"] if abstention else None,
-        "hallucination_rate": abstention["hallucination_rate"] if abstention else None,
-        "history": result.history,
-        "train_seconds": result.seconds,
-        "eval_seconds": eval_seconds,
-        "tokens_per_second": result.tokens / result.seconds,
-        "wall_seconds": time.perf_counter() - start,
-        "resumed_from_checkpoint": result.resumed,
-        "threads": cfg.train.threads,
-        "run_key": run_key(cfg),
-        "config": to_dict(cfg),
-    } | environment(device)
-    atomic_write_json(out_dir / "metrics.json", metrics)
-    return metrics
+    }
 
 
 REQUIRED_METRICS = ("name", "p_total", "p_active", "bits", "bits_per_param", "accuracy", "config")

@@ -102,10 +102,12 @@ def make_optimizer(model: Transformer, cfg: TrainConfig, device: torch.device) -
     tables: list[torch.nn.Parameter] = []
     for layer in model.memory_modules():
         layer.sparse = sparse
-        tables += layer.tables()
+        tables += [t for t in layer.tables() if t.requires_grad]
     table_ids = {id(p) for p in tables}
     groups: dict[tuple[float, float], dict] = {}
     for name, p in model.named_parameters():
+        if not p.requires_grad:  # frozen for continued training: no update, no decay, no moments
+            continue
         if id(p) in table_ids:
             if sparse:
                 continue
@@ -116,7 +118,8 @@ def make_optimizer(model: Transformer, cfg: TrainConfig, device: torch.device) -
     groups = sorted(groups.values(), key=lambda g: (g["weight_decay"] == 0.0, g["lr_mult"] != 1.0))
     # Fused AdamW is 3-8x faster than the default on CPU (docs/design.md).
     optimizers: list[torch.optim.Optimizer] = [
-        torch.optim.AdamW(list(groups), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type in ("cpu", "cuda"))]
+        torch.optim.AdamW(list(groups), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type in ("cpu", "cuda"))
+    ] if groups else []
     if sparse and tables:
         optimizers.append(torch.optim.SparseAdam([{"params": tables, "lr_mult": cfg.memory_lr_mult}],
                                                  lr=cfg.lr, betas=(cfg.beta1, cfg.beta2)))
@@ -168,7 +171,7 @@ def train(
     order = people_order(kb.n_people, cfg.exposures, rng, kb.junk_per_exposure, kb.unknown_per_exposure)
     steps = n_steps(cfg, kb.n_people + kb.junk_per_exposure + kb.unknown_per_exposure)
     optimizer = make_optimizer(model, cfg, device)
-    parameters = list(model.parameters())
+    parameters = [p for p in model.parameters() if p.requires_grad]
     sparse_tables = any(layer.sparse for layer in model.memory_modules())
     model.train()
     history: list[dict] = []
@@ -196,14 +199,15 @@ def train(
                 f"training loss became {loss_value} at step {step + 1}/{steps} (lr {lr:.3g}); "
                 "lower train.lr, raise train.warmup_steps or keep train.grad_clip on"
             )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            if sparse_tables:
-                clip_gradients(parameters, cfg.grad_clip)
-            else:
-                torch.nn.utils.clip_grad_norm_(parameters, cfg.grad_clip)
-        optimizer.step()
+        if parameters:  # with every parameter frozen the run only measures B's loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                if sparse_tables:
+                    clip_gradients(parameters, cfg.grad_clip)
+                else:
+                    torch.nn.utils.clip_grad_norm_(parameters, cfg.grad_clip)
+            optimizer.step()
 
         tokens += int((targets != -100).sum())
         recent.append(lm_loss.item())

@@ -89,3 +89,22 @@ def test_runs_with_negative_bits_are_plotted_on_a_linear_axis(tmp_path):
         warnings.simplefilter("error")
         write_report(rows, tmp_path, title="negative")
     assert (tmp_path / "headline.png").exists()
+
+
+def test_abstention_runs_get_their_section_pooled_over_seeds(tmp_path):
+    rows = []
+    for i, (e, total, active, unknown, oi) in enumerate([(0, 29_000, 29_000, 0.0, -90.0), (0, 29_000, 29_000, 0.2, 5.0),
+                                                          (32, 146_000, 18_800, 0.2, 2.0)]):
+        for seed in (0, 1):
+            r = row(2 * i + seed, e, total, active, 20_000.0, label=f"c{i} seed={seed}")
+            r["metrics"] |= {"omniscience_index": oi + seed, "hallucination_rate": 0.5 + 0.1 * seed,
+                             "abstention": {"threshold_best": {"omniscience_index": oi + 10}},
+                             "config": {"data": {"unknown_fraction": unknown}}}
+            rows.append(r)
+    page = write_report(rows, tmp_path, title="abstention").read_text()
+    assert "Knowing what it does not know" in page and (tmp_path / "abstention.png").exists()
+    from moelab.analysis import science
+    table = science.abstention_table([flatten_run(r) | {"history": []} for r in rows])
+    assert [t["seeds"] for t in table] == [2, 2, 2]
+    assert table[0]["omniscience_index"].value == -89.5 and table[0]["omniscience_threshold"].value == -80.0
+    assert table[1]["unknown_fraction"] == 0.2

@@ -28,7 +28,8 @@ from moelab.io import atomic_write
 COLUMNS = ["label", "status", "n_experts", "memory_kind", "memory_slots", "top_k", "expert_width", "granularity",
            "p_total", "p_active", "active_fraction", "bits", "information_bits", "bits_per_param",
            "bits_per_active_param", "accuracy", "omniscience_index", "hallucination_rate", "max_violation",
-           "dead_experts", "exposures", "steps", "seed", "wall_seconds", "reason", "key"]
+           "dead_experts", "exposures", "steps", "seed", "wall_seconds", "reason", "key",
+           "unknown_fraction", "omniscience_threshold", "bits_gained_b", "bits_lost_a", "forgetting"]
 
 
 def flatten_run(row: dict) -> dict:
@@ -47,6 +48,12 @@ def flatten_run(row: dict) -> dict:
     record["params"] = m.get("params")  # the accounting's parts, for the paper's parameter count
     data = m.get("config", {}).get("data", {})
     record["junk_fraction"], record["domain_token"] = data.get("junk_fraction", 0.0), data.get("domain_token", False)
+    record["unknown_fraction"] = data.get("unknown_fraction", 0.0) if m else ""
+    abstention = m.get("abstention")
+    record["omniscience_threshold"] = abstention["threshold_best"]["omniscience_index"] if abstention else ""
+    record["continual"] = continual = m.get("continual")  # a continued run's own measurements
+    for column in ("bits_gained_b", "bits_lost_a", "forgetting"):
+        record[column] = continual[column] if continual else ""
     return record
 
 

@@ -16,7 +16,7 @@ from moelab.analysis.fit import Estimate
 from moelab.config import REASONING_KINDS
 
 LEVEL = 0.95
-PROPORTIONS = {"accuracy"}  # metrics bounded by [0, 1]
+PROPORTIONS = {"accuracy", "hallucination_rate", "recall_a_after", "recall_b_after"}  # metrics bounded by [0, 1]
 PROPORTION_FLOOR = 1e-4  # logits of 0 and 1 are infinite: clip to this distance from the bounds
 
 
@@ -36,8 +36,13 @@ def is_dense(r: dict) -> bool:
 
 
 def knowledge_runs(records: list[dict]) -> list[dict]:
-    """Finished runs on a knowledge base (reasoning runs store no knowledge and are left out)."""
-    return [r for r in records if r["status"] == "done" and not _is_reasoning(r)]
+    """Finished runs on one knowledge base (reasoning runs store no knowledge, and continued runs,
+    trained on two, have their own section: both are left out)."""
+    return [r for r in records if r["status"] == "done" and not _is_reasoning(r) and not r.get("continual")]
+
+
+def continued_runs(records: list[dict]) -> list[dict]:
+    return [r for r in records if r["status"] == "done" and r.get("continual")]
 
 
 def reasoning_runs(records: list[dict]) -> list[dict]:
@@ -233,4 +238,41 @@ def violation_table(records: list[dict]) -> list[dict]:
                     "mean": float(np.mean([np.mean(h) for h in histories])),
                     "last": float(np.mean([h[-1] for h in histories])),
                     "bits": g.interval("bits"), "accuracy": g.interval("accuracy")})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# abstention and continued training
+
+
+ABSTENTION_METRICS = ("omniscience_index", "hallucination_rate", "omniscience_threshold", "accuracy", "bits",
+                      "bits_per_param")
+
+
+def abstention_table(records: list[dict]) -> list[dict]:
+    """Per configuration (seeds pooled, t intervals): the Omniscience Index, hallucination rate,
+    the threshold baseline's best index, recall and bits, for runs measured for abstention."""
+    runs = [r for r in knowledge_runs(records) if r.get("omniscience_index") not in ("", None)]
+    return [{"label": g.label, "seeds": len(g.runs), "p_total": g.mean("p_total"), "p_active": g.mean("p_active"),
+             "unknown_fraction": g.mean("unknown_fraction"), **{k: g.interval(k) for k in ABSTENTION_METRICS}}
+            for g in groups(runs)]
+
+
+CONTINUAL_METRICS = ("bits_gained_b", "bits_lost_a", "forgetting", "recall_a_after", "recall_b_after")
+
+
+def continual_table(records: list[dict]) -> list[dict]:
+    """Per continued configuration (seeds pooled, t intervals): bits gained on B, bits lost on A,
+    forgetting (the share of A's bits lost), recall on A and B after, and what it took."""
+    out = []
+    for g in groups(continued_runs(records)):
+        rows = [r["continual"] for r in g.runs]
+        flat = Group(g.label, [{k: c[k] for k in CONTINUAL_METRICS} for c in rows])
+        out.append({"label": g.label, "seeds": len(g.runs), "p_total": g.mean("p_total"),
+                    "p_active": g.mean("p_active"), "steps": rows[0]["steps"],
+                    "trainable_params": float(np.mean([c["trainable_params"] for c in rows])),
+                    "added_params": float(np.mean([c["added_params"] for c in rows])),
+                    "bits_a_before": float(np.mean([c["bits_a_before"] for c in rows])),
+                    "information_bits_b": rows[0]["information_bits_b"],
+                    **{k: flat.interval(k) for k in CONTINUAL_METRICS}})
     return out

@@ -114,6 +114,52 @@ def reasoning_figure(groups: list[science.Group]) -> bytes:
     return png(fig, dpi=110)
 
 
+def abstention_figure(rows: list[dict]) -> bytes:
+    """The Omniscience Index (top) and hallucination rate (bottom) per configuration against total
+    (left) and active (right) parameters: filled markers trained with abstention rows, open ones
+    not; crosses the threshold baseline's best index."""
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), sharey="row", layout="constrained")
+    for col, (x_key, x_label) in enumerate([("p_total", "total parameters"), ("p_active", "active parameters")]):
+        for row, (y_key, y_label) in enumerate([("omniscience_index", "Omniscience Index"),
+                                                ("hallucination_rate", "hallucination rate")]):
+            ax = axes[row, col]
+            for r in rows:
+                trained = r["unknown_fraction"] > 0
+                e = r[y_key]
+                ax.errorbar(r[x_key], e.value, yerr=yerr(e), marker="o", capsize=3, linestyle="none",
+                            color="tab:blue" if trained else "tab:grey", markerfacecolor=None if trained else "white")
+                if row == 0 and not trained:
+                    ax.plot(r[x_key], r["omniscience_threshold"].value, marker="x", color="tab:red", linestyle="none")
+                ax.annotate(r["label"], (r[x_key], e.value), fontsize=6, xytext=(4, 4), textcoords="offset points")
+            ax.set_xscale("log")
+            ax.set_xlabel(x_label)
+            if col == 0:
+                ax.set_ylabel(y_label)
+            ax.grid(alpha=0.3, which="both")
+    axes[0, 0].set_title("filled: trained to abstain; open: not; x: threshold baseline", fontsize=8, loc="left")
+    return png(fig)
+
+
+def continual_figure(rows: list[dict]) -> bytes:
+    """Bits gained on B against bits lost on A, one point per configuration (seed intervals)."""
+    fig, ax = plt.subplots(figsize=(8, 5.5), layout="constrained")
+    for r in rows:
+        x, y = r["bits_lost_a"], r["bits_gained_b"]
+        ax.errorbar(x.value, y.value, xerr=yerr(x), yerr=yerr(y), marker="o", capsize=3, linestyle="none")
+        ax.annotate(r["label"], (x.value, y.value), fontsize=6, xytext=(4, 4), textcoords="offset points")
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_xlabel("bits lost on A (knowledge base trained first)")
+    ax.set_ylabel("bits gained on B (new people)")
+    ax.grid(alpha=0.3)
+    return png(fig)
+
+
+def figure_section(folder: Path, filename: str, figure: bytes, title: str, alt: str) -> list[str]:
+    """A section's heading and figure, the figure also saved beside the report."""
+    save_png(folder, filename, figure)
+    return [heading(title), img(figure, alt)]
+
+
 def science_sections(records: list[dict], folder: Path) -> list[str]:
     """Report sections for what a sweep varies: seeds, a fixed-total frontier, exposures, load
     balance over training, a reasoning task."""
@@ -177,6 +223,38 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
         parts.append(table(["junk fraction", "domain token", "steps", "bits", "bits/param", "recall"],
                             [[r["junk_fraction"], str(r["domain_token"]), r["steps"], r["bits"], r["bits_per_param"],
                               r["accuracy"]] for r in sorted(junk, key=lambda r: (r["junk_fraction"], r["domain_token"]))]))
+    abstention = science.abstention_table(records)
+    if abstention:
+        parts += figure_section(folder, "abstention.png", abstention_figure(abstention),
+                                "Knowing what it does not know: abstention",
+                                "Omniscience Index and hallucination rate against total and active parameters")
+        parts.append(note("Over the real people's questions and the held-out invented people's (AA-Omniscience's "
+                          "definitions): Omniscience Index 100 (correct - incorrect) / all; hallucination rate "
+                          "incorrect / (incorrect + abstained). Threshold baseline: the best index when the model "
+                          "abstains below a confidence threshold. Means over seeds with 95% t intervals."))
+        parts.append(table(["configuration", "seeds", "P_total", "P_active", "Omniscience Index", "low", "high",
+                            "hallucination rate", "low", "high", "threshold baseline", "low", "high",
+                            "recall", "low", "high", "bits", "low", "high"],
+                           [[r["label"], r["seeds"], r["p_total"], r["p_active"],
+                             *estimate_cells(r["omniscience_index"]), *estimate_cells(r["hallucination_rate"]),
+                             *estimate_cells(r["omniscience_threshold"]), *estimate_cells(r["accuracy"]),
+                             *estimate_cells(r["bits"])] for r in abstention]))
+    continual = science.continual_table(records)
+    if continual:
+        parts += figure_section(folder, "continual.png", continual_figure(continual),
+                                "Learning after deployment: bits gained on B against bits lost on A",
+                                "bits gained on B against bits lost on A")
+        parts.append(note("Each continued run starts from its parent (trained on A) and trains on B, new people "
+                          "with A's attributes and value sets. Forgetting: the share of A's bits lost. Means over "
+                          "seeds with 95% t intervals."))
+        parts.append(table(["configuration", "seeds", "P_total", "P_active", "trainable params", "added params",
+                            "steps on B", "bits on A before", "B's information", "bits gained on B", "low", "high",
+                            "bits lost on A", "low", "high", "forgetting", "low", "high", "recall on A after",
+                            "low", "high", "recall on B after", "low", "high"],
+                           [[r["label"], r["seeds"], r["p_total"], r["p_active"], r["trainable_params"],
+                             r["added_params"], r["steps"], r["bits_a_before"], r["information_bits_b"],
+                             *(cell for k in science.CONTINUAL_METRICS for cell in estimate_cells(r[k]))]
+                            for r in continual]))
     reasoning = science.groups(science.reasoning_runs(records))
     if reasoning:
         save_png(folder, "reasoning.png", figure := reasoning_figure(reasoning))

@@ -8,6 +8,7 @@ import torch
 
 from moelab.knowledge import KnowledgeBase
 from moelab.models import Transformer
+from moelab.models.moe import MoE
 
 
 @torch.no_grad()
@@ -28,8 +29,9 @@ def routing_diagnostics(model: Transformer, kb: KnowledgeBase, n_paragraphs: int
     people = rng.integers(0, kb.n_people, size=n_paragraphs)
     for start in range(0, n_paragraphs, batch_size):
         model(kb.training_batch(people[start:start + batch_size], rng).inputs.to(device))
-    first = model.cfg.moe.first_dense_layers
-    routing = [{"layer": first + i} | router.diagnostics() for i, router in enumerate(routers)]
+    routing = [{"layer": i} | ({"group": "added"} if moe is block.added_experts else {}) | moe.router.diagnostics()
+               for i, block in enumerate(model.blocks)
+               for moe in (block.ffn, block.added_experts) if isinstance(moe, MoE)]
     memory = [{"layer": layer, "kind": model.cfg.memory.kind} | m.diagnostics()
               for layer, m in zip(model.cfg.memory_layers(), memories)]
     for layer in (*routers, *memories):

@@ -20,6 +20,12 @@ set (`held_out_names`) reserved for measuring abstention, so the people abstenti
 and the invented people it is measured on never meet. They add training rows, not information:
 the information content and the bit estimate are those of the N real people.
 
+Knowledge base B (continued training, docs/science.md §5): `new_people(n, seed)` gives n people
+who are not in the base (nor in the held-out set), with names built from the same symbols and
+values drawn from the same diversity sets with a seed of B's own, in the same vocabulary. B's
+information is its names and values; its diversity sets are A's, so that term is not B's to
+count (it is zero in B's information and bits).
+
 Information content (the R_max numerator):
     N log2(N0/N)  +  N K C log2 D  +  K D log2(T^L / D)
 Bit estimate from mean span losses p1 (name), p2 (whole value), p3 (first chunk), in nats:
@@ -30,6 +36,7 @@ conservative lower bound (a model that knows the sets but no assignments still p
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -114,6 +121,30 @@ class BioD:
         self.held_out_codes = np.sort(held)
         self.forbidden_codes = np.union1d(self.name_codes, self.held_out_codes)
         self.held_out_names = self._names_of(held).tolist()
+        self.owns_diversity_sets = True  # False for a base B of new people, whose sets are A's
+
+    def new_people(self, n: int, seed: int) -> BioD:
+        """Knowledge base B: `n` people whose names are neither A's nor held out, values from A's
+        diversity sets drawn with `seed`, in A's vocabulary (so A's model reads it unchanged).
+        It trains on its own people only (no junk or abstention rows)."""
+        rng = np.random.default_rng([self.cfg.seed, 4, seed])
+        codes = np.zeros(0, dtype=np.int64)
+        while len(codes) < n:
+            draw = np.unique(self._usable(rng.integers(0, self.n_possible_names, size=2 * n), self.forbidden_codes))
+            draw = draw[~np.isin(draw, codes)]
+            codes = np.concatenate([codes, draw[np.argsort(rng.random(len(draw)))]])[:n]
+        K, C = self.cfg.n_attributes, self.cfg.value_chunks
+        choice = torch.from_numpy(rng.integers(0, self.cfg.diversity, size=(n, K, C)))
+        values = self.chunks[torch.arange(K)[None, :, None], choice].reshape(n, K, -1)
+        b = copy.copy(self)
+        b.n_people = n
+        b.names_t = torch.from_numpy(self._names_of(codes))
+        b.blocks = torch.cat([self.blocks[0, :, :1].expand(n, K, 1), values], dim=2)
+        b.name_codes = np.sort(codes)
+        b.forbidden_codes = np.union1d(self.forbidden_codes, codes)
+        b.junk_per_exposure = b.unknown_per_exposure = 0
+        b.owns_diversity_sets = False
+        return b
 
     # -- training text ------------------------------------------------------------------------
 
@@ -230,23 +261,23 @@ class BioD:
         return [*self.prefix, *self.name(person), *self.blocks[person].ravel().tolist(), self.vocab.eos]
 
     def information_bits(self) -> dict[str, float]:
-        c = self.cfg
-        N, K, C, L, D, T = c.n_people, c.n_attributes, c.value_chunks, c.chunk_length, c.diversity, c.value_vocab
+        c, N = self.cfg, self.n_people
+        K, C, L, D, T = c.n_attributes, c.value_chunks, c.chunk_length, c.diversity, c.value_vocab
         return {
             "name": N * math.log2(self.n_possible_names / N),
             "value": N * K * C * math.log2(D),
-            "diversity": K * D * (L * math.log2(T) - math.log2(D)),
+            "diversity": K * D * (L * math.log2(T) - math.log2(D)) if self.owns_diversity_sets else 0.0,
         }
 
     def bits(self, losses: dict[str, float]) -> dict[str, float]:
-        c = self.cfg
-        N, K, C, L, D, T = c.n_people, c.n_attributes, c.value_chunks, c.chunk_length, c.diversity, c.value_vocab
+        c, N = self.cfg, self.n_people
+        K, C, L, D, T = c.n_attributes, c.value_chunks, c.chunk_length, c.diversity, c.value_vocab
         p1, p2, p3 = (losses[k] for k in self.loss_spans)
         ln2 = math.log(2)
         return {
             "name": name_term_bits(N, self.n_possible_names, p1),
             "value": N * K * (C * math.log2(D) - p2 / ln2),
-            "diversity": K * D * (L * math.log2(T) - math.log2(D) - p3 / ln2),
+            "diversity": K * D * (L * math.log2(T) - math.log2(D) - p3 / ln2) if self.owns_diversity_sets else 0.0,
         }
 
     @property

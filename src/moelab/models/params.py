@@ -13,7 +13,7 @@ Buffers (RoPE tables, the auxiliary-loss-free bias) are not parameters.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch.nn as nn
 
@@ -220,9 +220,18 @@ def lab_architecture(cfg: ModelConfig, vocab_size: int) -> Architecture:
     )
 
 
-def count_params(cfg: ModelConfig, vocab_size: int) -> ParamCount:
-    """Exact counts for the `Transformer` that `cfg` and `vocab_size` describe."""
-    return count_architecture(lab_architecture(cfg, vocab_size))
+def count_params(cfg: ModelConfig, vocab_size: int, added_experts: int = 0) -> ParamCount:
+    """Exact counts for the `Transformer` that `cfg` and `vocab_size` describe; with
+    `added_experts`, after `Transformer.add_experts`: each MoE layer's added group (its router
+    columns and experts) counts like routed experts, k of them active."""
+    arch = lab_architecture(cfg, vocab_size)
+    counts = count_architecture(arch)
+    if not added_experts:
+        return counts
+    layers, per_expert = arch.moe_layers, arch.expert_params()
+    return replace(counts, router=counts.router + (0 if arch.hash_routing else layers * arch.hidden * added_experts),
+                   routed_experts=counts.routed_experts + layers * added_experts * per_expert,
+                   routed_experts_active=counts.routed_experts_active + layers * arch.top_k * per_expert)
 
 
 def unused_expert_params(routed_expert_params: int, n_experts: int, top_k: int) -> int:

@@ -9,6 +9,7 @@ so that checkpoints map onto Hugging Face architectures.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -82,6 +83,7 @@ class Block(nn.Module):
         if layer in cfg.ffn_layers():
             self.ffn = MoE(cfg) if moe_layer else MLP(cfg.d_model, cfg.d_ff, cfg.mlp)
         self.memory = memory_layer(cfg.d_model, cfg.memory) if layer in cfg.memory_layers() else None
+        self.added_experts: MoE | None = None  # a routed group added for continued training (add_experts)
 
     def reset_parameters(self, std: float = 0.02, out_std: float = 0.02) -> None:
         self.attn_norm.reset_parameters()
@@ -103,6 +105,9 @@ class Block(nn.Module):
             x = x + self.ffn(h)
         if self.memory is not None:
             x = x + self.memory(h)
+        if self.added_experts is not None:
+            x_added, added_aux = self.added_experts(h, tokens)
+            x, aux = x + x_added, aux + added_aux
         return x, aux
 
 
@@ -150,13 +155,28 @@ class Transformer(nn.Module):
             aux = aux + block_aux
         return self.lm_head(self.norm(x)), aux
 
+    @torch.no_grad()
+    def add_experts(self, n_experts: int) -> None:
+        """Give every MoE layer a second routed group of `n_experts` fresh experts of the layer's
+        width with a router of its own (the router's new columns; top_k is taken within each
+        group, so a token uses k old and k new experts). The new output projections start at
+        zero, so the model computes exactly what it did until they train (docs/science.md §5)."""
+        added = dataclasses.replace(self.cfg, moe=dataclasses.replace(self.cfg.moe, n_experts=n_experts,
+                                                                      n_shared_experts=0))
+        for block in self.blocks:
+            if isinstance(block.ffn, MoE):
+                group = MoE(added).to(block.ffn_norm.weight.device)
+                group.reset_parameters(INIT_STD, INIT_STD)
+                group.experts.w_out.zero_()
+                block.added_experts = group
+
     def routers(self) -> list[Router]:
         return [m for m in self.modules() if isinstance(m, Router)]
 
     def after_optimizer_step(self) -> None:
         """Auxiliary-loss-free bias update from this step's loads, then clear the step's stats."""
         for router in self.routers():
-            if router.cfg.bias_update_rate:
+            if router.cfg.bias_update_rate and router.gate.weight.requires_grad:  # a frozen router stays as it is
                 router.update_bias()
             router.reset_stats()
 

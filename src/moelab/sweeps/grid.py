@@ -194,7 +194,12 @@ def run_label(cfg: RunConfig, varied: dict[str, Any]) -> str:
         arch = f"E={moe.n_experts} k={moe.top_k} w={moe.expert_width}"
     else:
         arch = f"dense d_ff={cfg.model.d_ff}"
-    extras = [f"{path.split('.')[-1]}={value}" for path, value in varied.items() if path not in DESCRIBED]
+    c = cfg.continual
+    if c.active:  # what it continues with, always: continued runs of one parent differ only there
+        arch += f" continued replay={c.replay_fraction:g}" + (f" +{c.add_experts} experts" if c.add_experts else "") + (
+            f" train={'+'.join(c.trainable) or 'nothing'}" if c.trainable != ["all"] else "")
+    extras = [f"{path.split('.')[-1]}={value}" for path, value in varied.items()
+              if path not in DESCRIBED and not path.startswith("continual.")]
     return " ".join([arch, *extras])
 
 

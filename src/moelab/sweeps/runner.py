@@ -24,6 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from moelab.config import RunConfig
+from moelab.continual import phase_b_train, replay_per_exposure
 from moelab.knowledge import rows_per_exposure
 from moelab.models.params import count_params
 from moelab.sweeps.executors import LocalExecutor, default_workers
@@ -58,6 +59,10 @@ class Progress:
 
 
 def planned_steps(cfg: RunConfig) -> int:
+    """Training steps of the run (of phase B for a continued run, whose parent is a run of its own)."""
+    c = cfg.continual
+    if c.active:
+        return n_steps(phase_b_train(cfg.train, c), c.new_people + replay_per_exposure(c.new_people, c.replay_fraction))
     return n_steps(cfg.train, rows_per_exposure(cfg.data))
 
 
