@@ -290,9 +290,11 @@ RUN_KEY_FIELDS = (
     "train.weight_decay", "train.beta1", "train.beta2", "train.grad_clip", "train.router_lr_mult",
     "train.expert_lr_mult", "train.memory_lr_mult", "train.memory_optimizer",
 )
-# A continued run's own fields: in its key, after its parent's fields, and only when it is one
-# (continual.new_people > 0), so a plain run's key is the same as before the section existed.
-CONTINUAL_KEY_FIELDS = (
+# Fields added after stores held runs, whose defaults reproduce what runs did before them: each
+# is in the key only when set to something other than its default, so earlier runs keep their
+# keys (a plain run has no continual part in its key). These defaults are pinned: changing one
+# needs KEY_SCHEMA + 1.
+KEY_FIELDS_IF_SET = (
     "continual.new_people", "continual.data_seed", "continual.exposures", "continual.lr",
     "continual.warmup_steps", "continual.min_lr_ratio", "continual.replay_fraction", "continual.trainable",
     "continual.add_experts",
@@ -308,10 +310,12 @@ def get_path(data: dict[str, Any], path: str) -> Any:
 
 
 def run_key(cfg: RunConfig) -> str:
-    """A short stable hash of the fields that change a run's results (RUN_KEY_FIELDS)."""
-    data = to_dict(cfg)
-    fields = RUN_KEY_FIELDS + (CONTINUAL_KEY_FIELDS if cfg.continual.active else ())
-    projection = {path: get_path(data, path) for path in fields}
+    """A short stable hash of the fields that change a run's results (RUN_KEY_FIELDS, and those
+    of KEY_FIELDS_IF_SET that are set)."""
+    data, defaults = to_dict(cfg), to_dict(RunConfig())
+    projection = {path: get_path(data, path) for path in RUN_KEY_FIELDS}
+    projection |= {path: get_path(data, path) for path in KEY_FIELDS_IF_SET
+                   if get_path(data, path) != get_path(defaults, path)}
     text = json.dumps({"key_schema": KEY_SCHEMA, "fields": projection}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from moelab.config import CONTINUAL_KEY_FIELDS, KEY_SCHEMA, NOT_IN_RUN_KEY, RUN_KEY_FIELDS, RunConfig, field_types, run_key
+from moelab.config import KEY_FIELDS_IF_SET, KEY_SCHEMA, NOT_IN_RUN_KEY, RUN_KEY_FIELDS, RunConfig, field_types, run_key
 from moelab.sweeps import Store, load_sweep_preset
 from moelab.sweeps.grid import selection_runs
 
@@ -67,7 +67,7 @@ def test_truncated_metrics_are_named_and_redone_or_restored(tmp_path):
 
 def test_every_config_field_is_in_the_run_key_or_explicitly_left_out():
     fields = set(field_types())
-    lists = [set(RUN_KEY_FIELDS), set(CONTINUAL_KEY_FIELDS), set(NOT_IN_RUN_KEY)]
+    lists = [set(RUN_KEY_FIELDS), set(KEY_FIELDS_IF_SET), set(NOT_IN_RUN_KEY)]
     assert set.union(*lists) == fields
     assert sum(map(len, lists)) == len(fields)  # each field in one list only
 
