@@ -100,7 +100,7 @@ def bench_shape(d: int, f: int, E: int, k: int, tokens: int, reps: int, with_hf:
     w_sorted = torch.randn(tokens * k, d)
     counts = torch.full((E,), tokens * k // E)
     counts[: tokens * k % E] += 1
-    path = choose_dispatch(d, f, x.element_size())
+    path = choose_dispatch(d, f, x.dtype, x.device)
     buffers = [torch.empty_like(p) for p in (layer.experts.w_in, layer.experts.w_out)]
 
     def weight_pass() -> float:

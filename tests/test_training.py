@@ -39,3 +39,37 @@ def test_nan_loss_stops_the_run_with_a_reason():
         model.embed.weight[3] = float("nan")
     with pytest.raises(TrainingDiverged, match=r"loss became nan at step 1/\d+ .*train\.lr"):
         train(model, kb, cfg.train, seed=0, device=torch.device("cpu"))
+
+
+def loss_curve(dtype: str, compile_backend: str | None = None, **moe) -> np.ndarray:
+    from moelab.run import build
+
+    cfg = small_config(**moe)
+    cfg.train.dtype, cfg.train.exposures, cfg.train.log_every = dtype, 12, 10
+    kb, model = build(cfg, torch.device("cpu"))
+    if compile_backend:
+        from moelab.training import compile_dense_parts
+        compile_dense_parts(model, compile_backend)
+    return np.array([h["loss"] for h in train(model, kb, cfg.train, 0, torch.device("cpu")).history])
+
+
+@pytest.mark.parametrize("moe", [{}, {"n_experts": 4, "top_k": 2, "expert_width": 32}], ids=["dense", "moe"])
+def test_bf16_and_fp32_loss_curves_agree(moe):
+    """bf16 autocast against fp32 over 90 steps of a tiny model: within 5% at every record
+    (measured: 1.6% dense, 1.7% MoE on a 2-core AMD EPYC); and they are not the same run."""
+    fp32, bf16 = loss_curve("fp32", **moe), loss_curve("bf16", **moe)
+    assert np.all(np.abs(bf16 - fp32) <= 0.05 * fp32) and not np.array_equal(bf16, fp32)
+
+
+def test_compile_wraps_attention_and_dense_mlps_but_not_experts():
+    from moelab.training import compile_dense_parts
+
+    model = Transformer(small_config(n_experts=4, top_k=1, expert_width=16, first_dense_layers=1).model, 40)
+    compile_dense_parts(model, backend="eager")
+    compiled = lambda m: m._compiled_call_impl is not None  # noqa: E731
+    assert all(compiled(b.attn) for b in model.blocks)
+    assert compiled(model.blocks[0].ffn) and not compiled(model.blocks[1].ffn)  # the MoE layer stays eager
+    tokens = torch.randint(0, 40, (2, 9))
+    eager = Transformer(model.cfg, 40)
+    eager.load_state_dict(model.state_dict())
+    torch.testing.assert_close(model(tokens)[0], eager(tokens)[0])

@@ -82,6 +82,7 @@ class MoEConfig:
 
 
 MEMORY_KINDS = ("none", "pkm", "peer")
+DTYPES = ("fp32", "bf16")
 MEMORY_PLACEMENTS = ("replace", "beside")
 
 
@@ -159,6 +160,8 @@ class TrainConfig:
     expert_lr_mult: float = 1.0  # the routed and shared experts' learning rate is lr times this
     memory_lr_mult: float = 1.0  # the memory tables' (PKM values, PEER experts) learning rate is lr times this
     memory_optimizer: str = "sparse"  # memory tables: "sparse" (sparse gradients, lazy Adam on the rows read) or "dense" (AdamW)
+    dtype: str = "fp32"  # "fp32", or "bf16": autocast matrix products, fp32 weights, optimizer state, loss and bits
+    compile: bool = False  # torch.compile attention and dense MLPs (routed experts stay eager)
 
 
 TRAINABLE_GROUPS = ("all", "embeddings", "attention", "experts", "routers", "memory", "new")
@@ -297,7 +300,7 @@ RUN_KEY_FIELDS = (
 KEY_FIELDS_IF_SET = (
     "continual.new_people", "continual.data_seed", "continual.exposures", "continual.lr",
     "continual.warmup_steps", "continual.min_lr_ratio", "continual.replay_fraction", "continual.trainable",
-    "continual.add_experts",
+    "continual.add_experts", "train.dtype", "train.compile",
 )
 # Where and how a run executes, or what it is called, but not what it computes.
 NOT_IN_RUN_KEY = ("name", "train.threads", "train.device", "train.eval_batch_size", "train.log_every")
@@ -434,6 +437,7 @@ def validate(cfg: RunConfig) -> None:
         require(value > 0 and math.isfinite(value), f"train.{name} = {value}: must be a positive number")
     require(t.device in ("cpu", "cuda", "auto"),
              f"train.device = {t.device!r}: use 'cpu', 'cuda' or 'auto'")
+    require(t.dtype in DTYPES, f"train.dtype = {t.dtype!r}: use one of {', '.join(DTYPES)}")
     require(t.memory_optimizer in ("sparse", "dense"),
             f"train.memory_optimizer = {t.memory_optimizer!r}: use 'sparse' or 'dense'")
 

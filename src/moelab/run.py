@@ -36,6 +36,7 @@ from moelab.io import atomic_write, atomic_write_json, folder_lock
 from moelab.knowledge import KnowledgeBase, build_knowledge_base
 from moelab.knowledge.base import VALUE_NORMALISATION
 from moelab.models import ParamCount, Transformer, count_module, count_params
+from moelab.models.moe import choose_dispatch
 from moelab.provenance import environment
 from moelab.training import TrainResult, train
 
@@ -237,9 +238,18 @@ def run_metrics(cfg: RunConfig, train_cfg: TrainConfig, counts: ParamCount, resu
         "tokens_per_second": result.tokens / result.seconds if result.seconds else 0.0,
         "resumed_from_checkpoint": result.resumed,
         "threads": cfg.train.threads,
+        "dtype": train_cfg.dtype,
+        "compile": train_cfg.compile,
+        "dispatch": training_dispatch(cfg) if cfg.model.is_moe else None,
         "run_key": run_key(cfg),
         "config": to_dict(cfg),
     }
+
+
+def training_dispatch(cfg: RunConfig) -> str:
+    """The expert path training took (models/moe.py choose_dispatch) for this device and dtype."""
+    dtype = torch.bfloat16 if cfg.train.dtype == "bf16" else torch.float32
+    return choose_dispatch(cfg.model.d_model, cfg.model.moe.expert_width, dtype, resolve_device(cfg.train.device))
 
 
 def capacity_metrics(capacity: Capacity, counts: ParamCount) -> dict:

@@ -1,5 +1,6 @@
 """The training loop: AdamW (and SparseAdam for memory tables), linear warmup then cosine decay,
-a NaN/inf guard, a step history.
+a NaN/inf guard, a step history; bf16 autocast (train.dtype) and torch.compile of the dense parts
+(train.compile) as options.
 
 The number of steps follows from the exposures asked for: every person's paragraph is seen
 `exposures` times (one shuffled pass over the people per exposure, a fresh attribute order and
@@ -23,6 +24,7 @@ from moelab.errors import TrainingDiverged
 from moelab.evaluation.routing import routing_churn, top1_experts
 from moelab.knowledge import KnowledgeBase
 from moelab.models import Transformer
+from moelab.models.moe import MLP
 
 
 CHURN_PARAGRAPHS = 64  # probe paragraphs for routing churn
@@ -150,6 +152,16 @@ def clip_gradients(parameters: list[torch.nn.Parameter], max_norm: float) -> tor
     return norm
 
 
+def compile_dense_parts(model: Transformer, backend: str = "inductor") -> None:
+    """torch.compile each block's attention and dense MLP in place. Routed experts stay eager: their
+    dispatch has data-dependent shapes, and fp32 grouped_mm does not trace. Evaluation runs the
+    compiled modules too (same weights; the bit estimator's arithmetic stays fp32)."""
+    for block in model.blocks:
+        block.attn.compile(backend=backend)
+        if isinstance(block.ffn, MLP):
+            block.ffn.compile(backend=backend)
+
+
 def people_order(n_people: int, exposures: int, rng: np.random.Generator, junk: int = 0,
                  unknown: int = 0) -> np.ndarray:
     """One shuffled pass per exposure over the people, `junk` junk slots (-1) and `unknown`
@@ -171,6 +183,8 @@ def train(
     order = people_order(kb.n_people, cfg.exposures, rng, kb.junk_per_exposure, kb.unknown_per_exposure)
     steps = n_steps(cfg, kb.n_people + kb.junk_per_exposure + kb.unknown_per_exposure)
     optimizer = make_optimizer(model, cfg, device)
+    if cfg.compile:
+        compile_dense_parts(model)
     parameters = [p for p in model.parameters() if p.requires_grad]
     sparse_tables = any(layer.sparse for layer in model.memory_modules())
     model.train()
@@ -190,8 +204,10 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_mult"]
 
-        logits, aux_loss = model(inputs)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bf16"):
+            logits, aux_loss = model(inputs)
         lm_loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+        aux_loss = aux_loss.float()
         loss = lm_loss + aux_loss
         loss_value = loss.item()
         if not math.isfinite(loss_value):

@@ -148,11 +148,42 @@ def test_diagnostics_report_dead_experts_and_violation():
     assert d["load"] == [0.75, 0.25, 0.0, 0.0]
 
 
-def test_dispatch_defaults_to_grouped_gemm_where_pytorch_has_it_and_shapes_align():
+CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
+
+
+def test_dispatch_defaults_to_grouped_gemm_on_cpu_where_pytorch_has_it_and_shapes_align():
     expected = "grouped_mm" if hasattr(torch.nn.functional, "grouped_mm") else "padded"
-    assert choose_dispatch(40, 104, 4) == expected
-    assert choose_dispatch(16, 10, 4) == "padded"  # 40-byte rows: grouped_mm would refuse them
-    assert choose_dispatch(40, 10, 2) == "padded"
+    assert choose_dispatch(40, 104, torch.float32, CPU) == expected
+    assert choose_dispatch(40, 104, torch.bfloat16, CPU) == expected
+    assert choose_dispatch(16, 10, torch.float32, CPU) == "padded"  # 40-byte rows: grouped_mm would refuse them
+    assert choose_dispatch(40, 10, torch.bfloat16, CPU) == "padded"
+    assert choose_dispatch(40, 104, torch.float16, CPU) == "padded"
+    assert choose_dispatch(40, 104, torch.float32, torch.device("meta")) == "padded"
+
+
+@pytest.mark.skipif(not hasattr(torch.nn.functional, "grouped_mm"), reason="this PyTorch has no grouped_mm")
+@pytest.mark.parametrize("capability, dtype, expected", [
+    ((9, 0), torch.bfloat16, "grouped_mm"),  # H100/H200
+    ((8, 0), torch.bfloat16, "grouped_mm"),  # A100
+    ((7, 0), torch.bfloat16, "padded"),  # V100: grouped_mm is documented for sm80 and later
+    ((9, 0), torch.float32, "padded"),  # fp32 on CUDA: not supported by grouped_mm
+    ((9, 0), torch.float16, "padded"),
+])
+def test_dispatch_on_cuda_follows_compute_capability_and_dtype(monkeypatch, capability, dtype, expected):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert choose_dispatch(64, 128, dtype, CUDA) == expected
+    assert choose_dispatch(64, 4, dtype, CUDA) == "padded"  # 8-byte rows in bf16
+
+
+def test_grouped_experts_under_cpu_autocast_run_in_bf16_and_match_padded():
+    layer = make_moe(n_experts=4, top_k=2, expert_width=32)
+    x = torch.randn(2, 6, 24)
+    outputs = {}
+    for path in ("grouped_mm", "padded"):
+        layer.dispatch = path
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outputs[path] = layer(x)[0].float()
+    torch.testing.assert_close(outputs["grouped_mm"], outputs["padded"], rtol=2e-2, atol=2e-3)
 
 
 def test_unaligned_expert_widths_train():

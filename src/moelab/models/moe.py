@@ -150,18 +150,41 @@ def balancing_loss(routing: Routing, cfg: MoEConfig) -> torch.Tensor:
 DISPATCH_PATHS = ("grouped_mm", "padded", "loop")
 
 
-def choose_dispatch(d_model: int, width: int, element_size: int) -> str:
-    """The expert path: grouped GEMM where PyTorch has it and the shapes allow it, else the padded
-    batched GEMM. (grouped_mm needs every row of its operands to start on a 16-byte boundary, so
-    d_model and the expert width in bytes must be multiples of 16.)
+GROUPED_MM_CUDA_CAPABILITY = (8, 0)  # PyTorch documents F.grouped_mm on CUDA for bf16 on sm80 and later
 
-    Measured with benchmarks/moe_layer.py --paths on a 2-core CPU (forward + backward, 1-2
-    threads): at d_model 256 the padded path was at most 8% faster, and only below ~32 rows per
-    expert; at d_model 40 it was 13-48% slower at every load. The loop is the plain reference.
-    The choice never depends on timings, so a run's numbers do not depend on machine load.
+
+def choose_dispatch(d_model: int, width: int, dtype: torch.dtype, device: torch.device) -> str:
+    """The expert path for this device and compute dtype: grouped GEMM where PyTorch supports it
+    and the shapes allow it, else the padded batched GEMM.
+
+    - grouped_mm needs every row of its operands on a 16-byte boundary: d_model and the expert
+      width in bytes must be multiples of 16.
+    - On CPU it takes fp32 and bf16. Measured with benchmarks/moe_layer.py --paths on a 2-core
+      CPU (forward + backward, 1-2 threads): at d_model 256 the padded path was at most 8% faster,
+      and only below ~32 rows per expert; at d_model 40 it was 13-48% slower at every load.
+    - On CUDA it is documented for bf16 on compute capability 8.0 and later only: fp32, fp16 and
+      older GPUs take the padded path (cuBLAS batched GEMMs), never an error.
+    - Other devices take the padded path.
+    The loop is the plain reference. The choice never depends on timings, so a run's numbers do
+    not depend on machine load.
     """
+    element_size = torch.empty((), dtype=dtype).element_size()
     aligned = (d_model * element_size) % 16 == 0 and (width * element_size) % 16 == 0
-    return "grouped_mm" if hasattr(F, "grouped_mm") and aligned else "padded"
+    if not (hasattr(F, "grouped_mm") and aligned):
+        return "padded"
+    if device.type == "cpu":
+        return "grouped_mm" if dtype in (torch.float32, torch.bfloat16) else "padded"
+    if device.type == "cuda":
+        capable = torch.cuda.get_device_capability(device) >= GROUPED_MM_CUDA_CAPABILITY
+        return "grouped_mm" if capable and dtype == torch.bfloat16 else "padded"
+    return "padded"
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype matrix products run in: autocast's where it is on (grouped_mm is not autocast
+    by PyTorch, so the experts cast their operands themselves), else the input's."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
 class Experts(nn.Module):
@@ -197,7 +220,9 @@ class Experts(nn.Module):
     def forward(self, x: torch.Tensor, counts: torch.Tensor, path: str) -> torch.Tensor:
         if path == "grouped_mm":
             offsets = counts.cumsum(0).to(torch.int32)
-            return F.grouped_mm(self.act(F.grouped_mm(x, self.w_in, offs=offsets)), self.w_out, offs=offsets)
+            dtype = compute_dtype(x)
+            x, w_in, w_out = x.to(dtype), self.w_in.to(dtype), self.w_out.to(dtype)
+            return F.grouped_mm(self.act(F.grouped_mm(x, w_in, offs=offsets)), w_out, offs=offsets)
         if path == "padded":
             n_experts, rows = counts.numel(), x.shape[0]
             capacity = int(counts.max())
@@ -264,7 +289,7 @@ class MoE(nn.Module):
         routing = self.router(flat, None if tokens is None else tokens.reshape(-1))
         pairs = routing.experts.flatten()  # [T*k]; pair p is token p // k's (p % k)-th choice
         order = pairs.argsort(stable=True)  # pairs grouped by expert
-        path = self.dispatch or choose_dispatch(shape[-1], self.cfg.expert_width, x.element_size())
+        path = self.dispatch or choose_dispatch(shape[-1], self.cfg.expert_width, compute_dtype(x), x.device)
         # index_select, not fancy indexing: its backward is an index_add, not a slow index_put
         y_sorted = self.experts(flat.index_select(0, order // k), routing.counts, path)
         inverse = torch.empty_like(order)
