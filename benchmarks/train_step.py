@@ -15,6 +15,12 @@ SparseAdam on sparse gradients (only the rows read) and by dense AdamW (every ro
 moments, every step), timed side by side.
 
     python benchmarks/train_step.py --memory pkm --slots 4096,16384,65536,262144,1048576
+
+With --compile, train.compile (torch.compile of attention and dense MLPs, experts eager) against
+eager for each d_model:experts shape of --shapes, with the compile time and the steps it takes
+to pay for itself.
+
+    python benchmarks/train_step.py --compile --shapes 40:0,40:32,128:0,128:32
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import torch.nn.functional as F
 from moelab.config import DataConfig, MemoryConfig, ModelConfig, MoEConfig, RunConfig, TrainConfig, resolve
 from moelab.knowledge import build_knowledge_base
 from moelab.models import Transformer, count_params
-from moelab.training import clip_gradients, make_optimizer
+from moelab.training import clip_gradients, compile_dense_parts, make_optimizer
 
 
 def make(d_model: int, width: int, n_experts: int, vocab: int) -> Transformer:
@@ -93,6 +99,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--memory", choices=("pkm", "peer"), help="time a memory layer against N instead")
     parser.add_argument("--slots", default="4096,16384,65536,262144,1048576", help="memory sizes N (squares)")
+    parser.add_argument("--compile", action="store_true",
+                        help="time torch.compile of attention and dense MLPs against eager instead")
+    parser.add_argument("--shapes", default="40:0,40:32,128:0,128:32",
+                        help="with --compile: d_model:experts pairs (experts of --expert-width, or 4 d_model dense)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -101,6 +111,8 @@ def main() -> None:
     batches = [kb.training_batch(rng.integers(0, kb.n_people, args.batch), rng) for _ in range(args.steps)]
     if args.memory:
         return memory_ladder(args, kb, batches)
+    if args.compile:
+        return compile_table(args, kb, batches)
     ladder = [int(e) for e in args.experts.split(",")]
     models = {e: make(args.d_model, args.expert_width, e, len(kb.vocab)) for e in ladder}
     optimizers = {e: make_optimizer(m, TrainConfig(), torch.device("cpu")) for e, m in models.items()}
@@ -119,6 +131,36 @@ def main() -> None:
         vs_dense = f"{step[e] / step[0]:>8.2f}" if 0 in step else f"{'-':>8}"
         print(f"{e:>4} {c.total:>10,} {c.active:>9,} | {1e3 * compute:>10.2f} {1e3 * update:>9.2f} "
               f"{1e3 * step[e]:>8.2f} | {vs8} {vs_dense}")
+
+
+def compile_table(args, kb, batches) -> None:
+    """Eager against compiled (train.compile: attention and dense MLPs; experts eager), the same
+    weights, interleaved; compile seconds are the compiled model's first step less the eager one's,
+    compiled cold (dynamo reset and inductor's on-disk caches off for every shape)."""
+    torch._inductor.config.fx_graph_cache = False
+    torch._inductor.config.autotune_local_cache = False
+    shapes = [tuple(int(v) for v in shape.split(":")) for shape in args.shapes.split(",")]
+    print(f"torch.compile (inductor) of attention and dense MLPs, {batches[0].inputs.numel()} tokens/step, "
+          f"{args.threads} thread(s), median of {args.steps} interleaved steps after the first")
+    print(f"{'d_model':>7} {'E':>4} {'P_total':>9} | {'eager ms':>8} {'compiled ms':>11} {'speed-up':>8} | "
+          f"{'compile s':>9} {'break-even steps':>16}")
+    for d, experts in shapes:
+        width = args.expert_width if experts else 4 * d
+        eager = make(d, width, experts, len(kb.vocab))
+        compiled = make(d, width, experts, len(kb.vocab))
+        compiled.load_state_dict(eager.state_dict())
+        torch._dynamo.reset()
+        compile_dense_parts(compiled)
+        models = {"eager": eager, "compiled": compiled}
+        optimizers = {k: make_optimizer(m, TrainConfig(), torch.device("cpu")) for k, m in models.items()}
+        first = {k: sum(timed_step(m, optimizers[k], batches[0].inputs, batches[0].targets)) for k, m in models.items()}
+        times = interleaved_times(models, optimizers, batches)
+        step = {k: statistics.median(c) + statistics.median(u) for k, (c, u) in times.items()}
+        compile_seconds = first["compiled"] - first["eager"]
+        saved = step["eager"] - step["compiled"]
+        break_even = f"{compile_seconds / saved:>16,.0f}" if saved > 0 else f"{'never':>16}"
+        print(f"{d:>7} {experts:>4} {count_params(eager.cfg, len(kb.vocab)).total:>9,} | {1e3 * step['eager']:>8.2f} "
+              f"{1e3 * step['compiled']:>11.2f} {step['eager'] / step['compiled']:>8.2f} | {compile_seconds:>9.1f} {break_even}")
 
 
 def memory_ladder(args, kb, batches) -> None:

@@ -28,6 +28,7 @@ import torch
 
 from moelab.config import RunConfig, TrainConfig, load_config, run_key, save_config, to_dict
 from moelab.continual import Replay, forgetting, freeze, phase_b_train, replay_per_exposure
+from moelab.distributed import barrier, is_main, world
 from moelab.errors import MoelabError
 from moelab.evaluation import measure_capacity, routing_diagnostics
 from moelab.evaluation.abstention import abstention_metrics
@@ -66,6 +67,10 @@ def execute(cfg: RunConfig, out_dir: str | Path, on_step: Callable[[int, int, fl
     """Train and measure one run (a continued one too), write its folder, and return its metrics.
     The folder is locked meanwhile, so no two processes train it at once."""
     out_dir = Path(out_dir)
+    if world()[1] > 1:  # torchrun: rank 0 owns the folder, every rank trains (moelab/distributed.py)
+        if cfg.continual.active:
+            raise MoelabError("continued runs train in one process; run them without torchrun")
+        return execute_plain(cfg, out_dir, on_step if is_main() else None)
     with folder_lock(out_dir):
         return (execute_continued if cfg.continual.active else execute_plain)(cfg, out_dir, on_step)
 
@@ -79,9 +84,14 @@ def execute_plain(cfg: RunConfig, out_dir: Path, on_step: Callable[[int, int, fl
 
     result = resume_checkpoint(cfg, model, out_dir, device)
     if result is None:
-        save_config(cfg, out_dir / "config.toml")
+        if is_main():
+            save_config(cfg, out_dir / "config.toml")
         result = train(model, kb, cfg.train, cfg.seed, device, on_step=on_step)
-        save_checkpoint(model, result, out_dir)
+        if is_main():
+            save_checkpoint(model, result, out_dir)
+    if not is_main():  # the other torchrun ranks are done once rank 0 has measured and written
+        barrier()
+        return {}
     eval_start = time.perf_counter()
     capacity = measure_capacity(model, kb, cfg.train.eval_batch_size, device)
     routing, memory_usage = routing_diagnostics(model, kb, DIAGNOSTIC_PARAGRAPHS, cfg.seed + 1,
@@ -100,8 +110,9 @@ def execute_plain(cfg: RunConfig, out_dir: Path, on_step: Callable[[int, int, fl
         "hallucination_rate": abstention["hallucination_rate"] if abstention else None,
         "eval_seconds": eval_seconds,
         "wall_seconds": time.perf_counter() - start,
-    } | environment(device)
+    } | environment(device) | {"processes": world()[1]}
     atomic_write_json(out_dir / "metrics.json", metrics)
+    barrier()
     return metrics
 
 

@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from moelab.config import TrainConfig
-from moelab.errors import TrainingDiverged
+from moelab.distributed import mean_over_ranks, sum_over_ranks_, world
+from moelab.errors import MoelabError, TrainingDiverged
 from moelab.evaluation.routing import routing_churn, top1_experts
 from moelab.knowledge import KnowledgeBase
 from moelab.models import Transformer
@@ -186,6 +188,16 @@ def train(
     if cfg.compile:
         compile_dense_parts(model)
     parameters = [p for p in model.parameters() if p.requires_grad]
+    rank, ranks = world()
+    forward = model
+    if ranks > 1:  # torchrun: this rank's slice of every global batch (moelab/distributed.py)
+        if cfg.batch_size % ranks:
+            raise MoelabError(f"train.batch_size = {cfg.batch_size} does not split over {ranks} processes; "
+                              f"use a multiple of {ranks}")
+        if model.memory_modules():
+            raise MoelabError("memory layers have sparse gradients, which DDP does not average; "
+                              "train memory models in one process")
+        forward = DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None)
     sparse_tables = any(layer.sparse for layer in model.memory_modules())
     model.train()
     history: list[dict] = []
@@ -199,17 +211,18 @@ def train(
     start = time.perf_counter()
     for step in range(steps):
         batch = kb.training_batch(order[step * cfg.batch_size:(step + 1) * cfg.batch_size], rng)
-        inputs, targets = batch.inputs.to(device), batch.targets.to(device)
+        tokens += int((batch.targets != -100).sum())
+        inputs, targets = batch.inputs[rank::ranks].to(device), batch.targets[rank::ranks].to(device)
         lr = learning_rate(step, steps, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_mult"]
 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bf16"):
-            logits, aux_loss = model(inputs)
+            logits, aux_loss = forward(inputs)
         lm_loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
         aux_loss = aux_loss.float()
         loss = lm_loss + aux_loss
-        loss_value = loss.item()
+        loss_value = mean_over_ranks(loss).item()
         if not math.isfinite(loss_value):
             raise TrainingDiverged(
                 f"training loss became {loss_value} at step {step + 1}/{steps} (lr {lr:.3g}); "
@@ -224,9 +237,10 @@ def train(
                 else:
                     torch.nn.utils.clip_grad_norm_(parameters, cfg.grad_clip)
             optimizer.step()
+        for router in model.routers():  # loads of the global batch, for the bias and the record
+            sum_over_ranks_(router.load)
 
-        tokens += int((targets != -100).sum())
-        recent.append(lm_loss.item())
+        recent.append(mean_over_ranks(lm_loss).item())
         last_loss = recent[-1]
         if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
             record = {"step": step + 1, "lr": lr, "loss": sum(recent) / len(recent),

@@ -37,8 +37,10 @@ def train(
     overwrite: Annotated[bool, typer.Option(help="replace a finished run in --out")] = False,
     list_presets: Annotated[bool, typer.Option("--list-presets", help="print preset names and exit")] = False,
 ) -> None:
-    """Train one model on a synthetic knowledge base and measure the bits it stores."""
-    from moelab.run import execute
+    """Train one model on a synthetic knowledge base and measure the bits it stores. Under torchrun
+    (`torchrun --nproc-per-node N -m moelab train CONFIG --out DIR`) the run trains with DDP."""
+    from moelab import distributed
+    from moelab.run import execute, resolve_device
     from moelab.tables import run_table
 
     if list_presets:
@@ -46,6 +48,10 @@ def train(
         return
     try:
         cfg = resolve_run_config(config, preset, seed)
+        if distributed.launched():
+            if out is None:
+                raise MoelabError("under torchrun give --out, so that every process trains the same run folder")
+            distributed.join(resolve_device(cfg.train.device))
         out = out or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if (out / "metrics.json").exists() and not overwrite:
             raise MoelabError(f"{out} already holds a finished run; pick another --out or pass --overwrite")
@@ -55,6 +61,8 @@ def train(
                 task, completed=step, total=steps))
     except MoelabError as err:
         fail(str(err))
+    if not distributed.is_main():
+        return
     console.print(run_table(metrics))
     console.print(f"wrote {out / 'metrics.json'}")
 
@@ -70,6 +78,8 @@ def sweep(
     out: Annotated[Path | None, typer.Option(help="sweep folder (default runs/SWEEP_NAME)")] = None,
     executor: Annotated[str, typer.Option(help="'local' (process pool) or 'ray'")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: start a local one)")] = None,
+    gpus_per_run: Annotated[float, typer.Option(help="with --executor ray: the share of a GPU each run asks for "
+                                                     "(0.25 packs four runs on a GPU); 0: CPU")] = 0.0,
     workers: Annotated[int | None, typer.Option(help="parallel runs (default: one per core)")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="rerun failed runs")] = False,
     list_presets: Annotated[bool, typer.Option("--list-presets", help="print sweep presets and exit")] = False,
@@ -97,7 +107,9 @@ def sweep(
         store = Store(out)
         for note in store.notes:
             err_console.print(f"note: {note}")
-        engine = make_executor(executor, workers, ray_address)
+        engine = make_executor(executor, workers, ray_address, gpus_per_run)
+        for note in getattr(engine, "notes", []):
+            err_console.print(f"note: {note}")
     except MoelabError as err:
         fail(str(err))
     try:

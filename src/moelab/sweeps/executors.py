@@ -4,8 +4,9 @@
     local   a process pool sized to the cores, one thread per run (the default). Workers die with
             their driver (a parent-death signal on Linux, and a watchdog thread everywhere), ignore
             the terminal's Ctrl-C (the driver stops them), and `close(kill=True)` ends them at once.
-    ray     one Ray task per run with its CPU/GPU request; `ray.init(address)` joins a cluster, no
-            address starts a local instance. On a cluster, runs write their folders on the node
+    ray     one Ray task per run with its CPU/GPU request (`--gpus-per-run 0.25`: a quarter of a
+            GPU each, placed by Ray); `ray.init(address)` joins a cluster, no address starts a
+            local instance. On a cluster, runs write their folders on the node
             that runs them (put the sweep folder on a shared filesystem to keep checkpoints);
             their metrics always come back to the driver, which alone writes the store.
 """
@@ -13,7 +14,9 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
+import math
 import multiprocessing
 import os
 import signal
@@ -135,8 +138,22 @@ class LocalExecutor:
                 process.join(timeout=10)
 
 
+def ray_task(cfg: RunConfig, gpus_per_run: float, cluster_gpus: float) -> tuple[dict, RunConfig]:
+    """A run's Ray task options and the config it runs with. `gpus_per_run` > 0 asks Ray for that
+    share of a GPU (0.25 packs four runs on one GPU: Ray's own fractional placement) and runs on
+    "cuda"; on a cluster without GPUs the request falls back to CPU, as a task asking for a GPU
+    there would wait forever. Without it, a run asking for train.device = "cuda" gets one GPU."""
+    run = copy.deepcopy(cfg)
+    if gpus_per_run > 0:
+        gpus = gpus_per_run if cluster_gpus > 0 else 0.0
+        run.train.device = "cuda" if gpus else "cpu"
+    else:
+        gpus = 1.0 if cfg.train.device == "cuda" else 0.0
+    return {"num_cpus": cfg.train.threads, "num_gpus": gpus, "max_retries": 0}, run
+
+
 class RayExecutor:
-    def __init__(self, address: str | None = None, workers: int | None = None):
+    def __init__(self, address: str | None = None, workers: int | None = None, gpus_per_run: float = 0.0):
         try:
             import ray
         except ImportError:
@@ -147,14 +164,19 @@ class RayExecutor:
                 ray.init(address=address, log_to_driver=False)
             else:
                 ray.init(num_cpus=workers or default_workers(), include_dashboard=False, log_to_driver=False)
-        self.capacity = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        resources = ray.cluster_resources()
+        self.gpus_per_run, self.cluster_gpus = gpus_per_run, resources.get("GPU", 0.0)
+        slots = self.cluster_gpus / gpus_per_run if gpus_per_run > 0 and self.cluster_gpus > 0 else math.inf
+        self.capacity = max(1, int(min(resources.get("CPU", 1), slots)))
         self.task = ray.remote(run_in_worker)
+        self.submitted: list[dict] = []  # the task options of every run, in order
+        self.notes = ([f"--gpus-per-run {gpus_per_run}: the Ray cluster has no GPUs, so the runs train on CPU"]
+                      if gpus_per_run > 0 and self.cluster_gpus <= 0 else [])
 
     def submit(self, cfg: RunConfig, out_dir: str) -> Future:
-        gpus = 1 if cfg.train.device == "cuda" else 0
-        ref = self.task.options(num_cpus=cfg.train.threads, num_gpus=gpus, max_retries=0).remote(
-            to_dict(cfg), out_dir)
-        return ref.future()
+        options, run = ray_task(cfg, self.gpus_per_run, self.cluster_gpus)
+        self.submitted.append(options)
+        return self.task.options(**options).remote(to_dict(run), out_dir).future()
 
     def reset(self) -> None:
         pass  # Ray restarts dead workers itself
@@ -163,11 +185,13 @@ class RayExecutor:
         self.ray.shutdown()  # cancels the tasks still running
 
 
-def make_executor(name: str, workers: int | None = None, address: str | None = None):
+def make_executor(name: str, workers: int | None = None, address: str | None = None, gpus_per_run: float = 0.0):
     if name == "local":
-        if address:
-            raise MoelabError("--ray-address goes with --executor ray")
+        if address or gpus_per_run:
+            raise MoelabError("--ray-address and --gpus-per-run go with --executor ray")
         return LocalExecutor(workers)
     if name == "ray":
-        return RayExecutor(address, workers)
+        if gpus_per_run < 0:
+            raise MoelabError(f"--gpus-per-run {gpus_per_run}: give a share of a GPU, such as 0.25, or 0")
+        return RayExecutor(address, workers, gpus_per_run)
     raise MoelabError(f"--executor {name!r}: use 'local' or 'ray'")
