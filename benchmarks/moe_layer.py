@@ -17,6 +17,7 @@ Two more timings split moelab's cost, to show where the distance to the dense li
     python benchmarks/moe_layer.py --full          # the issue's whole grid (long on a CPU)
     python benchmarks/moe_layer.py --json out.json
     python benchmarks/moe_layer.py --paths         # moelab's own expert paths against each other
+    python benchmarks/moe_layer.py --full --device cuda --dtype bf16   # on a GPU (benchmarks/gpu_check.sh)
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import torch
 
 from moelab.config import ModelConfig, MoEConfig, RunConfig, resolve
 from moelab.models.moe import DISPATCH_PATHS, MLP, MoE, choose_dispatch
+
+CPU = torch.device("cpu")
 
 
 def our_layer(d: int, f: int, E: int, k: int) -> MoE:
@@ -57,32 +60,42 @@ def hf_block(layer: MoE, implementation: str):
     return block
 
 
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def step(fn, x: torch.Tensor, weight: torch.Tensor, params: list[torch.Tensor]) -> float:
     """Seconds for forward + backward of (fn(x) * weight).sum() (a real, non-constant gradient).
-    Gradients are cleared first, as zero_grad(set_to_none=True) does in training."""
+    Gradients are cleared first, as zero_grad(set_to_none=True) does in training; on a GPU the
+    clock stops when the device has finished."""
     x.grad = None
     for p in params:
         p.grad = None
+    synchronize(x.device)
     start = time.perf_counter()
     out = fn(x)
     (out * weight).sum().backward()
+    synchronize(x.device)
     return time.perf_counter() - start
 
 
 def bench_shape(d: int, f: int, E: int, k: int, tokens: int, reps: int, with_hf: bool, eager_limit: int,
-                paths: bool = False) -> dict:
+                paths: bool = False, device: torch.device = CPU, dtype: torch.dtype = torch.float32) -> dict:
     torch.manual_seed(0)
     layer = our_layer(d, f, E, k)
     for p in layer.parameters():
         torch.nn.init.normal_(p, std=0.05)
-    dense = MLP(d, k * f, "swiglu")
-    x = torch.randn(tokens, d, requires_grad=True)
-    w = torch.randn(tokens, d)
+    layer.to(device, dtype)
+    dense = MLP(d, k * f, "swiglu").to(device, dtype)
+    x = torch.randn(tokens, d, requires_grad=True, device=device, dtype=dtype)
+    w = torch.randn(tokens, d, device=device, dtype=dtype)
+    tolerance = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 5e-2, "atol": 5e-2}
     impls = {"ours": lambda t: layer(t[None])[0][0], "dense": dense}
     modules = [layer, dense]
     if paths:
         for path in DISPATCH_PATHS:
-            twin = our_layer(d, f, E, k)
+            twin = our_layer(d, f, E, k).to(device, dtype)
             twin.load_state_dict(layer.state_dict())
             twin.dispatch = path
             modules.append(twin)
@@ -91,22 +104,24 @@ def bench_shape(d: int, f: int, E: int, k: int, tokens: int, reps: int, with_hf:
         for name in ("grouped_mm", "eager"):
             if name == "eager" and E > eager_limit:
                 continue  # eager grows with E squared in backward; skipped past the limit
-            block = hf_block(layer, name)
+            block = hf_block(layer, name).to(device, dtype)
             modules.append(block)
             with torch.no_grad():
-                torch.testing.assert_close(block(x[None])[0], layer(x[None])[0][0], rtol=1e-4, atol=1e-5)
+                torch.testing.assert_close(block(x[None])[0], layer(x[None])[0][0], **tolerance)
             impls[f"hf_{name}"] = lambda t, b=block: b(t[None])[0]
-    x_sorted = torch.randn(tokens * k, d, requires_grad=True)
-    w_sorted = torch.randn(tokens * k, d)
-    counts = torch.full((E,), tokens * k // E)
+    x_sorted = torch.randn(tokens * k, d, requires_grad=True, device=device, dtype=dtype)
+    w_sorted = torch.randn(tokens * k, d, device=device, dtype=dtype)
+    counts = torch.full((E,), tokens * k // E, device=device)
     counts[: tokens * k % E] += 1
     path = choose_dispatch(d, f, x.dtype, x.device)
     buffers = [torch.empty_like(p) for p in (layer.experts.w_in, layer.experts.w_out)]
 
     def weight_pass() -> float:
+        synchronize(device)
         start = time.perf_counter()
         for b, p in zip(buffers, (layer.experts.w_in, layer.experts.w_out)):
             b.copy_(p)
+        synchronize(device)
         return time.perf_counter() - start
 
     params = [p for m in modules for p in m.parameters()]
@@ -150,8 +165,12 @@ def main() -> None:
     parser.add_argument("--eager-limit", type=int, default=64, help="largest E for transformers' eager path")
     parser.add_argument("--json", help="write the table here")
     parser.add_argument("--paths", action="store_true", help="time moelab's expert paths side by side")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device, dtype = torch.device(args.device), torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    print(f"device {args.device}, {args.dtype}, moelab expert path {choose_dispatch(256, 128, dtype, device)}", flush=True)
     rows = []
     if args.paths:
         print(f"{'E':>4} {'k':>2} {'f':>5} {'rows/expert':>11} | " + " ".join(f"{p + ' vs dense':>20}" for p in DISPATCH_PATHS),
@@ -159,7 +178,7 @@ def main() -> None:
         for d, f, E, k, tokens in grid(args.full):
             if k >= E:
                 continue
-            r = bench_shape(d, f, E, k, tokens, args.reps, False, 0, paths=True)
+            r = bench_shape(d, f, E, k, tokens, args.reps, False, 0, paths=True, device=device, dtype=dtype)
             rows.append(r)
             print(f"{E:>4} {k:>2} {f:>5} {tokens * k / E:>11.0f} | " +
                   " ".join(f"{r[f'ratio_{p}_vs_dense']:>20.2f}" for p in DISPATCH_PATHS), flush=True)
@@ -173,7 +192,7 @@ def main() -> None:
     for d, f, E, k, tokens in grid(args.full):
         if k >= E:
             continue
-        r = bench_shape(d, f, E, k, tokens, args.reps, not args.no_hf, args.eager_limit)
+        r = bench_shape(d, f, E, k, tokens, args.reps, not args.no_hf, args.eager_limit, device=device, dtype=dtype)
         rows.append(r)
         fmt = lambda key, w, p: f"{r[key]:>{w}.{p}f}" if key in r else f"{'-':>{w}}"  # noqa: E731
         print(f"{d:>5} {E:>4} {k:>2} {f:>5} {tokens:>6} | {fmt('ours_ms', 8, 1)} {fmt('dense_ms', 8, 1)} "

@@ -16,6 +16,12 @@ moments, every step), timed side by side.
 
     python benchmarks/train_step.py --memory pkm --slots 4096,16384,65536,262144,1048576
 
+With --mfu, the tokens/s and model FLOPs utilisation of a large MoE's training step (on a GPU:
+benchmarks/gpu_check.sh), for example about 0.5B active:
+
+    python benchmarks/train_step.py --mfu --device cuda --d-model 1536 --layers 24 --experts 16 \
+        --expert-width 1024 --top-k 2 --batch 16 --seq 512 --steps 10
+
 With --compile, train.compile (torch.compile of attention and dense MLPs, experts eager) against
 eager for each d_model:experts shape of --shapes, with the compile time and the steps it takes
 to pay for itself.
@@ -37,6 +43,7 @@ import torch.nn.functional as F
 from moelab.config import DataConfig, MemoryConfig, ModelConfig, MoEConfig, RunConfig, TrainConfig, resolve
 from moelab.knowledge import build_knowledge_base
 from moelab.models import Transformer, count_params
+from moelab.models.params import lab_architecture, training_flops_per_token
 from moelab.training import clip_gradients, compile_dense_parts, make_optimizer
 
 
@@ -103,9 +110,21 @@ def main() -> None:
                         help="time torch.compile of attention and dense MLPs against eager instead")
     parser.add_argument("--shapes", default="40:0,40:32,128:0,128:32",
                         help="with --compile: d_model:experts pairs (experts of --expert-width, or 4 d_model dense)")
+    parser.add_argument("--mfu", action="store_true",
+                        help="tokens/s and model FLOPs utilisation of one large MoE's training step instead")
+    parser.add_argument("--layers", type=int, default=24, help="with --mfu")
+    parser.add_argument("--top-k", type=int, default=2, help="with --mfu")
+    parser.add_argument("--seq", type=int, default=512, help="with --mfu: tokens per sequence")
+    parser.add_argument("--vocab", type=int, default=32768, help="with --mfu")
+    parser.add_argument("--device", default="cpu", help="with --mfu: cpu or cuda")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="bf16", help="with --mfu")
+    parser.add_argument("--peak-tflops", type=float, default=989.0,
+                        help="with --mfu: the device's dense peak (H100/H200 SXM bf16: 989)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    if args.mfu:
+        return model_flops_utilisation(args)
     kb = build_knowledge_base(DataConfig())
     rng = np.random.default_rng(0)
     batches = [kb.training_batch(rng.integers(0, kb.n_people, args.batch), rng) for _ in range(args.steps)]
@@ -131,6 +150,46 @@ def main() -> None:
         vs_dense = f"{step[e] / step[0]:>8.2f}" if 0 in step else f"{'-':>8}"
         print(f"{e:>4} {c.total:>10,} {c.active:>9,} | {1e3 * compute:>10.2f} {1e3 * update:>9.2f} "
               f"{1e3 * step[e]:>8.2f} | {vs8} {vs_dense}")
+
+
+def model_flops_utilisation(args) -> None:
+    """Training steps (forward, backward, AdamW; bf16 autocast) of a d_model x layers MoE on random
+    tokens: tokens/s, and MFU = tokens/s x training FLOPs per token (6 x active, plus attention;
+    models/params.py) / peak."""
+    device = torch.device(args.device)
+    experts = int(args.experts.split(",")[-1])
+    cfg = resolve(RunConfig(model=ModelConfig(
+        d_model=args.d_model, n_layers=args.layers, n_heads=max(1, args.d_model // 128), d_ff=args.expert_width,
+        mlp="swiglu", tie_embeddings=False, moe=MoEConfig(n_experts=experts, top_k=args.top_k,
+                                                           expert_width=args.expert_width, renormalize=args.top_k > 1))))
+    torch.manual_seed(0)
+    model = Transformer(cfg.model, args.vocab).to(device)
+    optimizer = make_optimizer(model, TrainConfig(), device)
+    counts = count_params(cfg.model, args.vocab)
+    flops = training_flops_per_token(lab_architecture(cfg.model, args.vocab), args.seq)
+    tokens = torch.randint(0, args.vocab, (args.batch, args.seq + 1), device=device)
+    times = []
+    for i in range(args.steps + 2):  # two warm-up steps
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16"):
+            logits, aux = model(tokens[:, :-1])
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten()) + aux
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    step = statistics.median(times)
+    rate = args.batch * args.seq / step
+    print(f"MoE d_model {args.d_model}, {args.layers} layers, {experts} experts of width {args.expert_width}, "
+          f"top-{args.top_k}, vocab {args.vocab}: {counts.total / 1e9:.2f}B total, {counts.active / 1e9:.3f}B active")
+    print(f"{args.device} {args.dtype}, {args.batch} x {args.seq} tokens/step, median of {args.steps} steps: "
+          f"{1e3 * step:.1f} ms/step, {rate:,.0f} tokens/s, {flops / 1e9:.2f} GFLOP/token (training), "
+          f"MFU {rate * flops / (args.peak_tflops * 1e12):.1%} of {args.peak_tflops:g} TFLOP/s")
 
 
 def compile_table(args, kb, batches) -> None:
