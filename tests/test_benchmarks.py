@@ -59,3 +59,13 @@ def test_train_step_memory_ladder_keeps_the_active_size_and_times_both_optimizer
     assert [(r[0], r[4]) for r in rows] == [("64", "sparse"), ("64", "dense"), ("256", "sparse"), ("256", "dense")]
     # the active count grows only by the sub-keys (4 heads x 2 halves x (16 - 8) keys x 16 dims), not with N
     assert int(rows[2][2].replace(",", "")) - int(rows[0][2].replace(",", "")) == 4 * 8 * 32
+
+
+def test_the_mfu_benchmark_runs_a_small_moe_on_cpu(capsys):
+    import argparse
+
+    args = argparse.Namespace(device="cpu", dtype="bf16", experts="4", d_model=64, layers=1, top_k=2, expert_width=32,
+                              vocab=128, batch=2, seq=16, steps=1, peak_tflops=1.0)
+    load("train_step").model_flops_utilisation(args)
+    printed = capsys.readouterr().out
+    assert "tokens/s" in printed and "MFU" in printed and "top-2" in printed
