@@ -183,3 +183,25 @@ def test_a_sweep_of_parents_and_continued_runs_reports_gains_against_losses(tmp_
     page = write_report(store.rows(), tmp_path / "sweep", title="continual").read_text()
     assert "bits gained on B against bits lost on A" in page and (tmp_path / "sweep" / "continual.png").exists()
     assert "continued replay=0.2" in page
+
+
+def test_added_memory_starts_with_no_effect_and_only_it_trains(tmp_path):
+    from moelab.config import MemoryConfig
+
+    cfg = parent_config()
+    cfg.model.memory = MemoryConfig(kind="pkm", layers=[1], placement="beside", n_keys=8, heads=2, top_k=2, key_dim=8)
+    cfg = resolve(cfg)
+    execute(cfg, tmp_path / run_key(cfg))
+    _, kb, model = load_run(tmp_path / run_key(cfg))
+    tokens = torch.randint(0, len(kb.vocab), (3, 10))
+    with torch.no_grad():
+        reference = model(tokens)[0]
+        model.add_memory()
+        assert torch.equal(model(tokens)[0], reference)
+    child = continued(cfg, trainable=["new"], add_memory=True)
+    metrics = execute(child, tmp_path / run_key(child))
+    assert [(m["layer"], m.get("group")) for m in metrics["memory"]] == [(1, None), (1, "added")]
+    before, after = weights(tmp_path / run_key(cfg)), weights(tmp_path / run_key(child))
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not torch.equal(after["blocks.1.added_memory.values"], torch.zeros_like(after["blocks.1.added_memory.values"]))
+    assert metrics["continual"]["added_params"] == metrics["continual"]["trainable_params"] > 0

@@ -182,9 +182,10 @@ class ContinualConfig:
     min_lr_ratio: float = 0.1
     replay_fraction: float = 0.0  # share of B's training rows that are paragraphs about A's people
     # Parameter groups that may change: "all", or any of "embeddings", "attention", "experts"
-    # (routed and shared), "routers", "memory" (the slot tables), "new" (the added experts); [] = none.
+    # (routed and shared), "routers", "memory" (the slot tables), "new" (added experts or memory); [] = none.
     trainable: list[str] = field(default_factory=lambda: ["all"])
     add_experts: int = 0  # fresh experts in every MoE layer, a routed group of their own (outputs 0 at first)
+    add_memory: bool = False  # a fresh memory of the same size beside every memory layer (outputs 0 at first)
 
     @property
     def active(self) -> bool:
@@ -300,7 +301,7 @@ RUN_KEY_FIELDS = (
 KEY_FIELDS_IF_SET = (
     "continual.new_people", "continual.data_seed", "continual.exposures", "continual.lr",
     "continual.warmup_steps", "continual.min_lr_ratio", "continual.replay_fraction", "continual.trainable",
-    "continual.add_experts", "train.dtype", "train.compile",
+    "continual.add_experts", "continual.add_memory", "train.dtype", "train.compile",
 )
 # Where and how a run executes, or what it is called, but not what it computes.
 NOT_IN_RUN_KEY = ("name", "train.threads", "train.device", "train.eval_batch_size", "train.log_every")
@@ -469,12 +470,14 @@ def validate_continual(cfg: RunConfig) -> None:
     require(c.add_experts == 0 or c.add_experts >= m.moe.top_k,
             f"continual.add_experts = {c.add_experts}: the added group routes each token to top_k = "
             f"{m.moe.top_k} of its experts, so add at least that many")
+    require(not c.add_memory or m.memory.kind != "none",
+            "continual.add_memory = true needs a model with memory layers (model.memory.kind)")
     needs = {"experts": m.is_moe, "routers": m.is_moe and m.moe.router == "learned",
-             "memory": m.memory.kind != "none", "new": c.add_experts > 0}
+             "memory": m.memory.kind != "none", "new": c.add_experts > 0 or c.add_memory}
     why = {"experts": "the model has no experts (model.moe.n_experts = 0)",
            "routers": "the model has no learned router",
            "memory": "the model has no memory layer (model.memory.kind = 'none')",
-           "new": "nothing is added (continual.add_experts = 0)"}
+           "new": "nothing is added (continual.add_experts = 0, add_memory = false)"}
     for group in c.trainable:
         require(needs.get(group, True), f"continual.trainable includes {group!r} but {why.get(group, '')}")
 

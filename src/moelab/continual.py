@@ -66,7 +66,7 @@ def parameter_groups(name: str, parameter: torch.nn.Parameter, tables: set[int])
         groups.add("routers")
     if id(parameter) in tables:
         groups.add("memory")
-    if ".added_experts." in name:
+    if ".added_experts." in name or ".added_memory." in name:
         groups.add("new")
     return groups
 

@@ -60,6 +60,8 @@ def build(cfg: RunConfig, device: torch.device) -> tuple[KnowledgeBase, Transfor
     model = Transformer(cfg.model, len(kb.vocab)).to(device)
     if cfg.continual.add_experts:
         model.add_experts(cfg.continual.add_experts)
+    if cfg.continual.add_memory:
+        model.add_memory()
     return kb, model
 
 
@@ -136,9 +138,11 @@ def execute_continued(cfg: RunConfig, out_dir: Path,
     batch = cfg.train.eval_batch_size
     before = {"a": measure_capacity(model, kb_a, batch, device), "b": measure_capacity(model, kb_b, batch, device)}
 
-    torch.manual_seed(cfg.seed + 1)  # the added experts' initial weights (the parent's seed drew its own)
+    torch.manual_seed(cfg.seed + 1)  # the added experts' or memory's initial weights (the parent's seed drew its own)
     if c.add_experts:
         model.add_experts(c.add_experts)
+    if c.add_memory:
+        model.add_memory()
     counts = checked_counts(cfg, model, len(kb_a.vocab))
     trainable = freeze(model, c.trainable)
     train_cfg = phase_b_train(cfg.train, c)
@@ -192,7 +196,7 @@ def execute_continued(cfg: RunConfig, out_dir: Path,
 
 def checked_counts(cfg: RunConfig, model: Transformer, vocab_size: int) -> ParamCount:
     """The accounting of `cfg`'s model, checked against the module itself."""
-    counts = count_params(cfg.model, vocab_size, cfg.continual.add_experts)
+    counts = count_params(cfg.model, vocab_size, cfg.continual.add_experts, cfg.continual.add_memory)
     if count_module(model) != (counts.total, counts.active):  # a bug here, never the user's
         raise AssertionError(f"accounting {counts.total, counts.active} != module {count_module(model)}")
     return counts

@@ -32,8 +32,9 @@ def routing_diagnostics(model: Transformer, kb: KnowledgeBase, n_paragraphs: int
     routing = [{"layer": i} | ({"group": "added"} if moe is block.added_experts else {}) | moe.router.diagnostics()
                for i, block in enumerate(model.blocks)
                for moe in (block.ffn, block.added_experts) if isinstance(moe, MoE)]
-    memory = [{"layer": layer, "kind": model.cfg.memory.kind} | m.diagnostics()
-              for layer, m in zip(model.cfg.memory_layers(), memories)]
+    memory = [{"layer": i, "kind": model.cfg.memory.kind} | ({"group": "added"} if m is block.added_memory else {})
+              | m.diagnostics() for i, block in enumerate(model.blocks)
+              for m in (block.memory, block.added_memory) if m is not None]
     for layer in (*routers, *memories):
         layer.reset_stats()
     return routing, memory

@@ -90,6 +90,10 @@ class MemoryLayer(nn.Module):
         """The slot tables, [N, d] each: the parameters a token reads only k rows of per head."""
         raise NotImplementedError
 
+    def output_table(self) -> nn.Parameter:
+        """The table whose rows are written into the residual stream (zero it: the layer adds nothing)."""
+        raise NotImplementedError
+
     def read(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [T, d] -> (read weights [T, H, k] summing to 1 per head, slots [T, H, k])."""
         scores, slots = self.retrieval(x)
@@ -144,6 +148,9 @@ class ProductKeyMemory(MemoryLayer):
     def tables(self) -> list[nn.Parameter]:
         return [self.values]
 
+    def output_table(self) -> nn.Parameter:
+        return self.values
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
         weights, slots = self.read(flat)
@@ -174,6 +181,9 @@ class PEER(MemoryLayer):
 
     def tables(self) -> list[nn.Parameter]:
         return [self.down, self.up]
+
+    def output_table(self) -> nn.Parameter:
+        return self.up
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])

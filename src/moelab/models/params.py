@@ -220,12 +220,15 @@ def lab_architecture(cfg: ModelConfig, vocab_size: int) -> Architecture:
     )
 
 
-def count_params(cfg: ModelConfig, vocab_size: int, added_experts: int = 0) -> ParamCount:
+def count_params(cfg: ModelConfig, vocab_size: int, added_experts: int = 0, added_memory: bool = False) -> ParamCount:
     """Exact counts for the `Transformer` that `cfg` and `vocab_size` describe; with
     `added_experts`, after `Transformer.add_experts`: each MoE layer's added group (its router
-    columns and experts) counts like routed experts, k of them active."""
+    columns and experts) counts like routed experts, k of them active; with `added_memory`,
+    after `Transformer.add_memory`: every memory layer counts twice."""
     arch = lab_architecture(cfg, vocab_size)
     counts = count_architecture(arch)
+    if added_memory:
+        counts = replace(counts, memory=2 * counts.memory, memory_active=2 * counts.memory_active)
     if not added_experts:
         return counts
     layers, per_expert = arch.moe_layers, arch.expert_params()

@@ -84,6 +84,7 @@ class Block(nn.Module):
             self.ffn = MoE(cfg) if moe_layer else MLP(cfg.d_model, cfg.d_ff, cfg.mlp)
         self.memory = memory_layer(cfg.d_model, cfg.memory) if layer in cfg.memory_layers() else None
         self.added_experts: MoE | None = None  # a routed group added for continued training (add_experts)
+        self.added_memory: MemoryLayer | None = None  # a memory added beside for continued training (add_memory)
 
     def reset_parameters(self, std: float = 0.02, out_std: float = 0.02) -> None:
         self.attn_norm.reset_parameters()
@@ -108,6 +109,8 @@ class Block(nn.Module):
         if self.added_experts is not None:
             x_added, added_aux = self.added_experts(h, tokens)
             x, aux = x + x_added, aux + added_aux
+        if self.added_memory is not None:
+            x = x + self.added_memory(h)
         return x, aux
 
 
@@ -169,6 +172,18 @@ class Transformer(nn.Module):
                 group.reset_parameters(INIT_STD, INIT_STD)
                 group.experts.w_out.zero_()
                 block.added_experts = group
+
+    @torch.no_grad()
+    def add_memory(self) -> None:
+        """Give every memory layer a fresh memory of the same kind and size beside it, its output
+        table (PKM values, PEER up vectors) at zero, so the model computes exactly what it did
+        until the new slots train (docs/science.md §5)."""
+        for block in self.blocks:
+            if block.memory is not None:
+                memory = memory_layer(self.cfg.d_model, self.cfg.memory).to(block.ffn_norm.weight.device)
+                memory.reset_parameters(INIT_STD, INIT_STD)
+                memory.output_table().zero_()
+                block.added_memory = memory
 
     def routers(self) -> list[Router]:
         return [m for m in self.modules() if isinstance(m, Router)]

@@ -197,6 +197,7 @@ def run_label(cfg: RunConfig, varied: dict[str, Any]) -> str:
     c = cfg.continual
     if c.active:  # what it continues with, always: continued runs of one parent differ only there
         arch += f" continued replay={c.replay_fraction:g}" + (f" +{c.add_experts} experts" if c.add_experts else "") + (
+            " +memory" if c.add_memory else "") + (
             f" train={'+'.join(c.trainable) or 'nothing'}" if c.trainable != ["all"] else "")
     extras = [f"{path.split('.')[-1]}={value}" for path, value in varied.items()
               if path not in DESCRIBED and not path.startswith("continual.")]
