@@ -45,6 +45,7 @@ def flatten_run(row: dict) -> dict:
         record["dead_experts"] = sum(r["dead_experts"] for r in routing)
     record["history"] = m.get("history", [])  # for the figures; not a CSV column
     record["data_kind"] = m.get("data_kind", "")
+    record["n_people"] = m.get("n_people")
     record["params"] = m.get("params")  # the accounting's parts, for the paper's parameter count
     data = m.get("config", {}).get("data", {})
     record["junk_fraction"], record["domain_token"] = data.get("junk_fraction", 0.0), data.get("domain_token", False)

@@ -253,8 +253,11 @@ def abstention_table(records: list[dict]) -> list[dict]:
     """Per configuration (seeds pooled, t intervals): the Omniscience Index, hallucination rate,
     the threshold baseline's best index, recall and bits, for runs measured for abstention."""
     runs = [r for r in knowledge_runs(records) if r.get("omniscience_index") not in ("", None)]
-    return [{"label": g.label, "seeds": len(g.runs), "p_total": g.mean("p_total"), "p_active": g.mean("p_active"),
-             "unknown_fraction": g.mean("unknown_fraction"), **{k: g.interval(k) for k in ABSTENTION_METRICS}}
+    return [{"label": g.label, "architecture": re.sub(r"\s*(n_people|unknown_fraction)=\S+", "", g.label).strip(),
+             "seeds": len(g.runs), "p_total": g.mean("p_total"), "p_active": g.mean("p_active"),
+             "n_people": g.runs[0].get("n_people"), "unknown_fraction": g.mean("unknown_fraction"),
+             **{k: g.interval(k) for k in ABSTENTION_METRICS},
+             **{f"{k}_range": (float(g.values(k).min()), float(g.values(k).max())) for k in ABSTENTION_METRICS}}
             for g in groups(runs)]
 
 

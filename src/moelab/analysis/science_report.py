@@ -9,7 +9,8 @@ import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import FixedLocator, NullFormatter, PercentFormatter
+from matplotlib.lines import Line2D
+from matplotlib.ticker import EngFormatter, FixedLocator, LogLocator, NullFormatter, PercentFormatter
 
 from moelab.analysis import science
 from moelab.analysis.fit import Estimate
@@ -116,27 +117,38 @@ def reasoning_figure(groups: list[science.Group]) -> bytes:
 
 def abstention_figure(rows: list[dict]) -> bytes:
     """The Omniscience Index (top) and hallucination rate (bottom) per configuration against total
-    (left) and active (right) parameters: filled markers trained with abstention rows, open ones
-    not; crosses the threshold baseline's best index."""
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), sharey="row", layout="constrained")
+    (left) and active (right) parameters: a colour per architecture, filled markers trained with
+    abstention rows, open ones not, one marker shape per knowledge base; bars span the seeds;
+    crosses mark the threshold baseline's best index."""
+    fig, axes = plt.subplots(2, 2, figsize=(10, 8), sharey="row", layout="constrained")
+    colours = {a: plt.get_cmap("tab10")(i) for i, a in enumerate(dict.fromkeys(r["architecture"] for r in rows))}
+    shapes = {n: m for n, m in zip(sorted({r["n_people"] for r in rows}, reverse=True), "os^Dv")}
     for col, (x_key, x_label) in enumerate([("p_total", "total parameters"), ("p_active", "active parameters")]):
         for row, (y_key, y_label) in enumerate([("omniscience_index", "Omniscience Index"),
                                                 ("hallucination_rate", "hallucination rate")]):
             ax = axes[row, col]
             for r in rows:
-                trained = r["unknown_fraction"] > 0
-                e = r[y_key]
-                ax.errorbar(r[x_key], e.value, yerr=yerr(e), marker="o", capsize=3, linestyle="none",
-                            color="tab:blue" if trained else "tab:grey", markerfacecolor=None if trained else "white")
+                trained, colour = r["unknown_fraction"] > 0, colours[r["architecture"]]
+                low, high = r[f"{y_key}_range"]
+                value = r[y_key].value
+                ax.errorbar(r[x_key], value, yerr=[[value - low], [high - value]], marker=shapes[r["n_people"]],
+                            capsize=3, linestyle="none", color=colour, markerfacecolor=colour if trained else "white")
                 if row == 0 and not trained:
-                    ax.plot(r[x_key], r["omniscience_threshold"].value, marker="x", color="tab:red", linestyle="none")
-                ax.annotate(r["label"], (r[x_key], e.value), fontsize=6, xytext=(4, 4), textcoords="offset points")
+                    ax.plot(r[x_key], r["omniscience_threshold"].value, marker="x", color=colour, linestyle="none")
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(x_label)
             if col == 0:
                 ax.set_ylabel(y_label)
             ax.grid(alpha=0.3, which="both")
-    axes[0, 0].set_title("filled: trained to abstain; open: not; x: threshold baseline", fontsize=8, loc="left")
+    handles = [Line2D([], [], color=c, marker="o", linestyle="none", label=a) for a, c in colours.items()]
+    handles += [Line2D([], [], color="grey", marker=m, linestyle="none", markerfacecolor="white",
+                       label=f"{n:,} people" if n else "people") for n, m in shapes.items()]
+    handles += [Line2D([], [], color="grey", marker="o", linestyle="none", label="trained to abstain (filled)"),
+                Line2D([], [], color="grey", marker="x", linestyle="none", label="threshold baseline, untrained")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     return png(fig)
 
 
@@ -231,7 +243,8 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
         parts.append(note("Over the real people's questions and the held-out invented people's (AA-Omniscience's "
                           "definitions): Omniscience Index 100 (correct - incorrect) / all; hallucination rate "
                           "incorrect / (incorrect + abstained). Threshold baseline: the best index when the model "
-                          "abstains below a confidence threshold. Means over seeds with 95% t intervals."))
+                          "abstains below a confidence threshold. Means over seeds with 95% t intervals (the figure's bars "
+                          "span the seeds)."))
         parts.append(table(["configuration", "seeds", "P_total", "P_active", "Omniscience Index", "low", "high",
                             "hallucination rate", "low", "high", "threshold baseline", "low", "high",
                             "recall", "low", "high", "bits", "low", "high"],
