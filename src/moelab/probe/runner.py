@@ -34,7 +34,7 @@ from moelab.errors import MoelabError
 from moelab.io import atomic_write_json, atomic_write_text, json_safe
 from moelab.probe.backends import Backend, Completion, Request
 from moelab.probe.grading import CORRECT, JUDGE_PROMPT_SHA256, grade, judge_prompt, parse_judgement
-from moelab.probe.metrics import grade_metrics
+from moelab.probe.metrics import difficulty_value, effort, grade_metrics
 from moelab.probe.tasks import Question, Task
 from moelab.provenance import environment
 
@@ -133,7 +133,7 @@ def _record(sample: Sample, completion: Completion, judged: tuple[str | None, st
     rule = grade(sample.question, completion.text)
     judge_grade, judge_reply = judged if judged else (None, None)
     q = sample.question
-    return {"key": sample.key, "id": q.id, "domain": q.domain, "answerable": q.answerable,
+    return {"key": sample.key, "id": q.id, "domain": q.domain, "difficulty": q.difficulty, "answerable": q.answerable,
             "context_words": sample.context_words, "depth": sample.depth,
             "prompt_words": len(sample.prompt.split()), "question": q.question, "answer": q.answer,
             "output": completion.text, "grade": judge_grade or rule, "rule_grade": rule,
@@ -184,6 +184,15 @@ def summarise(records: list[dict]) -> dict:
     for r in base:
         by_domain[r["domain"] or "(none)"].append(r)
     out["by_domain"] = {d: metrics(rs) for d, rs in sorted(by_domain.items())}
+    rated = [r for r in base if r.get("difficulty") is not None]
+    by_difficulty = defaultdict(list)
+    for r in rated:
+        by_difficulty[r["difficulty"]].append(r)
+    out["by_difficulty"] = {str(level): metrics(rs) for level, rs in
+                            sorted(by_difficulty.items(), key=lambda kv: (difficulty_value(kv[0]) is None,
+                                                                          difficulty_value(kv[0]) or 0, str(kv[0])))}
+    out["effort"] = effort([r["difficulty"] for r in rated],
+                           [r["output_tokens"] + (r["reasoning_tokens"] or 0) for r in rated]) if rated else None
     for name, want in (("answerable", True), ("unanswerable", False)):
         subset = [r for r in base if r["answerable"] is want]
         out[name] = metrics(subset) if subset else None
