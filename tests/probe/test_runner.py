@@ -199,3 +199,6 @@ def test_metrics_by_difficulty_add_up_and_effort_follows_difficulty(tmp_path):
     effort = m["effort"]
     assert effort["questions"] == 10 and effort["tokens_per_difficulty"] == pytest.approx(5.0)  # 4 output + 1 reasoning
     assert effort["rank_correlation"] == pytest.approx(1.0) and effort["rank_correlation_interval"][0] > 0.5
+    from moelab.probe.report import write_probe_report
+    page = write_probe_report(m, read_samples(tmp_path / "samples.jsonl"), tmp_path).read_text()
+    assert "Effort and accuracy by difficulty" in page and (tmp_path / "difficulty.png").exists()
