@@ -202,3 +202,28 @@ def test_metrics_by_difficulty_add_up_and_effort_follows_difficulty(tmp_path):
     from moelab.probe.report import write_probe_report
     page = write_probe_report(m, read_samples(tmp_path / "samples.jsonl"), tmp_path).read_text()
     assert "Effort and accuracy by difficulty" in page and (tmp_path / "difficulty.png").exists()
+
+
+def test_the_retriever_finds_the_needle_among_distractors():
+    from moelab.probe.runner import retrieve
+
+    passages = [f"Filler sentence number {i} says nothing about anything." for i in range(30)]
+    passages.insert(17, "The capital of Kenya is Nairobi.")
+    kept = retrieve(passages, "Capital of Kenya?", 3)
+    assert "The capital of Kenya is Nairobi." in kept and len(kept) == 3
+    assert kept == [p for p in passages if p in kept]  # original order kept
+
+
+def test_selective_context_sends_fewer_words_and_recovers_the_needle(tmp_path):
+    backend = Scripted(ANSWERS)
+    settings = ProbeSettings(context_lengths=(0, 400), depths=(0.5,), retrieve=2)
+    m = run_probe(backend, capital_task(), tmp_path, settings)
+    (row,) = m["selective_context"]
+    assert row["context_words"] == 400 and row["selective"]["n"] == row["full"]["n"] == 5
+    assert row["selective"]["prompt_words"] < row["full"]["prompt_words"] / 5
+    assert row["hit_rate"] == 1.0  # every needle among the two passages kept
+    assert [r["context_words"] for r in m["context_rot"]] == [0, 400, 400]  # selective runs stay out of it
+    modes = {r["mode"] for r in read_samples(tmp_path / "samples.jsonl")}
+    assert modes == {"closed", "full", "selective"}
+    from moelab.probe.report import write_probe_report
+    assert "Selective context" in write_probe_report(m, read_samples(tmp_path / "samples.jsonl"), tmp_path).read_text()

@@ -112,6 +112,19 @@ def write_probe_report(metrics: dict, samples: list[dict], folder: str | Path) -
                             [[r["context_words"], "none" if r["depth"] is None else r["depth"], r["n"],
                               r["accuracy"], *r["accuracy_interval"],
                               "n/a" if r["ratio_to_shortest"] is None else r["ratio_to_shortest"]] for r in rot]))
+    chosen = metrics.get("selective_context")
+    if chosen:
+        parts.append("<h2>Selective context: only the passages BM25 ranks highest</h2>")
+        cell = lambda row, mode, key: "n/a" if row[mode] is None or row[mode][key] is None else row[mode][key]  # noqa: E731
+        parts.append(table(["context (words)", "closed book accuracy", "full accuracy", "selective accuracy",
+                            "95% low", "95% high", "words sent: full", "selective", "tokens generated: full",
+                            "selective", "needle retrieved", "share of the lost accuracy recovered"],
+                           [[r["context_words"], cell(r, "closed", "accuracy"), cell(r, "full", "accuracy"),
+                             r["selective"]["accuracy"], *r["selective"]["accuracy_interval"],
+                             cell(r, "full", "prompt_words"), r["selective"]["prompt_words"],
+                             cell(r, "full", "output_tokens"), r["selective"]["output_tokens"],
+                             "n/a" if r["hit_rate"] is None else r["hit_rate"],
+                             "n/a" if r["recovered"] is None else r["recovered"]] for r in chosen]))
     shortest = [s for s in samples if s["context_words"] == metrics["context_words"]][:50]
     parts.append(f"<h2>First {len(shortest)} answers</h2>")
     parts.append(table(["id", "question", "gold", "output", "grade"],
