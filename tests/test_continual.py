@@ -205,3 +205,18 @@ def test_added_memory_starts_with_no_effect_and_only_it_trains(tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not torch.equal(after["blocks.1.added_memory.values"], torch.zeros_like(after["blocks.1.added_memory.values"]))
     assert metrics["continual"]["added_params"] == metrics["continual"]["trainable_params"] > 0
+
+
+def test_the_run_table_of_a_continued_run_says_what_it_gained_and_lost(moe_parent):
+    from rich.console import Console
+
+    from moelab.tables import run_table
+
+    cfg, runs, _ = moe_parent
+    child = continued(cfg, replay_fraction=0.25)
+    metrics = execute(child, runs / run_key(child))
+    console = Console(width=200, record=True)
+    console.print(run_table(metrics))
+    text = console.export_text()
+    assert f"run {run_key(cfg)}: 30 new people, 10 replay rows per pass, training all" in text
+    assert "forgetting" in text and "bits on B" in text

@@ -51,6 +51,18 @@ def run_table(m: dict) -> Table:
                      ("Omniscience Index", f"{a['omniscience_index']:+.1f} [{low:+.1f}, {high:+.1f}]; hallucination rate "
                                            f"{a['hallucination_rate']:.1%}; by threshold at best "
                                            f"{a['threshold_best']['omniscience_index']:+.1f}")]
+    c = m.get("continual")
+    if c:  # a continued run: what it learned on B and lost on A
+        rows += [("continued from", f"run {c['parent_key']}: {c['new_people']:,} new people, "
+                                    f"{c['replay_rows_per_exposure']:,} replay rows per pass, "
+                                    f"training {'+'.join(c['trainable']) or 'nothing'}"),
+                 ("trainable / added", f"{c['trainable_params']:,} / {c['added_params']:,} parameters"),
+                 ("bits on A", f"{c['bits_a_before']:,.0f} -> {c['bits_a_after']:,.0f}  "
+                               f"(forgetting {c['forgetting']:.1%}; recall {c['recall_a_before']:.1%} -> "
+                               f"{c['recall_a_after']:.1%})"),
+                 ("bits on B", f"{c['bits_b_before']:,.0f} -> {c['bits_b_after']:,.0f}  (gained "
+                               f"{c['bits_gained_b']:,.0f} of {c['information_bits_b']:,.0f}; recall "
+                               f"{c['recall_b_after']:.1%})")]
     rows.append(("wall time", f"{m['wall_seconds']:.1f} s  ({m['tokens_per_second']:,.0f} tokens/s, {m['device']})"))
     kind = "reasoning task" if reasoning else "knowledge stored"
     return key_value_table(f"{m['name']}: {kind}", rows)

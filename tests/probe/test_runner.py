@@ -173,3 +173,57 @@ def test_survey_row_is_a_valid_survey_line(tmp_path):
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     with pytest.raises(MoelabError, match="not a survey CSV header"):
         append_survey_row(tmp_path / "other.csv", survey_row(m))
+
+
+class Effortful(Scripted):
+    """Answers right and spends as many tokens as the question's difficulty number asks."""
+
+    def complete(self, requests, on_done):
+        for i, r in enumerate(requests):
+            level = int(r.prompt.split("level ")[1].split("?")[0])
+            on_done(i, Completion(str(level), 4 * level, reasoning_tokens=level))
+
+
+def test_metrics_by_difficulty_add_up_and_effort_follows_difficulty(tmp_path):
+    questions = [Question(f"q{i}", f"What is level {level}?", str(level), difficulty=level)
+                 for i, level in enumerate([1, 1, 2, 2, 2, 3, 3, 3, 3])]
+    questions.append(Question("label", "What is level 3?", "3", difficulty="hard"))
+    m = run_probe(Effortful({}), Task("levels", questions), tmp_path, ProbeSettings())
+    levels = m["by_difficulty"]
+    assert list(levels) == ["1", "2", "3", "hard"]  # numbers in order (hard = 3 sorts after them, tied)
+    for key in ("n", "correct", "incorrect", "partial", "not_attempted"):
+        assert sum(level[key] for level in levels.values()) == m[key]
+    assert levels["2"]["output_tokens_per_question"] == 8 and levels["3"]["output_tokens_per_correct"] == 12
+    low, high = levels["2"]["output_tokens_per_question_interval"]
+    assert low <= 8 <= high
+    effort = m["effort"]
+    assert effort["questions"] == 10 and effort["tokens_per_difficulty"] == pytest.approx(5.0)  # 4 output + 1 reasoning
+    assert effort["rank_correlation"] == pytest.approx(1.0) and effort["rank_correlation_interval"][0] > 0.5
+    from moelab.probe.report import write_probe_report
+    page = write_probe_report(m, read_samples(tmp_path / "samples.jsonl"), tmp_path).read_text()
+    assert "Effort and accuracy by difficulty" in page and (tmp_path / "difficulty.png").exists()
+
+
+def test_the_retriever_finds_the_needle_among_distractors():
+    from moelab.probe.runner import retrieve
+
+    passages = [f"Filler sentence number {i} says nothing about anything." for i in range(30)]
+    passages.insert(17, "The capital of Kenya is Nairobi.")
+    kept = retrieve(passages, "Capital of Kenya?", 3)
+    assert "The capital of Kenya is Nairobi." in kept and len(kept) == 3
+    assert kept == [p for p in passages if p in kept]  # original order kept
+
+
+def test_selective_context_sends_fewer_words_and_recovers_the_needle(tmp_path):
+    backend = Scripted(ANSWERS)
+    settings = ProbeSettings(context_lengths=(0, 400), depths=(0.5,), retrieve=2)
+    m = run_probe(backend, capital_task(), tmp_path, settings)
+    (row,) = m["selective_context"]
+    assert row["context_words"] == 400 and row["selective"]["n"] == row["full"]["n"] == 5
+    assert row["selective"]["prompt_words"] < row["full"]["prompt_words"] / 5
+    assert row["hit_rate"] == 1.0  # every needle among the two passages kept
+    assert [r["context_words"] for r in m["context_rot"]] == [0, 400, 400]  # selective runs stay out of it
+    modes = {r["mode"] for r in read_samples(tmp_path / "samples.jsonl")}
+    assert modes == {"closed", "full", "selective"}
+    from moelab.probe.report import write_probe_report
+    assert "Selective context" in write_probe_report(m, read_samples(tmp_path / "samples.jsonl"), tmp_path).read_text()

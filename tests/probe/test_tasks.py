@@ -8,8 +8,9 @@ from moelab.probe.tasks import Question, Task, TaskError, knowledge_task, read_t
 
 
 def test_a_valid_file_reads_back_what_was_written(tmp_path):
-    task = Task("t", [Question("q1", "Capital of France?", "Paris", ("paris, france",), "geography"),
-                      Question("q2", "Birth year of the invented Zorblax?", None, max_tokens=8, stop=("\n",))])
+    task = Task("t", [Question("q1", "Capital of France?", "Paris", ("paris, france",), "geography", difficulty="easy"),
+                      Question("q2", "Birth year of the invented Zorblax?", None, max_tokens=8, stop=("\n",),
+                               difficulty=2.5)])
     write_task(task, tmp_path / "t.jsonl")
     again = read_task(tmp_path / "t.jsonl")
     assert again.questions == task.questions and again.sha256 == task.sha256

@@ -20,6 +20,8 @@ def probe(
     context_lengths: Annotated[str, typer.Option(help="prompt lengths in words, e.g. 0,256,1024 (0 = question alone)")] = "0",
     depths: Annotated[str, typer.Option(help="needle depths in padded prompts, 0 = start, 1 = end")] = "0,0.5,1",
     distractors: Annotated[Path | None, typer.Option(help="padding text: paragraphs separated by blank lines")] = None,
+    retrieve: Annotated[int, typer.Option(help="also answer each padded prompt from its K passages BM25 ranks "
+                                               "highest (selective context); 0 = off")] = 0,
     judge: Annotated[str | None, typer.Option(help="grade with an LLM judge on this backend (e.g. openai:URL)")] = None,
     judge_model_name: Annotated[str | None, typer.Option(help="the judge's model name on its server")] = None,
     judge_api_key_env: Annotated[str | None, typer.Option(
@@ -51,7 +53,7 @@ def probe(
 
     try:
         settings = ProbeSettings(parse_numbers(context_lengths, int, "--context-lengths"),
-                                 parse_numbers(depths, float, "--depths"), max_tokens, seed)
+                                 parse_numbers(depths, float, "--depths"), max_tokens, seed, retrieve)
         questions = load_task(task, people, invented, seed, distractors)
         if save_task is not None:
             write_task(questions, save_task)

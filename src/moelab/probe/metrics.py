@@ -7,6 +7,11 @@ With c, i, p, a the counts of correct, incorrect, partial and not-attempted answ
     attempted rate            (c + i + p) / N
     accuracy given attempted  c / (c + i)               (SimpleQA)
     f-score                   harmonic mean of c / N and c / (c + i)   (SimpleQA)
+Effort against difficulty (`effort`): over questions with a difficulty, the least-squares slope
+of tokens spent (output plus reasoning) against difficulty and Spearman's rank correlation
+between the two, each with a percentile bootstrap interval over questions: does a model spend
+more tokens only where questions are harder?
+
 Rates carry 95% Wilson intervals; the f-score a percentile bootstrap over samples. The
 omniscience index is a difference of two proportions of one multinomial, c/N - i/N; its interval
 comes from its components (Newcombe's square-and-add, "MOVER", on the two Wilson intervals, with
@@ -21,7 +26,7 @@ import math
 import numpy as np
 from scipy import stats
 
-from moelab.analysis.fit import bootstrap
+from moelab.analysis.fit import bootstrap, rank_correlation_rows
 from moelab.probe.grading import CORRECT, GRADES, INCORRECT
 
 LEVEL = 0.95
@@ -75,6 +80,35 @@ def _f_score_of(is_correct: np.ndarray, is_incorrect: np.ndarray) -> np.ndarray:
     return np.where(c == 0, 0.0, f)
 
 
+DIFFICULTY_LEVELS = {"easy": 1.0, "medium": 2.0, "hard": 3.0}  # labels with an order
+
+
+def difficulty_value(difficulty: float | str | None) -> float | None:
+    """A difficulty as a number: numbers as they are, easy/medium/hard as 1/2/3, other labels None."""
+    if isinstance(difficulty, int | float) and not isinstance(difficulty, bool):
+        return float(difficulty)
+    return DIFFICULTY_LEVELS.get(str(difficulty).lower()) if difficulty is not None else None
+
+
+def _slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Row-wise least-squares slope of y on x, [B, n] -> [B] (nan where x is constant)."""
+    xc = x - x.mean(-1, keepdims=True)
+    with np.errstate(all="ignore"):
+        return (xc * (y - y.mean(-1, keepdims=True))).sum(-1) / (xc * xc).sum(-1)
+
+
+def effort(difficulties: list, tokens: list[float], n_boot: int = 1000) -> dict | None:
+    """Slope of tokens against difficulty and their rank correlation, with bootstrap intervals,
+    over the questions whose difficulty has an order; None when fewer than two levels do."""
+    pairs = [(difficulty_value(d), t) for d, t in zip(difficulties, tokens) if difficulty_value(d) is not None]
+    if len({d for d, _ in pairs}) < 2:
+        return None
+    x, y = (np.array(v, dtype=float) for v in zip(*pairs))
+    slope, rho = bootstrap(_slope, [x, y], n_boot=n_boot, level=LEVEL), bootstrap(rank_correlation_rows, [x, y], n_boot=n_boot, level=LEVEL)
+    return {"questions": len(pairs), "tokens_per_difficulty": slope.value, "tokens_per_difficulty_interval": [slope.low, slope.high],
+            "rank_correlation": rho.value, "rank_correlation_interval": [rho.low, rho.high]}
+
+
 def grade_metrics(grades: list[str], output_tokens: list[int] | None = None,
                   reasoning_tokens: list[int | None] | None = None, n_boot: int = 1000) -> dict:
     """Every metric of a list of grades; token metrics when counts are given (None where unknown)."""
@@ -102,6 +136,13 @@ def grade_metrics(grades: list[str], output_tokens: list[int] | None = None,
         total = float(sum(output_tokens))
         out["output_tokens_per_question"] = _ratio(total, n)
         out["output_tokens_per_correct"] = _ratio(total, c)
+        if n:  # percentile bootstrap over questions
+            spent, right = np.array(output_tokens, dtype=float), np.array([g == CORRECT for g in grades], dtype=float)
+            per_question = bootstrap(lambda t: t.mean(-1), [spent], n_boot=n_boot, level=LEVEL)
+            out["output_tokens_per_question_interval"] = [per_question.low, per_question.high]
+            if c:
+                per_correct = bootstrap(lambda t, r: t.sum(-1) / r.sum(-1), [spent, right], n_boot=n_boot, level=LEVEL)
+                out["output_tokens_per_correct_interval"] = [per_correct.low, per_correct.high]
         out["accuracy_per_1k_output_tokens"] = _ratio(out["accuracy"], out["output_tokens_per_question"] / 1000)
     reported = [r for r in (reasoning_tokens or []) if r is not None]
     out["reasoning_tokens_per_question"] = _ratio(float(sum(reported)), len(reported)) if reported else None

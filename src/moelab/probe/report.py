@@ -1,5 +1,6 @@
 """The probe's report: grade counts, every metric with its interval, tokens, accuracy by domain,
-and accuracy as the prompt grows (context_rot.png when several lengths were probed).
+tokens and accuracy by difficulty (difficulty.png when questions carry two or more levels), and
+accuracy as the prompt grows (context_rot.png when several lengths were probed).
 """
 
 from __future__ import annotations
@@ -32,6 +33,28 @@ def context_rot_figure(rot: list[dict]) -> bytes:
     return png(fig, dpi=120)
 
 
+def difficulty_figure(levels: dict[str, dict]) -> bytes:
+    """Output tokens per question (left axis) and accuracy (right axis) by difficulty level, with
+    95% intervals (bootstrap for tokens, Wilson for accuracy)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    names = list(levels)
+    x = np.arange(len(names))
+    tokens = np.array([levels[n]["output_tokens_per_question"] for n in names], dtype=float)
+    low_high = np.array([levels[n].get("output_tokens_per_question_interval", [np.nan, np.nan]) for n in names]).T
+    ax.errorbar(x, tokens, yerr=np.abs(low_high - tokens), marker="o", capsize=3, color="tab:blue")
+    ax.set_ylabel("output tokens per question", color="tab:blue")
+    ax.set_xticks(x, names)
+    ax.set_xlabel("difficulty")
+    right = ax.twinx()
+    accuracy = np.array([levels[n]["accuracy"] for n in names])
+    interval = np.array([levels[n]["accuracy_interval"] for n in names]).T
+    right.errorbar(x + 0.05, accuracy, yerr=np.abs(interval - accuracy), marker="s", capsize=3, color="tab:orange")
+    right.set_ylabel("accuracy", color="tab:orange")
+    right.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    return png(fig, dpi=120)
+
+
 def write_probe_report(metrics: dict, samples: list[dict], folder: str | Path) -> Path:
     """report.html for a probe (and context_rot.png when several lengths were probed)."""
     folder = Path(folder)
@@ -58,6 +81,26 @@ def write_probe_report(metrics: dict, samples: list[dict], folder: str | Path) -
                             [[d, m["n"], m["accuracy"], m["omniscience_index"],
                               "n/a" if m["hallucination_rate"] is None else m["hallucination_rate"]]
                              for d, m in metrics["by_domain"].items()]))
+    levels = metrics.get("by_difficulty") or {}
+    if len(levels) > 1:
+        figure = difficulty_figure(levels)
+        save_png(folder, "difficulty.png", figure)
+        parts.append("<h2>Effort and accuracy by difficulty</h2>")
+        parts.append(img(figure, "output tokens and accuracy by difficulty"))
+        parts.append(table(["difficulty", "n", "accuracy", "95% low", "95% high", "output tokens per question",
+                            "95% low", "95% high", "per correct answer", "reasoning tokens per question"],
+                           [[level, m["n"], m["accuracy"], *m["accuracy_interval"], m["output_tokens_per_question"],
+                             *m.get("output_tokens_per_question_interval", ["n/a", "n/a"]),
+                             "n/a" if m["output_tokens_per_correct"] != m["output_tokens_per_correct"] else m["output_tokens_per_correct"],
+                             m["reasoning_tokens_per_question"] or "not reported"] for level, m in levels.items()]))
+        effort = metrics.get("effort")
+        if effort:
+            parts.append(f"<p class=note>Over {effort['questions']} questions: "
+                         f"{effort['tokens_per_difficulty']:.3g} tokens (output and reasoning) more per step of "
+                         f"difficulty [{effort['tokens_per_difficulty_interval'][0]:.3g}, "
+                         f"{effort['tokens_per_difficulty_interval'][1]:.3g}]; rank correlation of tokens with "
+                         f"difficulty {effort['rank_correlation']:.2f} [{effort['rank_correlation_interval'][0]:.2f}, "
+                         f"{effort['rank_correlation_interval'][1]:.2f}] (bootstrap, 95%).</p>")
     rot = metrics["context_rot"]
     if len({r["context_words"] for r in rot}) > 1:
         figure = context_rot_figure(rot)
@@ -69,6 +112,19 @@ def write_probe_report(metrics: dict, samples: list[dict], folder: str | Path) -
                             [[r["context_words"], "none" if r["depth"] is None else r["depth"], r["n"],
                               r["accuracy"], *r["accuracy_interval"],
                               "n/a" if r["ratio_to_shortest"] is None else r["ratio_to_shortest"]] for r in rot]))
+    chosen = metrics.get("selective_context")
+    if chosen:
+        parts.append("<h2>Selective context: only the passages BM25 ranks highest</h2>")
+        cell = lambda row, mode, key: "n/a" if row[mode] is None or row[mode][key] is None else row[mode][key]  # noqa: E731
+        parts.append(table(["context (words)", "closed book accuracy", "full accuracy", "selective accuracy",
+                            "95% low", "95% high", "words sent: full", "selective", "tokens generated: full",
+                            "selective", "needle retrieved", "share of the lost accuracy recovered"],
+                           [[r["context_words"], cell(r, "closed", "accuracy"), cell(r, "full", "accuracy"),
+                             r["selective"]["accuracy"], *r["selective"]["accuracy_interval"],
+                             cell(r, "full", "prompt_words"), r["selective"]["prompt_words"],
+                             cell(r, "full", "output_tokens"), r["selective"]["output_tokens"],
+                             "n/a" if r["hit_rate"] is None else r["hit_rate"],
+                             "n/a" if r["recovered"] is None else r["recovered"]] for r in chosen]))
     shortest = [s for s in samples if s["context_words"] == metrics["context_words"]][:50]
     parts.append(f"<h2>First {len(shortest)} answers</h2>")
     parts.append(table(["id", "question", "gold", "output", "grade"],

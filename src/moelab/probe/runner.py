@@ -12,6 +12,10 @@ Context rot: a prompt of length L words holds the question's needle (the passage
 answer), when it has one, at depth d (0 = first passage, 1 = last) among distractor passages
 drawn at random, then the question. Lengths are in whitespace-separated words, the unit every
 backend shares; the prompt tokens each backend reports are recorded beside them.
+
+Selective context (`retrieve` k > 0): each padded prompt is also sent with only the k of its
+passages that BM25 (the bm25s package) ranks highest for the question, in their original order:
+loading context only when it is relevant. Its records say whether the needle was among them.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from moelab.errors import MoelabError
 from moelab.io import atomic_write_json, atomic_write_text, json_safe
 from moelab.probe.backends import Backend, Completion, Request
 from moelab.probe.grading import CORRECT, JUDGE_PROMPT_SHA256, grade, judge_prompt, parse_judgement
-from moelab.probe.metrics import grade_metrics
+from moelab.probe.metrics import difficulty_value, effort, grade_metrics, wilson
 from moelab.probe.tasks import Question, Task
 from moelab.provenance import environment
 
@@ -70,6 +74,7 @@ class ProbeSettings:
     depths: tuple[float, ...] = (0.5,)  # needle positions in padded prompts, 0 = start, 1 = end
     max_tokens: int = 64  # output budget of questions that set none
     seed: int = 0
+    retrieve: int = 0  # > 0: also answer each padded prompt from its k passages BM25 ranks highest
 
     def __post_init__(self):
         if not self.context_lengths or any(n < 0 for n in self.context_lengths):
@@ -78,6 +83,13 @@ class ProbeSettings:
             raise MoelabError("--depths must lie in [0, 1]")
         if self.max_tokens < 1:
             raise MoelabError("--max-tokens must be positive")
+        if self.retrieve < 0:
+            raise MoelabError("--retrieve must be a number of passages (0 = off)")
+
+    def header(self) -> dict:
+        """The settings as a probe folder records them (retrieve only when on, so folders from
+        before it resume)."""
+        return {k: v for k, v in asdict(self).items() if k != "retrieve" or v}
 
 
 @dataclass(frozen=True)
@@ -87,11 +99,19 @@ class Sample:
     context_words: int
     depth: float | None  # None: no needle placed (closed book, or a question without one)
     prompt: str
+    mode: str = "full"  # "closed" (no context), "full" (every padding passage) or "selective"
+    retrieved_needle: bool | None = None  # selective: was the needle among the passages kept
 
 
 def padded_prompt(question: Question, length: int, depth: float | None, distractors: list[str],
                   seed: int) -> str:
     """`question` after about `length` words of distractor passages (and its needle at `depth`)."""
+    return "\n\n".join([*padded_passages(question, length, depth, distractors, seed), question.question])
+
+
+def padded_passages(question: Question, length: int, depth: float | None, distractors: list[str],
+                    seed: int) -> list[str]:
+    """The passages of `padded_prompt`, in order."""
     pool = [p for p in distractors if p != question.needle]
     if not pool:
         raise MoelabError("padding prompts needs distractor passages: give --distractors FILE "
@@ -106,7 +126,20 @@ def padded_prompt(question: Question, length: int, depth: float | None, distract
         words += len(passages[-1].split())
     if depth is not None:
         passages.insert(round(depth * len(passages)), question.needle)
-    return "\n\n".join([*passages, question.question])
+    return passages
+
+
+def retrieve(passages: list[str], query: str, k: int) -> list[str]:
+    """The k passages BM25 ranks highest for `query` (ties to the earlier one), in their original order."""
+    import bm25s
+
+    if len(passages) <= k:
+        return list(passages)
+    index = bm25s.BM25()
+    index.index(bm25s.tokenize(passages, stopwords="en", show_progress=False), show_progress=False)
+    scores = index.get_scores(bm25s.tokenize([query], stopwords="en", show_progress=False, return_ids=False)[0])
+    best = sorted(np.argsort(-np.asarray(scores), kind="stable")[:k].tolist())
+    return [passages[i] for i in best]
 
 
 def build_samples(task: Task, settings: ProbeSettings) -> list[Sample]:
@@ -114,12 +147,18 @@ def build_samples(task: Task, settings: ProbeSettings) -> list[Sample]:
     for length in sorted(set(settings.context_lengths)):
         for q in task.questions:
             if length == 0:
-                samples.append(Sample(f"{q.id}|0|-", q, 0, None, q.question))
+                samples.append(Sample(f"{q.id}|0|-", q, 0, None, q.question, "closed"))
                 continue
             for depth in (sorted(set(settings.depths)) if q.needle else [None]):
                 tag = "-" if depth is None else f"{depth:g}"
-                prompt = padded_prompt(q, length, depth, task.distractors, settings.seed)
-                samples.append(Sample(f"{q.id}|{length}|{tag}", q, length, depth, prompt))
+                passages = padded_passages(q, length, depth, task.distractors, settings.seed)
+                samples.append(Sample(f"{q.id}|{length}|{tag}", q, length, depth,
+                                      "\n\n".join([*passages, q.question])))
+                if settings.retrieve:
+                    kept = retrieve(passages, q.question, settings.retrieve)
+                    samples.append(Sample(f"{q.id}|{length}|{tag}|top{settings.retrieve}", q, length, depth,
+                                          "\n\n".join([*kept, q.question]), "selective",
+                                          None if depth is None else q.needle in kept))
     return samples
 
 
@@ -133,8 +172,9 @@ def _record(sample: Sample, completion: Completion, judged: tuple[str | None, st
     rule = grade(sample.question, completion.text)
     judge_grade, judge_reply = judged if judged else (None, None)
     q = sample.question
-    return {"key": sample.key, "id": q.id, "domain": q.domain, "answerable": q.answerable,
-            "context_words": sample.context_words, "depth": sample.depth,
+    return {"key": sample.key, "id": q.id, "domain": q.domain, "difficulty": q.difficulty, "answerable": q.answerable,
+            "context_words": sample.context_words, "depth": sample.depth, "mode": sample.mode,
+            "retrieved_needle": sample.retrieved_needle,
             "prompt_words": len(sample.prompt.split()), "question": q.question, "answer": q.answer,
             "output": completion.text, "grade": judge_grade or rule, "rule_grade": rule,
             "judge_reply": judge_reply, "judge_parse_failure": judged is not None and judge_grade is None,
@@ -178,12 +218,23 @@ def summarise(records: list[dict]) -> dict:
         return grade_metrics([r["grade"] for r in rs], [r["output_tokens"] for r in rs],
                              [r["reasoning_tokens"] for r in rs])
 
+    selective = [r for r in records if r.get("mode") == "selective"]
+    records = [r for r in records if r.get("mode") != "selective"]
     base = [r for r in records if r["context_words"] == shortest]
     out = metrics(base)
     by_domain = defaultdict(list)
     for r in base:
         by_domain[r["domain"] or "(none)"].append(r)
     out["by_domain"] = {d: metrics(rs) for d, rs in sorted(by_domain.items())}
+    rated = [r for r in base if r.get("difficulty") is not None]
+    by_difficulty = defaultdict(list)
+    for r in rated:
+        by_difficulty[r["difficulty"]].append(r)
+    out["by_difficulty"] = {str(level): metrics(rs) for level, rs in
+                            sorted(by_difficulty.items(), key=lambda kv: (difficulty_value(kv[0]) is None,
+                                                                          difficulty_value(kv[0]) or 0, str(kv[0])))}
+    out["effort"] = effort([r["difficulty"] for r in rated],
+                           [r["output_tokens"] + (r["reasoning_tokens"] or 0) for r in rated]) if rated else None
     for name, want in (("answerable", True), ("unanswerable", False)):
         subset = [r for r in base if r["answerable"] is want]
         out[name] = metrics(subset) if subset else None
@@ -204,7 +255,41 @@ def summarise(records: list[dict]) -> dict:
                     "prompt_words": float(np.mean([r["prompt_words"] for r in rs])),
                     "ratio_to_shortest": m["accuracy"] / reference_accuracy if reference_accuracy else None})
     out["context_rot"] = rot
+    out["selective_context"] = selective_table(records, selective) if selective else None
     return out
+
+
+def selective_table(full: list[dict], selective: list[dict]) -> list[dict]:
+    """Per context length: closed book, full context and selective context on the same questions:
+    accuracy, words and tokens sent, tokens generated, the retriever's hit rate, and the share of
+    the accuracy context rot lost (closed book, or the shortest context, to full) that selective
+    context recovers."""
+    closed = {r["id"]: r for r in full if r["context_words"] == 0}
+    rows = []
+    for length in sorted({r["context_words"] for r in selective}):
+        chosen = [r for r in selective if r["context_words"] == length]
+        keys = {r["key"].rsplit("|", 1)[0] for r in chosen}
+        padded = [r for r in full if r["key"] in keys]
+        reference = [closed[r["id"]] for r in padded if r["id"] in closed]
+        row = {"context_words": length}
+        for mode, rs in (("closed", reference), ("full", padded), ("selective", chosen)):
+            if not rs:
+                row[mode] = None
+                continue
+            m = grade_metrics([r["grade"] for r in rs], [r["output_tokens"] for r in rs], n_boot=200)
+            prompt_tokens = [r["prompt_tokens"] for r in rs if r.get("prompt_tokens") is not None]
+            row[mode] = {"n": m["n"], "accuracy": m["accuracy"], "accuracy_interval": m["accuracy_interval"],
+                         "prompt_words": float(np.mean([r["prompt_words"] for r in rs])),
+                         "prompt_tokens": float(np.mean(prompt_tokens)) if prompt_tokens else None,
+                         "output_tokens": m["output_tokens_per_question"]}
+        hits = [r["retrieved_needle"] for r in chosen if r["retrieved_needle"] is not None]
+        row["hit_rate"] = float(np.mean(hits)) if hits else None
+        row["hit_rate_interval"] = wilson(sum(hits), len(hits)) if hits else None
+        lost = (row["closed"]["accuracy"] - row["full"]["accuracy"]) if row["closed"] and row["full"] else None
+        row["recovered"] = ((row["selective"]["accuracy"] - row["full"]["accuracy"]) / lost
+                            if lost else None)
+        rows.append(row)
+    return rows
 
 
 def run_probe(backend: Backend, task: Task, out_dir: str | Path, settings: ProbeSettings,
@@ -215,7 +300,7 @@ def run_probe(backend: Backend, task: Task, out_dir: str | Path, settings: Probe
     out_dir.mkdir(parents=True, exist_ok=True)
     header = {"model": backend.spec, "backend": backend.settings(), "task": task.name,
               "task_sha256": task.sha256, "distractors_sha256": task.distractors_sha256,
-              "settings": asdict(settings), "grader": f"judge:{judge.spec}" if judge else "deterministic",
+              "settings": settings.header(), "grader": f"judge:{judge.spec}" if judge else "deterministic",
               "judge": judge.settings() if judge else None,
               "judge_prompt_sha256": JUDGE_PROMPT_SHA256 if judge else None}
     header_path = out_dir / "probe.json"

@@ -11,6 +11,8 @@ One JSON object per line:
     needle      optional string, a passage that holds the answer (placed in long contexts)
     stop        optional list of strings that end the answer (completion prompts)
     max_tokens  optional positive integer, the output budget for this question
+    difficulty  optional number or label (easy, medium, hard, or any other), for effort against
+                difficulty (probe/metrics.py, `effort`)
 
 A task made from a knowledge base asks, in the model's own training format, for every attribute
 of a sample of its people, plus the same questions about invented people, whose right response
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,6 +51,7 @@ class Question:
     needle: str | None = None
     stop: tuple[str, ...] = ()
     max_tokens: int | None = None
+    difficulty: float | str | None = None
 
     @property
     def answerable(self) -> bool:
@@ -105,6 +109,11 @@ def parse_question(record, where: str, problems: list[str]) -> Question | None:
     for key in ("domain", "needle"):
         if record.get(key) is not None and not isinstance(record[key], str):
             problems.append(f"{where}: '{key}' must be a string")
+    difficulty = record.get("difficulty")
+    if difficulty is not None and (isinstance(difficulty, bool) or not isinstance(difficulty, int | float | str)
+                                   or (isinstance(difficulty, str) and not difficulty.strip())
+                                   or (isinstance(difficulty, float) and not math.isfinite(difficulty))):
+        problems.append(f"{where}: 'difficulty' must be a finite number or a non-empty label")
     max_tokens = record.get("max_tokens")
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
         problems.append(f"{where}: 'max_tokens' must be a positive integer")
@@ -113,7 +122,7 @@ def parse_question(record, where: str, problems: list[str]) -> Question | None:
     if len(problems) > before:
         return None
     return Question(record["id"], record["question"], record["answer"], aliases, record.get("domain"),
-                    record.get("needle"), stop, max_tokens)
+                    record.get("needle"), stop, max_tokens, difficulty)
 
 
 def read_task(path: str | Path) -> Task:
@@ -191,12 +200,13 @@ def knowledge_task(kb: KnowledgeBase, n_people: int | None = None, n_invented: i
         for a, attribute in enumerate(kb.attribute_names):
             answer = kb.answer(p, a)
             questions.append(Question(f"p{p}-{attribute}", text(kb.question(kb.name(p), a)), text(answer),
-                                      domain=attribute, needle=paragraph, stop=stop, max_tokens=len(answer)))
+                                      domain=attribute, needle=paragraph, stop=stop, max_tokens=len(answer),
+                                      difficulty="easy"))
     value_length = [len(kb.answer(0, a)) for a in range(len(kb.attribute_names))]
     for i, person_name in enumerate(invented_names(kb, n_invented, rng)):
         for a, attribute in enumerate(kb.attribute_names):
             questions.append(Question(f"x{i}-{attribute}", text(kb.question(person_name, a)), None,
-                                      domain=attribute, stop=stop, max_tokens=value_length[a]))
+                                      domain=attribute, stop=stop, max_tokens=value_length[a], difficulty="easy"))
     asked = set(people.tolist())
     distractors = [text(kb.paragraph(p)) for p in range(kb.n_people) if p not in asked]
     if not distractors:  # every person was asked about: pad with their paragraphs all the same
