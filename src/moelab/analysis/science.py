@@ -271,11 +271,14 @@ def continual_table(records: list[dict]) -> list[dict]:
     for g in groups(continued_runs(records)):
         rows = [r["continual"] for r in g.runs]
         flat = Group(g.label, [{k: c[k] for k in CONTINUAL_METRICS} for c in rows])
-        out.append({"label": g.label, "seeds": len(g.runs), "p_total": g.mean("p_total"),
+        architecture, _, strategy = g.label.partition(" continued")
+        out.append({"label": g.label, "architecture": architecture, "strategy": strategy.strip() or "continued",
+                    "seeds": len(g.runs), "p_total": g.mean("p_total"),
                     "p_active": g.mean("p_active"), "steps": rows[0]["steps"],
                     "trainable_params": float(np.mean([c["trainable_params"] for c in rows])),
                     "added_params": float(np.mean([c["added_params"] for c in rows])),
                     "bits_a_before": float(np.mean([c["bits_a_before"] for c in rows])),
                     "information_bits_b": rows[0]["information_bits_b"],
-                    **{k: flat.interval(k) for k in CONTINUAL_METRICS}})
+                    **{k: flat.interval(k) for k in CONTINUAL_METRICS},
+                    **{f"{k}_range": (float(flat.values(k).min()), float(flat.values(k).max())) for k in CONTINUAL_METRICS}})
     return out

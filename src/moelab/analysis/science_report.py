@@ -153,16 +153,26 @@ def abstention_figure(rows: list[dict]) -> bytes:
 
 
 def continual_figure(rows: list[dict]) -> bytes:
-    """Bits gained on B against bits lost on A, one point per configuration (seed intervals)."""
-    fig, ax = plt.subplots(figsize=(8, 5.5), layout="constrained")
+    """Bits gained on B against bits lost on A, one point per configuration (the mean of its
+    seeds, bars spanning them): a colour per architecture, a marker per way of continuing."""
+    fig, ax = plt.subplots(figsize=(9, 6), layout="constrained")
+    colours = {a: plt.get_cmap("tab10")(i) for i, a in enumerate(dict.fromkeys(r["architecture"] for r in rows))}
+    markers = {s: m for s, m in zip(dict.fromkeys(r["strategy"] for r in rows), "osD^vP*Xh")}
     for r in rows:
-        x, y = r["bits_lost_a"], r["bits_gained_b"]
-        ax.errorbar(x.value, y.value, xerr=yerr(x), yerr=yerr(y), marker="o", capsize=3, linestyle="none")
-        ax.annotate(r["label"], (x.value, y.value), fontsize=6, xytext=(4, 4), textcoords="offset points")
-    ax.axvline(0, color="grey", lw=0.8)
+        x, y = r["bits_lost_a"].value, r["bits_gained_b"].value
+        (x0, x1), (y0, y1) = r["bits_lost_a_range"], r["bits_gained_b_range"]
+        ax.errorbar(x, y, xerr=[[x - x0], [x1 - x]], yerr=[[y - y0], [y1 - y]], marker=markers[r["strategy"]],
+                    capsize=3, linestyle="none", color=colours[r["architecture"]], markersize=8)
+    if all(r["bits_lost_a_range"][0] > 0 for r in rows):
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.yaxis.set_major_formatter(EngFormatter(sep=""))
     ax.set_xlabel("bits lost on A (knowledge base trained first)")
     ax.set_ylabel("bits gained on B (new people)")
-    ax.grid(alpha=0.3)
+    ax.grid(alpha=0.3, which="both")
+    handles = [Line2D([], [], color=c, marker="o", linestyle="none", label=a) for a, c in colours.items()]
+    handles += [Line2D([], [], color="grey", marker=m, linestyle="none", label=s) for s, m in markers.items()]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     return png(fig)
 
 
@@ -258,8 +268,9 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
                                 "Learning after deployment: bits gained on B against bits lost on A",
                                 "bits gained on B against bits lost on A")
         parts.append(note("Each continued run starts from its parent (trained on A) and trains on B, new people "
-                          "with A's attributes and value sets. Forgetting: the share of A's bits lost. Means over "
-                          "seeds with 95% t intervals."))
+                          "with A's attributes and value sets. Forgetting: the share of A's bits lost (above 100% when "
+                          "the model turns confidently wrong about A). Means over seeds with 95% t intervals (the "
+                          "figure's bars span the seeds)."))
         parts.append(table(["configuration", "seeds", "P_total", "P_active", "trainable params", "added params",
                             "steps on B", "bits on A before", "B's information", "bits gained on B", "low", "high",
                             "bits lost on A", "low", "high", "forgetting", "low", "high", "recall on A after",
