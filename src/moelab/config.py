@@ -472,14 +472,13 @@ def validate_continual(cfg: RunConfig) -> None:
             f"{m.moe.top_k} of its experts, so add at least that many")
     require(not c.add_memory or m.memory.kind != "none",
             "continual.add_memory = true needs a model with memory layers (model.memory.kind)")
-    needs = {"experts": m.is_moe, "routers": m.is_moe and m.moe.router == "learned",
-             "memory": m.memory.kind != "none", "new": c.add_experts > 0 or c.add_memory}
-    why = {"experts": "the model has no experts (model.moe.n_experts = 0)",
-           "routers": "the model has no learned router",
-           "memory": "the model has no memory layer (model.memory.kind = 'none')",
-           "new": "nothing is added (continual.add_experts = 0, add_memory = false)"}
+    missing = {"experts": (m.is_moe, "the model has no experts (model.moe.n_experts = 0)"),
+               "routers": (m.is_moe and m.moe.router == "learned", "the model has no learned router"),
+               "memory": (m.memory.kind != "none", "the model has no memory layer (model.memory.kind = 'none')"),
+               "new": (c.add_experts > 0 or c.add_memory, "nothing is added (continual.add_experts = 0, add_memory = false)")}
     for group in c.trainable:
-        require(needs.get(group, True), f"continual.trainable includes {group!r} but {why.get(group, '')}")
+        present, why = missing.get(group, (True, ""))
+        require(present, f"continual.trainable includes {group!r} but {why}")
 
 
 def validate_memory(m: ModelConfig) -> None:

@@ -2,6 +2,7 @@
 change. The run itself (parent, phase B, measurement) is `run.execute`.
 
     Replay          B's training rows, with a share of paragraphs about A's people mixed in
+    grow            the added experts or memory a continued run's model gets
     freeze          which parameter groups of the model may change on B
     phase_b_train   the optimisation of phase B: the parent's, with continual.* in place
     forgetting      the share of A's bits lost
@@ -51,6 +52,14 @@ class Replay:
         inputs[mask], targets[mask] = rows_a.inputs, rows_a.targets
         inputs[~mask], targets[~mask] = rows_b.inputs, rows_b.targets
         return TrainingBatch(inputs=inputs, targets=targets)
+
+
+def grow(model: Transformer, c: ContinualConfig) -> None:
+    """Add the experts and memory `c` asks for (their outputs start at zero)."""
+    if c.add_experts:
+        model.add_experts(c.add_experts)
+    if c.add_memory:
+        model.add_memory()
 
 
 def parameter_groups(name: str, parameter: torch.nn.Parameter, tables: set[int]) -> set[str]:

@@ -45,7 +45,7 @@ def is_main() -> bool:
 
 def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
     """The mean of a scalar over ranks (the value itself in one process)."""
-    rank, size = world()
+    size = world()[1]
     if size == 1:
         return value
     value = value.detach().clone()

@@ -27,7 +27,7 @@ import safetensors.torch
 import torch
 
 from moelab.config import RunConfig, TrainConfig, load_config, run_key, save_config, to_dict
-from moelab.continual import Replay, forgetting, freeze, phase_b_train, replay_per_exposure
+from moelab.continual import Replay, forgetting, freeze, grow, phase_b_train, replay_per_exposure
 from moelab.distributed import barrier, is_main, world
 from moelab.errors import MoelabError
 from moelab.evaluation import measure_capacity, routing_diagnostics
@@ -58,10 +58,7 @@ def build(cfg: RunConfig, device: torch.device) -> tuple[KnowledgeBase, Transfor
     kb = build_knowledge_base(cfg.data)
     torch.manual_seed(cfg.seed)
     model = Transformer(cfg.model, len(kb.vocab)).to(device)
-    if cfg.continual.add_experts:
-        model.add_experts(cfg.continual.add_experts)
-    if cfg.continual.add_memory:
-        model.add_memory()
+    grow(model, cfg.continual)
     return kb, model
 
 
@@ -139,10 +136,7 @@ def execute_continued(cfg: RunConfig, out_dir: Path,
     before = {"a": measure_capacity(model, kb_a, batch, device), "b": measure_capacity(model, kb_b, batch, device)}
 
     torch.manual_seed(cfg.seed + 1)  # the added experts' or memory's initial weights (the parent's seed drew its own)
-    if c.add_experts:
-        model.add_experts(c.add_experts)
-    if c.add_memory:
-        model.add_memory()
+    grow(model, c)
     counts = checked_counts(cfg, model, len(kb_a.vocab))
     trainable = freeze(model, c.trainable)
     train_cfg = phase_b_train(cfg.train, c)

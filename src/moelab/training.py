@@ -237,8 +237,9 @@ def train(
                 else:
                     torch.nn.utils.clip_grad_norm_(parameters, cfg.grad_clip)
             optimizer.step()
-        for router in model.routers():  # loads of the global batch, for the bias and the record
-            sum_over_ranks_(router.load)
+        if ranks > 1:  # loads of the global batch, for the bias and the record
+            for router in model.routers():
+                sum_over_ranks_(router.load)
 
         recent.append(mean_over_ranks(lm_loss).item())
         last_loss = recent[-1]

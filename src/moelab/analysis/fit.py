@@ -307,11 +307,6 @@ def bootstrap(statistic, columns: list[np.ndarray], n_boot: int = 2000, level: f
     return Estimate(value, float(low), float(high), level)
 
 
-def rank_correlation_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Row-wise Spearman rank correlation of [B, n] arrays (ties get their mean rank)."""
-    return _pearson(stats.rankdata(x, axis=-1), stats.rankdata(y, axis=-1))
-
-
 def _pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Row-wise correlation of [B, n] arrays; nan where a row is constant."""
     xc, yc = x - x.mean(-1, keepdims=True), y - y.mean(-1, keepdims=True)

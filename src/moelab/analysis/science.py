@@ -60,6 +60,11 @@ class Group:
     def mean(self, key: str) -> float:
         return float(self.values(key).mean())
 
+    def range(self, key: str) -> tuple[float, float]:
+        """The lowest and highest value over the seeds."""
+        v = self.values(key)
+        return float(v.min()), float(v.max())
+
     def interval(self, key: str) -> Estimate:
         """Mean over seeds with a t interval (the value alone for one seed). Proportions (recall,
         accuracy) get the t interval of their logits, mapped back, so it stays inside [0, 1]."""
@@ -257,7 +262,7 @@ def abstention_table(records: list[dict]) -> list[dict]:
              "seeds": len(g.runs), "p_total": g.mean("p_total"), "p_active": g.mean("p_active"),
              "n_people": g.runs[0].get("n_people"), "unknown_fraction": g.mean("unknown_fraction"),
              **{k: g.interval(k) for k in ABSTENTION_METRICS},
-             **{f"{k}_range": (float(g.values(k).min()), float(g.values(k).max())) for k in ABSTENTION_METRICS}}
+             **{f"{k}_range": g.range(k) for k in ABSTENTION_METRICS}}
             for g in groups(runs)]
 
 
@@ -280,5 +285,5 @@ def continual_table(records: list[dict]) -> list[dict]:
                     "bits_a_before": float(np.mean([c["bits_a_before"] for c in rows])),
                     "information_bits_b": rows[0]["information_bits_b"],
                     **{k: flat.interval(k) for k in CONTINUAL_METRICS},
-                    **{f"{k}_range": (float(flat.values(k).min()), float(flat.values(k).max())) for k in CONTINUAL_METRICS}})
+                    **{f"{k}_range": flat.range(k) for k in CONTINUAL_METRICS}})
     return out

@@ -26,7 +26,7 @@ import math
 import numpy as np
 from scipy import stats
 
-from moelab.analysis.fit import bootstrap, rank_correlation_rows
+from moelab.analysis.fit import bootstrap, spearman
 from moelab.probe.grading import CORRECT, GRADES, INCORRECT
 
 LEVEL = 0.95
@@ -100,11 +100,12 @@ def _slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def effort(difficulties: list, tokens: list[float], n_boot: int = 1000) -> dict | None:
     """Slope of tokens against difficulty and their rank correlation, with bootstrap intervals,
     over the questions whose difficulty has an order; None when fewer than two levels do."""
-    pairs = [(difficulty_value(d), t) for d, t in zip(difficulties, tokens) if difficulty_value(d) is not None]
-    if len({d for d, _ in pairs}) < 2:
+    values = [difficulty_value(d) for d in difficulties]
+    pairs = [(v, t) for v, t in zip(values, tokens) if v is not None]
+    if len({v for v, _ in pairs}) < 2:
         return None
     x, y = (np.array(v, dtype=float) for v in zip(*pairs))
-    slope, rho = bootstrap(_slope, [x, y], n_boot=n_boot, level=LEVEL), bootstrap(rank_correlation_rows, [x, y], n_boot=n_boot, level=LEVEL)
+    slope, rho = bootstrap(_slope, [x, y], n_boot=n_boot, level=LEVEL), spearman(x, y, n_boot=n_boot, level=LEVEL)
     return {"questions": len(pairs), "tokens_per_difficulty": slope.value, "tokens_per_difficulty_interval": [slope.low, slope.high],
             "rank_correlation": rho.value, "rank_correlation_interval": [rho.low, rho.high]}
 

@@ -106,7 +106,12 @@ class Sample:
 def padded_prompt(question: Question, length: int, depth: float | None, distractors: list[str],
                   seed: int) -> str:
     """`question` after about `length` words of distractor passages (and its needle at `depth`)."""
-    return "\n\n".join([*padded_passages(question, length, depth, distractors, seed), question.question])
+    return with_passages(padded_passages(question, length, depth, distractors, seed), question)
+
+
+def with_passages(passages: list[str], question: Question) -> str:
+    """The prompt: the passages, then the question, a blank line apart."""
+    return "\n\n".join([*passages, question.question])
 
 
 def padded_passages(question: Question, length: int, depth: float | None, distractors: list[str],
@@ -152,12 +157,11 @@ def build_samples(task: Task, settings: ProbeSettings) -> list[Sample]:
             for depth in (sorted(set(settings.depths)) if q.needle else [None]):
                 tag = "-" if depth is None else f"{depth:g}"
                 passages = padded_passages(q, length, depth, task.distractors, settings.seed)
-                samples.append(Sample(f"{q.id}|{length}|{tag}", q, length, depth,
-                                      "\n\n".join([*passages, q.question])))
+                samples.append(Sample(f"{q.id}|{length}|{tag}", q, length, depth, with_passages(passages, q)))
                 if settings.retrieve:
                     kept = retrieve(passages, q.question, settings.retrieve)
                     samples.append(Sample(f"{q.id}|{length}|{tag}|top{settings.retrieve}", q, length, depth,
-                                          "\n\n".join([*kept, q.question]), "selective",
+                                          with_passages(kept, q), "selective",
                                           None if depth is None else q.needle in kept))
     return samples
 

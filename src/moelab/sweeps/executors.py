@@ -169,13 +169,11 @@ class RayExecutor:
         slots = self.cluster_gpus / gpus_per_run if gpus_per_run > 0 and self.cluster_gpus > 0 else math.inf
         self.capacity = max(1, int(min(resources.get("CPU", 1), slots)))
         self.task = ray.remote(run_in_worker)
-        self.submitted: list[dict] = []  # the task options of every run, in order
         self.notes = ([f"--gpus-per-run {gpus_per_run}: the Ray cluster has no GPUs, so the runs train on CPU"]
                       if gpus_per_run > 0 and self.cluster_gpus <= 0 else [])
 
     def submit(self, cfg: RunConfig, out_dir: str) -> Future:
         options, run = ray_task(cfg, self.gpus_per_run, self.cluster_gpus)
-        self.submitted.append(options)
         return self.task.options(**options).remote(to_dict(run), out_dir).future()
 
     def reset(self) -> None:
