@@ -53,7 +53,7 @@ def test_lab_greedy_answers_reproduce_the_recall_metric(probe_run, tmp_path):
 
 def test_lab_and_exported_hf_give_the_same_answers(probe_run, probe_hf, tmp_path):
     run_dir, _ = probe_run
-    task = _task(run_dir)
+    task = _task(run_dir, composed=6)  # composed questions answered by parts, as every backend can
     settings = ProbeSettings(context_lengths=(0, 40), depths=(0.0, 1.0))
     lab = run_probe(LabBackend(run_dir), task, tmp_path / "lab", settings)
     hf = run_probe(HFBackend(probe_hf), task, tmp_path / "hf", settings)
@@ -128,6 +128,31 @@ def test_openai_backend_against_transformers_serve_matches_lab(served, probe_run
             served_samples[s["key"]]["output_tokens"]), s["key"]
     assert served_metrics["errors"] == 0 and served_metrics["n"] == lab_metrics["n"] == 33 * 2
     assert served_metrics["accuracy"] == lab_metrics["accuracy"]
+
+
+def test_difficulty_and_selective_context_through_transformers_serve_match_lab(served, probe_run, tmp_path):
+    """The probe v2 settings on every backend: composed questions by parts, closed book, full and
+    selective context, through a real server, answer for answer as the lab model does."""
+    run_dir, _ = probe_run
+    task = _task(run_dir, n_people=8, n_invented=1, composed=4)
+    settings = ProbeSettings(context_lengths=(0, 60), depths=(0.5,), retrieve=2)
+    backend = OpenAIBackend(served, None, api="completions", concurrency=4)
+    served_metrics = run_probe(backend, task, tmp_path / "served", settings)
+    lab_metrics = run_probe(LabBackend(run_dir), task, tmp_path / "lab", settings)
+    served_samples = {s["key"]: s for s in read_samples(tmp_path / "served" / "samples.jsonl")}
+    lab_samples = read_samples(tmp_path / "lab" / "samples.jsonl")
+    assert len(lab_samples) == len(served_samples) == 3 * len(task.questions)  # closed, full, selective
+    for s in lab_samples:
+        mine = served_samples[s["key"]]
+        assert (s["output"], s["grade"], s["output_tokens"], s.get("parts")) == (
+            mine["output"], mine["grade"], mine["output_tokens"], mine.get("parts")), s["key"]
+    assert served_metrics["errors"] == 0
+    assert list(served_metrics["by_difficulty"]) == ["easy", "medium", "hard"]
+    assert served_metrics["by_difficulty"] == lab_metrics["by_difficulty"]
+    assert served_metrics["selective_context"] == lab_metrics["selective_context"]
+    assert served_metrics["settings"] == lab_metrics["settings"]
+    header = json.loads((tmp_path / "served" / "probe.json").read_text())
+    assert header["settings"]["retrieve"] == 2 and header["settings"]["composed"] == "parts"
 
 
 class _Flaky(BaseHTTPRequestHandler):

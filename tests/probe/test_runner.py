@@ -227,3 +227,84 @@ def test_selective_context_sends_fewer_words_and_recovers_the_needle(tmp_path):
     assert modes == {"closed", "full", "selective"}
     from moelab.probe.report import write_probe_report
     assert "Selective context" in write_probe_report(m, read_samples(tmp_path / "samples.jsonl"), tmp_path).read_text()
+
+
+def _smallest_task() -> Task:
+    """Two composed questions over three people whose values a scripted model partly knows."""
+    def part(person, value):
+        return Question(f"{person}-age", f"{person} age", value, max_tokens=2)
+
+    ages = {"ann": "v3 v1", "bob": "v2 v9", "cy": "v2 v10"}
+    medium = Question("m0", "Which of ann and bob has the smallest age?", "bob", difficulty="medium",
+                      parts=(part("ann", ages["ann"]), part("bob", ages["bob"])), rule="smallest", options=("ann", "bob"),
+                      needle="ann age v3 v1\n\nbob age v2 v9")
+    hard = Question("h0", "Which of ann, bob and cy has the smallest age?", "bob", difficulty="hard",
+                    parts=tuple(part(p, ages[p]) for p in ages), rule="smallest", options=tuple(ages),
+                    needle="ann age v3 v1\n\nbob age v2 v9\n\ncy age v2 v10")
+    easy = Question("e0", "ann age", ages["ann"], difficulty="easy", max_tokens=2, needle="ann age v3 v1")
+    return Task("ages", [easy, medium, hard], [f"dan{i} age v{i} v{i}" for i in range(40)])
+
+
+class Recalling:
+    """Answers '<person> age' prompts from what it remembers ('cy' it does not: it abstains); any
+    other prompt (a whole composed question) gets 'ann'."""
+
+    spec, chat, device = "recalling:", False, "cpu"
+    memory = {"ann": "v3 v1", "bob": "v2 v9"}
+
+    def __init__(self):
+        self.prompts = []
+
+    def settings(self):
+        return {"kind": "recalling"}
+
+    def complete(self, requests, on_done):
+        for i, r in enumerate(requests):
+            self.prompts.append(r.prompt)
+            asked = r.prompt.split("\n\n")[-1].split()
+            reply = (self.memory.get(asked[0], "I don't know") if len(asked) == 2 else "ann")
+            on_done(i, Completion(reply, len(reply.split()), prompt_tokens=len(r.prompt.split())))
+
+    def describe(self):
+        return {"model": "recalling", "p_total": None, "p_active": None, "architecture": None, "open_weights": False}
+
+
+def test_composed_questions_are_answered_by_parts_or_whole(tmp_path):
+    backend = Recalling()
+    m = run_probe(backend, _smallest_task(), tmp_path / "parts", ProbeSettings())
+    records = {r["id"]: r for r in read_samples(tmp_path / "parts" / "samples.jsonl")}
+    assert records["m0"]["output"] == "bob" and records["m0"]["grade"] == "correct"
+    assert [p["output"] for p in records["m0"]["parts"]] == ["v3 v1", "v2 v9"]
+    assert records["m0"]["output_tokens"] == 4 and records["m0"]["prompt_tokens"] == 4  # the parts' sums
+    assert records["h0"]["grade"] == "not_attempted"  # cy's age unknown: the comparison is too
+    assert [p["grade"] for p in records["h0"]["parts"]] == ["correct", "correct", "not_attempted"]
+    assert len(backend.prompts) == 1 + 2 + 3 and "Which" not in " ".join(backend.prompts)
+    assert list(m["by_difficulty"]) == ["easy", "medium", "hard"]
+    assert m["by_difficulty"]["hard"]["output_tokens_per_question"] == 2 + 2 + 3
+    assert m["by_difficulty"]["medium"]["every_part_correct"] == 1.0 and m["by_difficulty"]["hard"]["every_part_correct"] == 0
+    assert "every_part_correct" not in m["by_difficulty"]["easy"]
+    assert m["settings"]["composed"] == "parts"
+    assert "composed" not in run_probe(Recalling(), capital_task(), tmp_path / "plain", ProbeSettings())["settings"]
+
+    whole = Recalling()
+    m = run_probe(whole, _smallest_task(), tmp_path / "whole", ProbeSettings(composed="whole"))
+    records = {r["id"]: r for r in read_samples(tmp_path / "whole" / "samples.jsonl")}
+    assert records["m0"]["output"] == "ann" and records["m0"]["grade"] == "incorrect" and "parts" not in records["m0"]
+    assert len(whole.prompts) == 3 and m["settings"]["composed"] == "whole"
+    with pytest.raises(MoelabError, match="other settings"):  # parts and whole answers never mix in one folder
+        run_probe(Recalling(), _smallest_task(), tmp_path / "whole", ProbeSettings())
+
+
+def test_composed_questions_by_parts_share_the_padded_and_the_selected_passages(tmp_path):
+    settings = ProbeSettings(context_lengths=(0, 60), depths=(0.5,), retrieve=2)
+    samples = [s for s in build_samples(_smallest_task(), settings) if s.question.id == "h0"]
+    assert [s.mode for s in samples] == ["closed", "full", "selective"]
+    for s in samples:
+        context = s.prompt.rsplit("\n\n", 1)[0] if s.context_words else ""
+        assert [p.rsplit("\n\n", 1)[-1] for p in s.part_prompts] == ["ann age", "bob age", "cy age"]
+        assert all(p.rsplit("\n\n", 1)[0] == context for p in s.part_prompts if context)
+    assert samples[2].retrieved_needle and len(samples[2].prompt) < len(samples[1].prompt)
+    m = run_probe(Recalling(), _smallest_task(), tmp_path, settings)
+    (row,) = m["selective_context"]
+    assert row["selective"]["prompt_words"] < row["full"]["prompt_words"]
+    assert row["selective"]["n"] == row["full"]["n"] == 3

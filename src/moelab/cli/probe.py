@@ -36,6 +36,10 @@ def probe(
     device: Annotated[str, typer.Option(help="lab and hf: torch device")] = "cpu",
     people: Annotated[int | None, typer.Option(help="kb tasks: people asked about (default all)")] = None,
     invented: Annotated[int | None, typer.Option(help="kb tasks: invented people (default a tenth as many)")] = None,
+    compose: Annotated[int, typer.Option(help="kb tasks: also N questions composed of two people's facts "
+                                              "(medium) and N of three people's (hard)")] = 0,
+    answer_composed: Annotated[str, typer.Option(help="composed questions: 'parts' (ask each fact, compose the "
+                                                      "answers by the question's rule) or 'whole' (send the question)")] = "parts",
     seed: Annotated[int, typer.Option(help="sampling of people and of padding passages")] = 0,
     save_task: Annotated[Path | None, typer.Option(help="also write the task as JSONL here")] = None,
     survey_row: Annotated[Path | None, typer.Option(help="append the result as a row of this survey CSV")] = None,
@@ -48,13 +52,14 @@ def probe(
     from moelab.probe.report import write_probe_report
     from moelab.probe.runner import ProbeSettings, append_survey_row, default_out, parse_numbers, read_samples, run_probe
     from moelab.probe.runner import survey_row as make_survey_row
-    from moelab.probe.tables import context_rot_table, probe_table
+    from moelab.probe.tables import context_rot_table, difficulty_table, probe_table, selective_table
     from moelab.probe.tasks import load_task, write_task
 
     try:
         settings = ProbeSettings(parse_numbers(context_lengths, int, "--context-lengths"),
-                                 parse_numbers(depths, float, "--depths"), max_tokens, seed, retrieve)
-        questions = load_task(task, people, invented, seed, distractors)
+                                 parse_numbers(depths, float, "--depths"), max_tokens, seed, retrieve,
+                                 answer_composed)
+        questions = load_task(task, people, invented, seed, distractors, compose)
         if save_task is not None:
             write_task(questions, save_task)
         judge_key = judge_key_env(model, judge, api_key_env, judge_api_key_env) if judge else None
@@ -76,8 +81,12 @@ def probe(
         err_console.print(f"interrupted: answers so far are kept in {out}; rerun the same command to finish")
         raise typer.Exit(130) from None
     console.print(probe_table(metrics))
+    if len(metrics["by_difficulty"]) > 1:
+        console.print(difficulty_table(metrics))
     if len({r["context_words"] for r in metrics["context_rot"]}) > 1:
         console.print(context_rot_table(metrics["context_rot"]))
+    if metrics.get("selective_context"):
+        console.print(selective_table(metrics["selective_context"]))
     console.print(f"report: {report_path}  (samples: {out / 'samples.jsonl'}, metrics: {out / 'metrics.json'})")
     if survey_row is not None:
         console.print(f"survey row appended to {survey_row}")

@@ -147,4 +147,7 @@ def grade_metrics(grades: list[str], output_tokens: list[int] | None = None,
         out["accuracy_per_1k_output_tokens"] = _ratio(out["accuracy"], out["output_tokens_per_question"] / 1000)
     reported = [r for r in (reasoning_tokens or []) if r is not None]
     out["reasoning_tokens_per_question"] = _ratio(float(sum(reported)), len(reported)) if reported else None
+    if reported:
+        per_question = bootstrap(lambda t: t.mean(-1), [np.array(reported, dtype=float)], n_boot=n_boot, level=LEVEL)
+        out["reasoning_tokens_per_question_interval"] = [per_question.low, per_question.high]
     return out

@@ -1,6 +1,7 @@
 """The probe's report: grade counts, every metric with its interval, tokens, accuracy by domain,
-tokens and accuracy by difficulty (difficulty.png when questions carry two or more levels), and
-accuracy as the prompt grows (context_rot.png when several lengths were probed).
+tokens and accuracy by difficulty (difficulty.png when questions carry two or more levels),
+accuracy as the prompt grows (context_rot.png when several lengths were probed), and closed book
+against full and selective context.
 """
 
 from __future__ import annotations
@@ -87,12 +88,21 @@ def write_probe_report(metrics: dict, samples: list[dict], folder: str | Path) -
         save_png(folder, "difficulty.png", figure)
         parts.append("<h2>Effort and accuracy by difficulty</h2>")
         parts.append(img(figure, "output tokens and accuracy by difficulty"))
-        parts.append(table(["difficulty", "n", "accuracy", "95% low", "95% high", "output tokens per question",
-                            "95% low", "95% high", "per correct answer", "reasoning tokens per question"],
-                           [[level, m["n"], m["accuracy"], *m["accuracy_interval"], m["output_tokens_per_question"],
-                             *m.get("output_tokens_per_question_interval", ["n/a", "n/a"]),
+        parts.append(table(["difficulty", "n", "accuracy", "95% low", "95% high", "omniscience index",
+                            "every part right", "output tokens per question", "95% low", "95% high",
+                            "per correct answer", "reasoning tokens per question"],
+                           [[level, m["n"], m["accuracy"], *m["accuracy_interval"], m["omniscience_index"],
+                             Estimate.from_metrics(m, "every_part_correct").format(".3f"),
+                             m["output_tokens_per_question"], *m.get("output_tokens_per_question_interval", ["n/a", "n/a"]),
                              "n/a" if m["output_tokens_per_correct"] != m["output_tokens_per_correct"] else m["output_tokens_per_correct"],
                              m["reasoning_tokens_per_question"] or "not reported"] for level, m in levels.items()]))
+        if any(s.get("parts") for s in samples):
+            parts.append("<p class=note>Composed questions were answered by parts: each fact was asked in the "
+                         "model's own format and the question's rule composed the answers, so their tokens "
+                         "grow with the number of facts by construction. 'Every part right' is the share of "
+                         "the answerable ones whose every fact was recalled; the rest of their accuracy is a "
+                         "comparison won with a fact wrong (chance alone wins 1/2 with two people, 1/3 with "
+                         "three).</p>")
         effort = metrics.get("effort")
         if effort:
             parts.append(f"<p class=note>Over {effort['questions']} questions: "

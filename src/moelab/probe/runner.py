@@ -16,6 +16,12 @@ backend shares; the prompt tokens each backend reports are recorded beside them.
 Selective context (`retrieve` k > 0): each padded prompt is also sent with only the k of its
 passages that BM25 (the bm25s package) ranks highest for the question, in their original order:
 loading context only when it is relevant. Its records say whether the needle was among them.
+
+Composed questions (tasks.py) are answered by parts by default (`composed` = "parts"): each part
+is sent after the same passages, and the question's rule composes the answers (a part that is
+empty or abstains makes the whole an abstention). The record's output tokens and prompt tokens
+are the parts' sums, and its `parts` hold each part's output and grade. With "whole" the
+question's own text is sent instead, for models that read it.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ from moelab.analysis.survey import COLUMNS, parse_rows
 from moelab.errors import MoelabError
 from moelab.io import atomic_write_json, atomic_write_text, json_safe
 from moelab.probe.backends import Backend, Completion, Request
-from moelab.probe.grading import CORRECT, JUDGE_PROMPT_SHA256, grade, judge_prompt, parse_judgement
+from moelab.probe.grading import (CORRECT, JUDGE_PROMPT_SHA256, grade, is_abstention, judge_prompt, normalise,
+                                  parse_judgement)
 from moelab.probe.metrics import difficulty_value, effort, grade_metrics, wilson
 from moelab.probe.tasks import Question, Task
 from moelab.provenance import environment
@@ -75,6 +82,7 @@ class ProbeSettings:
     max_tokens: int = 64  # output budget of questions that set none
     seed: int = 0
     retrieve: int = 0  # > 0: also answer each padded prompt from its k passages BM25 ranks highest
+    composed: str = "parts"  # composed questions: "parts" (each part asked, the rule composes) or "whole"
 
     def __post_init__(self):
         if not self.context_lengths or any(n < 0 for n in self.context_lengths):
@@ -85,11 +93,15 @@ class ProbeSettings:
             raise MoelabError("--max-tokens must be positive")
         if self.retrieve < 0:
             raise MoelabError("--retrieve must be a number of passages (0 = off)")
+        if self.composed not in ("parts", "whole"):
+            raise MoelabError(f"--answer-composed must be 'parts' or 'whole', not {self.composed!r}")
 
-    def header(self) -> dict:
-        """The settings as a probe folder records them (retrieve only when on, so folders from
-        before it resume)."""
-        return {k: v for k, v in asdict(self).items() if k != "retrieve" or v}
+    def header(self, task: Task) -> dict:
+        """The settings as a probe folder records them: retrieve only when on, and composed only
+        for a task with composed questions, so folders from before either resume."""
+        has_composed = any(q.parts for q in task.questions)
+        return {k: v for k, v in asdict(self).items()
+                if (k != "retrieve" or v) and (k != "composed" or has_composed)}
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,7 @@ class Sample:
     prompt: str
     mode: str = "full"  # "closed" (no context), "full" (every padding passage) or "selective"
     retrieved_needle: bool | None = None  # selective: was the needle among the passages kept
+    part_prompts: tuple[str, ...] = ()  # a composed question answered by parts: one prompt per part
 
 
 def padded_prompt(question: Question, length: int, depth: float | None, distractors: list[str],
@@ -148,42 +161,71 @@ def retrieve(passages: list[str], query: str, k: int) -> list[str]:
 
 
 def build_samples(task: Task, settings: ProbeSettings) -> list[Sample]:
+    by_parts = settings.composed == "parts"
+
+    def sample(key: str, q: Question, length: int, depth: float | None, passages: list[str], mode: str = "full",
+               retrieved: bool | None = None) -> Sample:
+        parts = tuple(with_passages(passages, part) for part in q.parts) if by_parts else ()
+        return Sample(key, q, length, depth, with_passages(passages, q), mode, retrieved, parts)
+
     samples = []
     for length in sorted(set(settings.context_lengths)):
         for q in task.questions:
             if length == 0:
-                samples.append(Sample(f"{q.id}|0|-", q, 0, None, q.question, "closed"))
+                samples.append(sample(f"{q.id}|0|-", q, 0, None, [], "closed"))
                 continue
             for depth in (sorted(set(settings.depths)) if q.needle else [None]):
                 tag = "-" if depth is None else f"{depth:g}"
                 passages = padded_passages(q, length, depth, task.distractors, settings.seed)
-                samples.append(Sample(f"{q.id}|{length}|{tag}", q, length, depth, with_passages(passages, q)))
+                samples.append(sample(f"{q.id}|{length}|{tag}", q, length, depth, passages))
                 if settings.retrieve:
                     kept = retrieve(passages, q.question, settings.retrieve)
-                    samples.append(Sample(f"{q.id}|{length}|{tag}|top{settings.retrieve}", q, length, depth,
-                                          with_passages(kept, q), "selective",
-                                          None if depth is None else q.needle in kept))
+                    samples.append(sample(f"{q.id}|{length}|{tag}|top{settings.retrieve}", q, length, depth, kept,
+                                          "selective", None if depth is None else q.needle in kept))
     return samples
 
 
-def _request(sample: Sample, settings: ProbeSettings, chat: bool) -> Request:
+def _requests(sample: Sample, settings: ProbeSettings, chat: bool) -> list[Request]:
+    """What a sample sends: its prompt, or one prompt per part of a composed question."""
     q = sample.question
-    return Request(sample.prompt, q.max_tokens or settings.max_tokens, q.stop,
-                   system_prompt(q.domain) if chat else None)
+    if sample.part_prompts:
+        return [Request(prompt, part.max_tokens or settings.max_tokens, part.stop,
+                        system_prompt(q.domain) if chat else None) for prompt, part in zip(sample.part_prompts, q.parts)]
+    return [Request(sample.prompt, q.max_tokens or settings.max_tokens, q.stop,
+                    system_prompt(q.domain) if chat else None)]
 
 
-def _record(sample: Sample, completion: Completion, judged: tuple[str | None, str] | None) -> dict:
+def _answer(sample: Sample, replies: list[Completion]) -> tuple[Completion, list[dict] | None]:
+    """A sample's completion from its replies: the one reply, or the parts' answers composed by
+    the question's rule (token counts summed), with each part's output and grade."""
+    if not sample.part_prompts:
+        return replies[0], None
+    failed = [c.error for c in replies if c.error is not None]
+    q = sample.question
+    known = [None if not normalise(c.text) or is_abstention(c.text) else c.text for c in replies]
+    composed = q.compose(known)
+    prompt_tokens = [c.prompt_tokens for c in replies]
+    reasoning = [c.reasoning_tokens for c in replies if c.reasoning_tokens is not None]
+    completion = Completion("I don't know" if composed is None else composed, sum(c.output_tokens for c in replies),
+                            None if None in prompt_tokens else sum(prompt_tokens),
+                            sum(reasoning) if reasoning else None, failed[0] if failed else None)
+    return completion, [{"output": c.text, "grade": grade(part, c.text)} for part, c in zip(q.parts, replies)]
+
+
+def _record(sample: Sample, completion: Completion, judged: tuple[str | None, str] | None,
+            parts: list[dict] | None = None) -> dict:
     rule = grade(sample.question, completion.text)
     judge_grade, judge_reply = judged if judged else (None, None)
     q = sample.question
+    sent = sample.part_prompts or (sample.prompt,)
     return {"key": sample.key, "id": q.id, "domain": q.domain, "difficulty": q.difficulty, "answerable": q.answerable,
             "context_words": sample.context_words, "depth": sample.depth, "mode": sample.mode,
             "retrieved_needle": sample.retrieved_needle,
-            "prompt_words": len(sample.prompt.split()), "question": q.question, "answer": q.answer,
+            "prompt_words": sum(len(prompt.split()) for prompt in sent), "question": q.question, "answer": q.answer,
             "output": completion.text, "grade": judge_grade or rule, "rule_grade": rule,
             "judge_reply": judge_reply, "judge_parse_failure": judged is not None and judge_grade is None,
             "output_tokens": completion.output_tokens, "prompt_tokens": completion.prompt_tokens,
-            "reasoning_tokens": completion.reasoning_tokens}
+            "reasoning_tokens": completion.reasoning_tokens, **({"parts": parts} if parts is not None else {})}
 
 
 def _judge(judge: Backend, samples: list[Sample], completions: dict[int, Completion]) -> dict[int, tuple]:
@@ -234,7 +276,7 @@ def summarise(records: list[dict]) -> dict:
     by_difficulty = defaultdict(list)
     for r in rated:
         by_difficulty[r["difficulty"]].append(r)
-    out["by_difficulty"] = {str(level): metrics(rs) for level, rs in
+    out["by_difficulty"] = {str(level): metrics(rs) | every_part_correct(rs) for level, rs in
                             sorted(by_difficulty.items(), key=lambda kv: (difficulty_value(kv[0]) is None,
                                                                           difficulty_value(kv[0]) or 0, str(kv[0])))}
     out["effort"] = effort([r["difficulty"] for r in rated],
@@ -261,6 +303,17 @@ def summarise(records: list[dict]) -> dict:
     out["context_rot"] = rot
     out["selective_context"] = selective_table(records, selective) if selective else None
     return out
+
+
+def every_part_correct(records: list[dict]) -> dict:
+    """Over the answerable composed questions answered by parts, the share whose every part was
+    right: the facts were known, not just the comparison won (an empty dict when there are none)."""
+    by_parts = [r for r in records if r.get("parts") and r["answerable"]]
+    if not by_parts:
+        return {}
+    known = sum(all(part["grade"] == CORRECT for part in r["parts"]) for r in by_parts)
+    return {"answered_by_parts": len(by_parts), "every_part_correct": known / len(by_parts),
+            "every_part_correct_interval": wilson(known, len(by_parts))}
 
 
 def selective_table(full: list[dict], selective: list[dict]) -> list[dict]:
@@ -304,7 +357,7 @@ def run_probe(backend: Backend, task: Task, out_dir: str | Path, settings: Probe
     out_dir.mkdir(parents=True, exist_ok=True)
     header = {"model": backend.spec, "backend": backend.settings(), "task": task.name,
               "task_sha256": task.sha256, "distractors_sha256": task.distractors_sha256,
-              "settings": settings.header(), "grader": f"judge:{judge.spec}" if judge else "deterministic",
+              "settings": settings.header(task), "grader": f"judge:{judge.spec}" if judge else "deterministic",
               "judge": judge.settings() if judge else None,
               "judge_prompt_sha256": JUDGE_PROMPT_SHA256 if judge else None}
     header_path = out_dir / "probe.json"
@@ -323,26 +376,36 @@ def run_probe(backend: Backend, task: Task, out_dir: str | Path, settings: Probe
     done = {r["key"] for r in records}
     pending = [s for s in samples if s.key not in done]
     errors: list[str] = []
+    sends = lambda s: len(s.part_prompts) or 1  # noqa: E731  (requests per sample)
+    total = sum(sends(s) for s in samples)
     if on_progress:
-        on_progress(len(samples) - len(pending), len(samples))
+        on_progress(total - sum(sends(s) for s in pending), total)
     with open(samples_path, "a") as sink:
         for start_index in range(0, len(pending), CHUNK):
             chunk = pending[start_index:start_index + CHUNK]
-            completions: dict[int, Completion] = {}
+            requests, owner = [], []  # every request of the chunk, and the sample it belongs to
+            for i, sample in enumerate(chunk):
+                for request in _requests(sample, settings, backend.chat):
+                    requests.append(request)
+                    owner.append(i)
+            replies: dict[int, Completion] = {}
 
-            def arrived(i: int, c: Completion) -> None:
-                completions[i] = c
+            def arrived(j: int, c: Completion) -> None:
+                replies[j] = c
                 if on_progress:
-                    on_progress(1, len(samples))
+                    on_progress(1, total)
 
-            backend.complete([_request(s, settings, backend.chat) for s in chunk], arrived)
+            backend.complete(requests, arrived)
+            answers = [_answer(sample, [replies[j] for j in range(len(requests)) if owner[j] == i])
+                       for i, sample in enumerate(chunk)]
+            completions = {i: c for i, (c, _) in enumerate(answers)}
             judged = _judge(judge, chunk, completions) if judge else {}
             for i, sample in enumerate(chunk):
-                c = completions[i]
+                c, parts = answers[i]
                 if c.error is not None:
                     errors.append(f"{sample.key}: {c.error}")
                     continue
-                record = _record(sample, c, judged.get(i))
+                record = _record(sample, c, judged.get(i), parts)
                 records.append(record)
                 sink.write(json.dumps(record) + "\n")
             sink.flush()
