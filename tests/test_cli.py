@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from moelab.cli import app
 from moelab.config import save_config
+from moelab.probe.metrics import level_order
 from tests.conftest import small_config
 
 runner = CliRunner()
@@ -59,6 +60,25 @@ def test_probe_a_lab_run_on_its_knowledge_base(trained_run, tmp_path):
     again = runner.invoke(app, ["probe", f"lab:{run_dir}", str(tmp_path / "task.jsonl"), "--out", str(tmp_path / "p2")])
     assert again.exit_code == 0, again.output
     assert json.loads((tmp_path / "p2" / "metrics.json").read_text())["correct"] == probed["correct"]
+
+
+def test_probe_composed_questions_and_selective_context(trained_run, tmp_path):
+    _, run_dir, _ = trained_run
+    out = tmp_path / "probe"
+    result = runner.invoke(app, ["probe", f"lab:{run_dir}", f"kb:{run_dir}", "--out", str(out), "--people", "20",
+                                 "--compose", "5", "--context-lengths", "0,40", "--depths", "0.5", "--retrieve", "1",
+                                 "--save-task", str(tmp_path / "task.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert "effort and accuracy by difficulty" in result.output and "selective context" in result.output
+    probed = json.loads((out / "metrics.json").read_text())
+    assert sorted(probed["by_difficulty"], key=level_order) == ["easy", "medium", "hard"]  # JSON sorts keys as text
+    assert probed["settings"]["composed"] == "parts"
+    assert probed["selective_context"][0]["context_words"] == 40
+    assert sum('"rule": "smallest"' in line for line in (tmp_path / "task.jsonl").read_text().splitlines()) == 10
+    result = runner.invoke(app, ["probe", f"lab:{run_dir}", f"kb:{run_dir}", "--answer-composed", "both"])
+    assert result.exit_code == 2 and "--answer-composed" in result.output
+    result = runner.invoke(app, ["probe", f"lab:{run_dir}", str(tmp_path / "task.jsonl"), "--compose", "2"])
+    assert result.exit_code == 2 and "kb:RUN_DIR" in result.output
 
 
 def test_probe_reports_bad_task_lines_and_bad_models(trained_run, tmp_path):

@@ -65,3 +65,11 @@ def test_omniscience_interval_covers_at_its_level():
         covered = np.mean([low <= truth <= high for low, high in
                            (omniscience_interval(int(c), int(i), 80) for c, i, _ in counts)])
         assert 0.93 <= covered <= 0.975, (probabilities, covered)
+
+
+def test_difficulty_levels_order_the_same_from_labels_numbers_and_json_keys():
+    from moelab.probe.metrics import difficulty_value, level_order
+
+    assert [difficulty_value(d) for d in ("easy", "Hard", 2, "2.5", "tricky", None, "nan")] == [1, 3, 2, 2.5, None, None, None]
+    assert sorted(["tricky", "hard", "2.5", "easy", "medium", "0"], key=level_order) == [
+        "0", "easy", "medium", "2.5", "hard", "tricky"]

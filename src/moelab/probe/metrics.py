@@ -84,10 +84,25 @@ DIFFICULTY_LEVELS = {"easy": 1.0, "medium": 2.0, "hard": 3.0}  # labels with an 
 
 
 def difficulty_value(difficulty: float | str | None) -> float | None:
-    """A difficulty as a number: numbers as they are, easy/medium/hard as 1/2/3, other labels None."""
+    """A difficulty as a number: numbers (and numerals) as they are, easy/medium/hard as 1/2/3,
+    other labels None."""
     if isinstance(difficulty, int | float) and not isinstance(difficulty, bool):
         return float(difficulty)
-    return DIFFICULTY_LEVELS.get(str(difficulty).lower()) if difficulty is not None else None
+    if difficulty is None:
+        return None
+    try:
+        value = float(difficulty)
+        return value if math.isfinite(value) else None
+    except ValueError:
+        return DIFFICULTY_LEVELS.get(str(difficulty).lower())
+
+
+def level_order(level: float | str) -> tuple:
+    """The sort key of difficulty levels: ordered ones by value (labels tied with numbers after
+    them), then the other labels alphabetically. JSON files keep keys sorted as text, so readers
+    order `by_difficulty` with this."""
+    value = difficulty_value(level)
+    return (value is None, value or 0, str(level))
 
 
 def _slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ import numpy as np
 
 from moelab.analysis.fit import Estimate
 from moelab.analysis.html import estimate_cells, img, png, save_png, table, write_page
+from moelab.probe.metrics import level_order
 
 def context_rot_figure(rot: list[dict]) -> bytes:
     """Accuracy against prompt length, one line per needle depth, with 95% Wilson intervals."""
@@ -82,7 +83,7 @@ def write_probe_report(metrics: dict, samples: list[dict], folder: str | Path) -
                             [[d, m["n"], m["accuracy"], m["omniscience_index"],
                               "n/a" if m["hallucination_rate"] is None else m["hallucination_rate"]]
                              for d, m in metrics["by_domain"].items()]))
-    levels = metrics.get("by_difficulty") or {}
+    levels = {level: metrics["by_difficulty"][level] for level in sorted(metrics.get("by_difficulty") or {}, key=level_order)}
     if len(levels) > 1:
         figure = difficulty_figure(levels)
         save_png(folder, "difficulty.png", figure)

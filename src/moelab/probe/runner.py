@@ -45,7 +45,7 @@ from moelab.io import atomic_write_json, atomic_write_text, json_safe
 from moelab.probe.backends import Backend, Completion, Request
 from moelab.probe.grading import (CORRECT, JUDGE_PROMPT_SHA256, grade, is_abstention, judge_prompt, normalise,
                                   parse_judgement)
-from moelab.probe.metrics import difficulty_value, effort, grade_metrics, wilson
+from moelab.probe.metrics import effort, grade_metrics, level_order, wilson
 from moelab.probe.tasks import Question, Task
 from moelab.provenance import environment
 
@@ -276,9 +276,8 @@ def summarise(records: list[dict]) -> dict:
     by_difficulty = defaultdict(list)
     for r in rated:
         by_difficulty[r["difficulty"]].append(r)
-    out["by_difficulty"] = {str(level): metrics(rs) | every_part_correct(rs) for level, rs in
-                            sorted(by_difficulty.items(), key=lambda kv: (difficulty_value(kv[0]) is None,
-                                                                          difficulty_value(kv[0]) or 0, str(kv[0])))}
+    out["by_difficulty"] = {str(level): metrics(by_difficulty[level]) | every_part_correct(by_difficulty[level])
+                            for level in sorted(by_difficulty, key=level_order)}
     out["effort"] = effort([r["difficulty"] for r in rated],
                            [r["output_tokens"] + (r["reasoning_tokens"] or 0) for r in rated]) if rated else None
     for name, want in (("answerable", True), ("unanswerable", False)):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from moelab.analysis.fit import Estimate
+from moelab.probe.metrics import level_order
 
 
 def _rate(m: dict, key: str, scale: float = 100.0, unit: str = "%") -> str:
@@ -59,7 +60,8 @@ def difficulty_table(m: dict) -> Table:
     for name in ("difficulty", "n", "accuracy", "Omniscience Index", "abstained", "every part right",
                  "output tokens / question", "/ correct answer", "reasoning tokens / question"):
         table.add_column(name, justify="right")
-    for level, row in m["by_difficulty"].items():
+    for level in sorted(m["by_difficulty"], key=level_order):
+        row = m["by_difficulty"][level]
         table.add_row(level, str(row["n"]), _rate(row, "accuracy"), _rate(row, "omniscience_index", 1.0, ""),
                       str(row["not_attempted"]), _rate(row, "every_part_correct"),
                       _tokens(row, "output_tokens_per_question"), _tokens(row, "output_tokens_per_correct"),
