@@ -308,3 +308,29 @@ def test_composed_questions_by_parts_share_the_padded_and_the_selected_passages(
     (row,) = m["selective_context"]
     assert row["selective"]["prompt_words"] < row["full"]["prompt_words"]
     assert row["selective"]["n"] == row["full"]["n"] == 3
+
+
+class Rotting(Scripted):
+    """Answers right only while the prompt is at most `limit` words: context rot, made to order."""
+
+    def __init__(self, limit: int):
+        super().__init__(CAPITALS)
+        self.limit = limit
+
+    def complete(self, requests, on_done):
+        for i, r in enumerate(requests):
+            country = next(c for c in CAPITALS if c in r.prompt.split("\n\n")[-1]) if "Atlantis" not in r.prompt else None
+            right = len(r.prompt.split()) <= self.limit
+            reply = ("I don't know" if country is None else CAPITALS[country] if right else "Rome")
+            on_done(i, Completion(reply, 1))
+
+
+@pytest.mark.parametrize("limit, recovered", [(100, 1.0), (10, 0.0)])
+def test_selective_context_recovers_the_accuracy_context_rot_lost(tmp_path, limit, recovered):
+    settings = ProbeSettings(context_lengths=(0, 400), depths=(0.5,), retrieve=2)
+    m = run_probe(Rotting(limit), capital_task(), tmp_path, settings)
+    (row,) = m["selective_context"]
+    assert row["closed"]["accuracy"] == 1.0 and row["full"]["accuracy"] == 0.2  # Atlantis: abstained, right
+    assert row["recovered"] == pytest.approx(recovered)
+    low, high = row["recovered_interval"]
+    assert low <= recovered <= high

@@ -135,7 +135,7 @@ def write_probe_report(metrics: dict, samples: list[dict], folder: str | Path) -
                              cell(r, "full", "prompt_words"), r["selective"]["prompt_words"],
                              cell(r, "full", "output_tokens"), r["selective"]["output_tokens"],
                              "n/a" if r["hit_rate"] is None else r["hit_rate"],
-                             "n/a" if r["recovered"] is None else r["recovered"]] for r in chosen]))
+                             Estimate.from_metrics(r, "recovered").format(".2f")] for r in chosen]))
     shortest = [s for s in samples if s["context_words"] == metrics["context_words"]][:50]
     parts.append(f"<h2>First {len(shortest)} answers</h2>")
     parts.append(table(["id", "question", "gold", "output", "grade"],

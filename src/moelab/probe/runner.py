@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from moelab.analysis.fit import bootstrap
 from moelab.analysis.survey import COLUMNS, parse_rows
 from moelab.errors import MoelabError
 from moelab.io import atomic_write_json, atomic_write_text, json_safe
@@ -318,8 +319,7 @@ def every_part_correct(records: list[dict]) -> dict:
 def selective_table(full: list[dict], selective: list[dict]) -> list[dict]:
     """Per context length: closed book, full context and selective context on the same questions:
     accuracy, words and tokens sent, tokens generated, the retriever's hit rate, and the share of
-    the accuracy context rot lost (closed book, or the shortest context, to full) that selective
-    context recovers."""
+    the accuracy context rot lost (closed book to full) that selective context recovers."""
     closed = {r["id"]: r for r in full if r["context_words"] == 0}
     rows = []
     for length in sorted({r["context_words"] for r in selective}):
@@ -341,11 +341,25 @@ def selective_table(full: list[dict], selective: list[dict]) -> list[dict]:
         hits = [r["retrieved_needle"] for r in chosen if r["retrieved_needle"] is not None]
         row["hit_rate"] = float(np.mean(hits)) if hits else None
         row["hit_rate_interval"] = wilson(sum(hits), len(hits)) if hits else None
-        lost = (row["closed"]["accuracy"] - row["full"]["accuracy"]) if row["closed"] and row["full"] else None
-        row["recovered"] = ((row["selective"]["accuracy"] - row["full"]["accuracy"]) / lost
-                            if lost else None)
+        row["recovered"], row["recovered_interval"] = _recovered(closed, padded, chosen)
         rows.append(row)
     return rows
+
+
+def _recovered(closed: dict[str, dict], padded: list[dict], chosen: list[dict]) -> tuple[float | None, list | None]:
+    """(selective - full) / (closed - full) accuracy over the same questions, with a percentile
+    bootstrap interval over questions (each resample keeps a question's three answers together);
+    None where closed book and full context are equally accurate (context rot lost nothing)."""
+    full = {r["key"]: r for r in padded}
+    aligned = [(closed[r["id"]], full[r["key"].rsplit("|", 1)[0]], r) for r in chosen
+               if r["id"] in closed and r["key"].rsplit("|", 1)[0] in full]
+    if not aligned:
+        return None, None
+    c, f, s = (np.array([t[j]["grade"] == CORRECT for t in aligned], dtype=float) for j in range(3))
+    if c.mean() == f.mean():
+        return None, None
+    e = bootstrap(lambda c, f, s: (s.mean(-1) - f.mean(-1)) / (c.mean(-1) - f.mean(-1)), [c, f, s], n_boot=1000)
+    return e.value, [e.low, e.high]
 
 
 def run_probe(backend: Backend, task: Task, out_dir: str | Path, settings: ProbeSettings,

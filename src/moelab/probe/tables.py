@@ -79,5 +79,6 @@ def selective_table(rows: list[dict]) -> Table:
         cells = [_rate(r[mode], "accuracy") if r[mode] else "n/a" for mode in ("closed", "full", "selective")]
         sent = f"{show(r['full'] and r['full']['prompt_words'], '.0f')} / {r['selective']['prompt_words']:.0f}"
         out = f"{show(r['full'] and r['full']['output_tokens'], '.1f')} / {r['selective']['output_tokens']:.1f}"
-        table.add_row(str(r["context_words"]), *cells, sent, out, show(r["hit_rate"], ".0%"), show(r["recovered"], ".0%"))
+        recovered = Estimate.from_metrics(r, "recovered").format(".0f", 100, "%")
+        table.add_row(str(r["context_words"]), *cells, sent, out, show(r["hit_rate"], ".0%"), recovered)
     return table
