@@ -73,3 +73,38 @@ def test_compile_wraps_attention_and_dense_mlps_but_not_experts():
     eager = Transformer(model.cfg, 40)
     eager.load_state_dict(model.state_dict())
     torch.testing.assert_close(model(tokens)[0], eager(tokens)[0])
+
+
+def test_packed_rows_hold_the_same_paragraphs_and_targets():
+    from moelab.config import DataConfig
+    from moelab.training import pack_rows
+
+    kb = build_knowledge_base(DataConfig(n_people=40, name_slots=2, name_vocab=16, n_attributes=2, value_chunks=1,
+                                         chunk_length=2, diversity=8, value_vocab=16, unknown_fraction=0.2))
+    people = np.array([0, 5, -2, 7, 3, -2, 9, 1])
+    plain = kb.training_batch(people, np.random.default_rng(1))
+    packed = pack_rows(kb.training_batch(people, np.random.default_rng(1)), 4, kb.vocab.eos)
+    B, T = plain.inputs.shape
+    assert packed.inputs.shape == packed.targets.shape == (2, 4 * (T + 1) - 1)
+    assert int((packed.targets != -100).sum()) == int((plain.targets != -100).sum())
+    for row in range(2):
+        for j in range(4):
+            i, start = 4 * row + j, j * (T + 1)
+            assert packed.inputs[row, start:start + T].tolist() == plain.inputs[i].tolist()
+            assert packed.targets[row, start:start + T].tolist() == plain.targets[i].tolist()
+            if j:  # the <bos> after a paragraph's <eos> is read, not predicted
+                assert packed.inputs[row, start - 1] == kb.vocab.eos and packed.targets[row, start - 1] == -100
+    assert pack_rows(plain, 1, kb.vocab.eos) is plain
+
+
+def test_packing_is_validated_and_trains():
+    from moelab.config import ConfigError, validate
+
+    cfg = small_config()
+    cfg.train.pack, cfg.train.exposures = 3, 5
+    with pytest.raises(ConfigError, match="train.batch_size = 16 is not a multiple of train.pack = 3"):
+        validate(cfg)
+    cfg.train.pack = 4
+    model = Transformer(cfg.model, len(build_knowledge_base(cfg.data).vocab))
+    result = train(model, build_knowledge_base(cfg.data), cfg.train, 0, torch.device("cpu"))
+    assert math.isfinite(result.final_loss)

@@ -162,6 +162,7 @@ class TrainConfig:
     memory_optimizer: str = "sparse"  # memory tables: "sparse" (sparse gradients, lazy Adam on the rows read) or "dense" (AdamW)
     dtype: str = "fp32"  # "fp32", or "bf16": autocast matrix products, fp32 weights, optimizer state, loss and bits
     compile: bool = False  # torch.compile attention and dense MLPs (routed experts stay eager)
+    pack: int = 1  # paragraphs per training row: > 1 puts paragraphs after other text (training.pack_rows)
 
 
 TRAINABLE_GROUPS = ("all", "embeddings", "attention", "experts", "routers", "memory", "new")
@@ -301,7 +302,7 @@ RUN_KEY_FIELDS = (
 KEY_FIELDS_IF_SET = (
     "continual.new_people", "continual.data_seed", "continual.exposures", "continual.lr",
     "continual.warmup_steps", "continual.min_lr_ratio", "continual.replay_fraction", "continual.trainable",
-    "continual.add_experts", "continual.add_memory", "train.dtype", "train.compile",
+    "continual.add_experts", "continual.add_memory", "train.dtype", "train.compile", "train.pack",
 )
 # Where and how a run executes, or what it is called, but not what it computes.
 NOT_IN_RUN_KEY = ("name", "train.threads", "train.device", "train.eval_batch_size", "train.log_every")
@@ -423,9 +424,11 @@ def validate(cfg: RunConfig) -> None:
     validate_memory(m)
     validate_continual(cfg)
 
-    for name in ("exposures", "batch_size", "threads", "eval_batch_size", "log_every"):
+    for name in ("exposures", "batch_size", "threads", "eval_batch_size", "log_every", "pack"):
         value = getattr(t, name)
         require(value >= 1, f"train.{name} = {value}: must be a positive integer")
+    require(t.batch_size % t.pack == 0, f"train.batch_size = {t.batch_size} is not a multiple of train.pack = "
+                                        f"{t.pack}: a step packs its paragraphs {t.pack} to a row")
     require(t.warmup_steps >= 0, f"train.warmup_steps = {t.warmup_steps}: must be >= 0")
     require(t.lr > 0 and math.isfinite(t.lr), f"train.lr = {t.lr}: must be a positive number")
     require(0 <= t.min_lr_ratio <= 1, f"train.min_lr_ratio = {t.min_lr_ratio}: must be in [0, 1]")

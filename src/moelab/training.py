@@ -25,6 +25,7 @@ from moelab.distributed import mean_over_ranks, sum_over_ranks_, world
 from moelab.errors import MoelabError, TrainingDiverged
 from moelab.evaluation.routing import routing_churn, top1_experts
 from moelab.knowledge import KnowledgeBase
+from moelab.knowledge.base import TrainingBatch
 from moelab.models import Transformer
 from moelab.models.moe import MLP
 
@@ -164,6 +165,21 @@ def compile_dense_parts(model: Transformer, backend: str = "inductor") -> None:
             block.ffn.compile(backend=backend)
 
 
+def pack_rows(batch: TrainingBatch, pack: int, eos: int) -> TrainingBatch:
+    """`pack` consecutive paragraphs per row, [B, T] -> [B / pack, pack (T + 1) - 1]: a row reads
+    <bos> p1 <eos> <bos> p2 <eos> ..., so every paragraph but the first follows other text, as a
+    question follows passages in a probe's context. The same tokens are predicted as unpacked
+    (a <bos> never is); attention is not masked between paragraphs."""
+    if pack == 1:
+        return batch
+    B, T = batch.inputs.shape
+    last = batch.targets[:, -1:]
+    seq = torch.cat([batch.inputs, torch.where(last == -100, eos, last)], dim=1)  # [B, T + 1] every token
+    scored = torch.cat([torch.zeros(B, 1, dtype=torch.bool), batch.targets != -100], dim=1)
+    seq, scored = seq.reshape(B // pack, -1), scored.reshape(B // pack, -1)
+    return TrainingBatch(seq[:, :-1], torch.where(scored[:, 1:], seq[:, 1:], -100))
+
+
 def people_order(n_people: int, exposures: int, rng: np.random.Generator, junk: int = 0,
                  unknown: int = 0) -> np.ndarray:
     """One shuffled pass per exposure over the people, `junk` junk slots (-1) and `unknown`
@@ -191,9 +207,10 @@ def train(
     rank, ranks = world()
     forward = model
     if ranks > 1:  # torchrun: this rank's slice of every global batch (moelab/distributed.py)
-        if cfg.batch_size % ranks:
-            raise MoelabError(f"train.batch_size = {cfg.batch_size} does not split over {ranks} processes; "
-                              f"use a multiple of {ranks}")
+        if (cfg.batch_size // cfg.pack) % ranks:
+            raise MoelabError(f"train.batch_size = {cfg.batch_size} ({cfg.batch_size // cfg.pack} rows of "
+                              f"train.pack = {cfg.pack}) does not split over {ranks} processes; "
+                              f"use a multiple of {ranks * cfg.pack}")
         if model.memory_modules():
             raise MoelabError("memory layers have sparse gradients, which DDP does not average; "
                               "train memory models in one process")
@@ -210,7 +227,8 @@ def train(
     tokens = 0
     start = time.perf_counter()
     for step in range(steps):
-        batch = kb.training_batch(order[step * cfg.batch_size:(step + 1) * cfg.batch_size], rng)
+        batch = pack_rows(kb.training_batch(order[step * cfg.batch_size:(step + 1) * cfg.batch_size], rng),
+                          cfg.pack, kb.vocab.eos)
         tokens += int((batch.targets != -100).sum())
         inputs, targets = batch.inputs[rank::ranks].to(device), batch.targets[rank::ranks].to(device)
         lr = learning_rate(step, steps, cfg)
