@@ -29,8 +29,8 @@ def replay_per_exposure(n_new: int, fraction: float) -> int:
 class Replay:
     """Phase B's training text: B's people (ids 0..N_B-1), and per pass `replay` slots (ids from
     N_B on), each filled with a paragraph about one of A's people drawn afresh. It offers what the
-    training loop reads of a knowledge base: n_people, the extra rows per pass (none), and
-    training_batch."""
+    training loop reads of a knowledge base: n_people, the extra rows per pass (none), the
+    vocabulary (A and B share one) and training_batch."""
 
     junk_per_exposure = 0
     unknown_per_exposure = 0
@@ -38,6 +38,7 @@ class Replay:
     def __init__(self, a: BioD, b: BioD, replay: int):
         self.a, self.b, self.replay = a, b, replay
         self.n_people = b.n_people + replay
+        self.vocab = b.vocab
 
     def training_batch(self, people: np.ndarray, rng: np.random.Generator) -> TrainingBatch:
         people = np.asarray(people)

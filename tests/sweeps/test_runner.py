@@ -174,7 +174,7 @@ def test_an_interrupted_driver_stops_promptly_and_leaves_runs_pending(tmp_path, 
 def test_a_killed_worker_puts_every_run_in_flight_back_in_the_queue(tmp_path):
     spec = tmp_path / "sweep.toml"
     spec.write_text(SWEEP.replace('"seed" = [0, 1, 2, 3]', '"seed" = [0, 1]').replace(
-        '"train.exposures" = 20', '"train.exposures" = 300'))
+        '"train.exposures" = 20', '"train.exposures" = 120'))
     store = Store(tmp_path / "out")
     executor = LocalExecutor(2)
 
