@@ -20,7 +20,16 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, stats
+
+# scipy is imported where it is used: scipy.stats takes over a second to import, and every sweep
+# worker and CLI call imports this module for the lab's intervals.
+
+
+def t_quantile(level: float, dof: float) -> float:
+    """The two-sided Student t multiplier: the (1 + level) / 2 quantile with `dof` degrees of freedom."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + level / 2, dof))
 
 
 @dataclass(frozen=True)
@@ -125,7 +134,7 @@ class LinearFit:
     def coef_interval(self, index: int, level: float = 0.95) -> Estimate:
         """Interval for coefficient `index` (0 is the intercept, 1 the first predictor)."""
         self._check_fitted()
-        t = stats.t.ppf(0.5 + level / 2, self.dof_)
+        t = t_quantile(level, self.dof_)
         se = self.residual_std_ * math.sqrt(self.gram_inv_[index, index])
         value = float(self.coef_[index])
         return Estimate(value, value - t * se, value + t * se, level)
@@ -133,7 +142,7 @@ class LinearFit:
     def prediction_interval(self, X, level: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
         """Interval for a new observation at X: parameter uncertainty plus residual spread."""
         design = self._design(X)
-        t = stats.t.ppf(0.5 + level / 2, self.dof_)
+        t = t_quantile(level, self.dof_)
         spread = np.sqrt(1 + np.einsum("ij,jk,ik->i", design, self.gram_inv_, design))
         centre = design @ self.coef_
         return centre - t * self.residual_std_ * spread, centre + t * self.residual_std_ * spread
@@ -153,7 +162,7 @@ class LinearFit:
         d = y0 - float(self.coef_ @ e)
         point = d / slope if slope else math.nan
         # (d - slope u)^2 = k (1 + x0' G x0): a quadratic A u^2 + B u + C = 0
-        k = (stats.t.ppf(0.5 + level / 2, self.dof_) * self.residual_std_) ** 2
+        k = (t_quantile(level, self.dof_) * self.residual_std_) ** 2
         G = self.gram_inv_
         A = slope**2 - k * float(f @ G @ f)
         B = -2 * d * slope - 2 * k * float(e @ G @ f)
@@ -211,6 +220,8 @@ class RandomInterceptFit:
             return (n - p - 1) * math.log(quad / (n - p - 1)) + float(np.sum(np.log1p(sizes * lam))) \
                 + float(np.linalg.slogdet(a)[1])
 
+        from scipy import optimize
+
         best = optimize.minimize_scalar(restricted, bounds=(-12.0, 6.0), method="bounded")
         log_lam = best.x if best.fun < restricted(-12.0) else -12.0  # the boundary: no group effect
         lam = math.exp(log_lam)
@@ -238,7 +249,7 @@ class RandomInterceptFit:
         effect_var = np.array([self.effect_var_.get(g, self.tau2_) for g in groups])
         centre = design @ self.coef_ + effect
         sd = np.sqrt(self.sigma2_ + effect_var + np.einsum("ij,jk,ik->i", design, self.cov_, design))
-        t = stats.t.ppf(0.5 + level / 2, self.dof_)
+        t = t_quantile(level, self.dof_)
         return centre, centre - t * sd, centre + t * sd
 
 
@@ -319,6 +330,8 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
+    from scipy import stats
+
     return stats.rankdata(x, axis=-1)
 
 

@@ -10,9 +10,9 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
-from moelab.analysis.fit import Estimate
+from moelab.analysis.fit import Estimate, t_quantile
 from moelab.config import REASONING_KINDS
 
 LEVEL = 0.95
@@ -72,7 +72,7 @@ class Group:
         mean = float(v.mean())
         if len(v) < 2:
             return Estimate(mean, math.nan, math.nan, LEVEL)
-        t = stats.t.ppf(0.5 + LEVEL / 2, len(v) - 1)
+        t = t_quantile(LEVEL, len(v) - 1)
         if key in PROPORTIONS:
             logits = special.logit(np.clip(v, PROPORTION_FLOOR, 1 - PROPORTION_FLOOR))
             half = t * logits.std(ddof=1) / math.sqrt(len(v))

@@ -31,9 +31,8 @@ from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
-from scipy import stats
 
-from moelab.analysis.fit import Estimate, LinearFit, NotFittedError, RandomInterceptFit
+from moelab.analysis.fit import Estimate, LinearFit, NotFittedError, RandomInterceptFit, t_quantile
 
 LEVEL = 0.8
 EPOCH = date(2025, 1, 1)
@@ -198,7 +197,7 @@ class SizeModel:
             raise NotFittedError(f"SizeModel {self.candidate.name} is not fitted yet; call fit(points) first")
         names = self.candidate.name.split(" | ")[0].split(" + ")
         if isinstance(self.fit_, RandomInterceptFit):
-            t = stats.t.ppf(0.5 + level / 2, self.fit_.dof_)
+            t = t_quantile(level, self.fit_.dof_)
             se = np.sqrt(np.diag(self.fit_.cov_))
             return {n: Estimate(float(c), float(c - t * e), float(c + t * e), level)
                     for n, c, e in zip(names, self.fit_.coef_[1:], se[1:])}

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import math
 
+import statistics
+
 import numpy as np
-from scipy import stats
 
 from moelab.analysis.fit import bootstrap, spearman
 from moelab.probe.grading import CORRECT, GRADES, INCORRECT
@@ -36,7 +37,7 @@ def wilson(successes: int, n: int, level: float = LEVEL) -> list[float]:
     """The Wilson score interval of a binomial proportion ([nan, nan] when n = 0)."""
     if n == 0:
         return [math.nan, math.nan]
-    z = stats.norm.ppf(0.5 + level / 2)
+    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
     q = successes / n
     centre = (q + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(q * (1 - q) / n + z * z / (4 * n * n)) / (1 + z * z / n)
