@@ -22,7 +22,6 @@ the multinomial correlation -sqrt(p_c p_i / ((1 - p_c)(1 - p_i)))), so it stays 
 from __future__ import annotations
 
 import math
-
 import statistics
 
 import numpy as np
