@@ -71,3 +71,27 @@ def test_choosing_on_the_reported_seeds_is_refused(tmp_path):
     spec.write_text(SWEEP.replace('"train.lr" = [1e-3, 1e-2, 1e-1]', '"train.lr" = [1e-3, -1.0]'))
     with pytest.raises(ConfigError, match="train.lr = -1.0: must be a positive number"):
         load_sweep(spec)
+
+
+def test_select_set_fixes_fields_for_the_selection_runs_only(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text(SWEEP.replace('"data.n_people" = 100', '"data.n_people" = 100\n"train.exposures" = 30')
+                    + '[select.set]\n"train.exposures" = 10\n')
+    executor = InstantExecutor(scored)
+    run_sweep(load_sweep(spec), Store(tmp_path / "out"), executor)
+    selection, reported = executor.submitted[:6], executor.submitted[6:]
+    assert {c.train.exposures for c in selection} == {10} and {c.train.exposures for c in reported} == {30}
+    assert {c.train.lr for c in reported if c.model.moe.n_experts} == {1e-1}  # chosen on the short runs
+    meta = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert all(r["chosen"] is not None for r in meta["selection"])
+
+
+def test_select_set_refuses_lists_seeds_and_selected_fields(tmp_path):
+    spec = tmp_path / "s.toml"
+    for extra, message in [('"train.exposures" = [10, 20]', "one fixed value"),
+                           ('"seed" = 3', "one fixed value"),
+                           ('"train.lr" = 1e-2', "either selected over or fixed"),
+                           ('"train.nonsense" = 1', "unknown field")]:
+        spec.write_text(SWEEP + "[select.set]\n" + extra + "\n")
+        with pytest.raises(ConfigError, match=message):
+            load_sweep(spec)

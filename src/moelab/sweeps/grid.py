@@ -16,6 +16,8 @@
     "train.lr" = [3e-3, 1e-2, 3e-2]   # every configuration is run at each value ...
     seeds = [100]                     # ... on these seeds, kept apart from the grid's seeds,
     by = "bits"                       # and the best by mean bits is used for the grid's seeds
+    [select.set]                      # optional: fixed for the selection runs only
+    "train.exposures" = 100           # (choose the rate on shorter runs than the reported ones)
 
 Fields are dotted paths into the run config; nested tables ([grid.model.moe]) work too.
 Runs are identified by a hash of their resolved config, so a sweep resumes by content.
@@ -31,7 +33,7 @@ from __future__ import annotations
 import itertools
 import json
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,11 @@ class Selection:
     fields: dict[str, list[Any]]
     seeds: list[int]
     by: str = "bits"
+    overrides: dict[str, Any] = field(default_factory=dict)  # `[select.set]`: fixed for selection runs only
+
+    def assignments(self) -> list[dict[str, Any]]:
+        """Each candidate as the fields a selection run sets (its seed apart)."""
+        return [combination | self.overrides for combination in self.combinations()]
 
     def combinations(self) -> list[dict[str, Any]]:
         return [dict(zip(self.fields, values)) for values in itertools.product(*self.fields.values())]
@@ -98,8 +105,8 @@ def selection_runs(sweep: Sweep) -> list[SweepRun]:
         base_label = run.label.split(" seed=")[0]
         for combination in sweep.selection.combinations():
             for seed in sweep.selection.seeds:
-                cfg = with_fields(run.config, combination | {"seed": seed})
-                label = f"{base_label} {_describe(combination)} seed={seed} (selection)"
+                cfg = with_fields(run.config, combination | sweep.selection.overrides | {"seed": seed})
+                label = f"{base_label} {_describe(combination | sweep.selection.overrides)} seed={seed} (selection)"
                 cfg.name = f"{sweep.name}/{label.replace(' ', ',')}"
                 key = run_key(cfg)
                 runs.setdefault(key, SweepRun(key, label, cfg))
@@ -128,6 +135,12 @@ def _selection(data: dict[str, Any], source: str, runs: list[SweepRun]) -> Selec
         return None
     where = f"{source} [select]"
     seeds, by = table.pop("seeds", None), table.pop("by", "bits")
+    overrides = flatten(table.pop("set", {}))
+    _check_fields(overrides, f"{where} [select.set]")
+    for path, value in overrides.items():
+        if path == "seed" or isinstance(value, list):
+            raise ConfigError(f"{where} [select.set] {path!r} = {value!r}: give one fixed value for the "
+                              "selection runs (not a seed, not a list), e.g. \"train.exposures\" = 100")
     fields = flatten(table)
     _check_fields(fields, where)
     if not fields:
@@ -147,9 +160,12 @@ def _selection(data: dict[str, Any], source: str, runs: list[SweepRun]) -> Selec
                           "that are reported would flatter the choice: use other seeds")
     if by not in SELECT_BY:
         raise ConfigError(f"{where} by = {by!r}: use one of {', '.join(SELECT_BY)}")
-    selection = Selection(fields, seeds, by)
+    if set(overrides) & set(fields):
+        raise ConfigError(f"{where} [select.set] {sorted(set(overrides) & set(fields))[0]!r}: a field is "
+                          "either selected over or fixed for the selection runs, not both")
+    selection = Selection(fields, seeds, by, overrides)
     for run in runs:  # every candidate must make a valid run
-        for combination in selection.combinations():
+        for combination in selection.assignments():
             try:
                 with_fields(run.config, combination)
             except ConfigError as err:

@@ -93,7 +93,8 @@ def choose(sweep: Sweep, store: Store) -> tuple[dict[str, dict], list[dict]]:
     for config_id, runs in by_configuration.items():
         candidates = []
         for combination in selection.combinations():
-            keys = [run_key(with_fields(runs[0].config, combination | {"seed": seed})) for seed in selection.seeds]
+            keys = [run_key(with_fields(runs[0].config, combination | selection.overrides | {"seed": seed}))
+                    for seed in selection.seeds]
             values = [metrics[k][selection.by] for k in keys if k in metrics]
             candidates.append({"values": combination, "keys": keys, "finished": len(values),
                                selection.by: sum(values) / len(values) if values else None})
