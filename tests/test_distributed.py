@@ -47,3 +47,42 @@ def test_two_gloo_processes_train_the_run_one_process_trains(tmp_path, moe):
     one, two = (np.array([h["loss"] for h in m["history"]]) for m in (single, double))
     assert np.abs(one - two).max() < 1e-3 * one.max()  # float summation order only
     assert double["bits"] == pytest.approx(single["bits"], rel=0.02)
+
+
+def stopping_worker(rank: int, world_size: int, folder: str, run: str, stop_step: int) -> None:
+    """As `worker`, but rank 0 alone is asked to stop at `stop_step` (0: never): both ranks must
+    checkpoint and stop together."""
+    from moelab.checkpoint import clear_stop, request_stop
+    from moelab.errors import RunStopped
+
+    torch.set_num_threads(1)
+    clear_stop()
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous-{run}-{stop_step}", rank=rank,
+                            world_size=world_size)
+
+    def on_step(step, steps, loss):
+        if rank == 0 and step == stop_step:
+            request_stop("test")
+    try:
+        execute(load_config(f"{folder}/config.toml"), f"{folder}/{run}", on_step=on_step)
+    except RunStopped:
+        with open(f"{folder}/{run}-stopped{rank}", "w") as handle:
+            handle.write("stopped")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_two_process_run_stopped_and_resumed_is_bit_identical(tmp_path):
+    cfg = distributed_config(n_experts=4, top_k=1, expert_width=16, bias_update_rate=1e-3)
+    save_config(cfg, tmp_path / "config.toml")
+    os.environ.pop("WORLD_SIZE", None)
+    mp.spawn(stopping_worker, args=(2, str(tmp_path), "whole", 0), nprocs=2, join=True)
+    mp.spawn(stopping_worker, args=(2, str(tmp_path), "cut", 30), nprocs=2, join=True)
+    assert all((tmp_path / f"cut-stopped{r}").exists() for r in (0, 1))  # rank 1 stopped with rank 0
+    assert (tmp_path / "cut" / "resume.safetensors").exists()
+    mp.spawn(stopping_worker, args=(2, str(tmp_path), "cut", 0), nprocs=2, join=True)
+    whole, cut = (json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("whole", "cut"))
+    assert cut["resumed_at_steps"] == [30]
+    for key in ("bits", "history", "final_loss", "routing"):
+        assert cut[key] == whole[key], key
+    assert (tmp_path / "cut" / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()

@@ -163,6 +163,7 @@ class TrainConfig:
     dtype: str = "fp32"  # "fp32", or "bf16": autocast matrix products, fp32 weights, optimizer state, loss and bits
     compile: bool = False  # torch.compile attention and dense MLPs (routed experts stay eager)
     pack: int = 1  # paragraphs per training row: > 1 puts paragraphs after other text (training.pack_rows)
+    checkpoint_minutes: float = 10.0  # a resumable mid-run checkpoint at most this often (0 = none; checkpoint.py)
 
 
 TRAINABLE_GROUPS = ("all", "embeddings", "attention", "experts", "routers", "memory", "new")
@@ -305,7 +306,8 @@ KEY_FIELDS_IF_SET = (
     "continual.add_experts", "continual.add_memory", "train.dtype", "train.compile", "train.pack",
 )
 # Where and how a run executes, or what it is called, but not what it computes.
-NOT_IN_RUN_KEY = ("name", "train.threads", "train.device", "train.eval_batch_size", "train.log_every")
+NOT_IN_RUN_KEY = ("name", "train.threads", "train.device", "train.eval_batch_size", "train.log_every",
+                  "train.checkpoint_minutes")
 
 
 def get_path(data: dict[str, Any], path: str) -> Any:
@@ -436,6 +438,8 @@ def validate(cfg: RunConfig) -> None:
     require(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1,
              f"train.beta1/beta2 = {t.beta1}/{t.beta2}: each must be in [0, 1)")
     require(t.grad_clip >= 0, f"train.grad_clip = {t.grad_clip}: must be >= 0 (0 = off)")
+    require(t.checkpoint_minutes >= 0 and math.isfinite(t.checkpoint_minutes),
+            f"train.checkpoint_minutes = {t.checkpoint_minutes}: must be a number of minutes >= 0 (0 = no mid-run checkpoints)")
     for name in ("router_lr_mult", "expert_lr_mult", "memory_lr_mult"):
         value = getattr(t, name)
         require(value > 0 and math.isfinite(value), f"train.{name} = {value}: must be a positive number")

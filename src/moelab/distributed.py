@@ -58,6 +58,16 @@ def sum_over_ranks_(tensor: torch.Tensor) -> None:
         dist.all_reduce(tensor)
 
 
+def any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is true on any (so that all ranks checkpoint or stop together)."""
+    if world()[1] == 1:
+        return flag
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    value = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def barrier() -> None:
     if world()[1] > 1:
         dist.barrier()

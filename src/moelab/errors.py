@@ -15,3 +15,8 @@ class ConfigError(MoelabError):
 
 class TrainingDiverged(MoelabError):
     """The loss stopped being finite; the run cannot continue meaningfully."""
+
+
+class RunStopped(Exception):
+    """Training stopped on request (SIGTERM, --stop-after) after writing a mid-run checkpoint;
+    rerunning the same command resumes it. Not a MoelabError: nothing is wrong with the run."""

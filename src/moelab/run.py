@@ -2,6 +2,7 @@
 
 A run folder holds, in the order they are written:
     config.toml        the resolved config
+    resume.safetensors a mid-run checkpoint while training (checkpoint.py), removed once it ends
     model.safetensors  the trained weights, saved as soon as training ends
     training.json      the training result (steps, loss history, timings): the checkpoint is complete
     metrics.json       everything measured; a folder with a valid metrics.json is a finished run
@@ -26,6 +27,7 @@ import safetensors
 import safetensors.torch
 import torch
 
+from moelab.checkpoint import Checkpointer
 from moelab.config import RunConfig, TrainConfig, load_config, run_key, save_config, to_dict
 from moelab.continual import Replay, forgetting, freeze, grow, phase_b_train, replay_per_exposure
 from moelab.distributed import barrier, is_main, world
@@ -85,9 +87,11 @@ def execute_plain(cfg: RunConfig, out_dir: Path, on_step: Callable[[int, int, fl
     if result is None:
         if is_main():
             save_config(cfg, out_dir / "config.toml")
-        result = train(model, kb, cfg.train, cfg.seed, device, on_step=on_step)
+        checkpointer = Checkpointer(out_dir, run_key(cfg), cfg.train.checkpoint_minutes, writer=is_main())
+        result = train(model, kb, cfg.train, cfg.seed, device, on_step=on_step, checkpointer=checkpointer)
         if is_main():
             save_checkpoint(model, result, out_dir)
+        checkpointer.remove()
     if not is_main():  # the other torchrun ranks are done once rank 0 has measured and written
         barrier()
         return {}
@@ -144,8 +148,10 @@ def execute_continued(cfg: RunConfig, out_dir: Path,
     result = resume_checkpoint(cfg, model, out_dir, device)
     if result is None:
         save_config(cfg, out_dir / "config.toml")
-        result = train(model, rows, train_cfg, cfg.seed, device, on_step=on_step)
+        checkpointer = Checkpointer(out_dir, run_key(cfg), cfg.train.checkpoint_minutes)
+        result = train(model, rows, train_cfg, cfg.seed, device, on_step=on_step, checkpointer=checkpointer)
         save_checkpoint(model, result, out_dir)
+        checkpointer.remove()
     eval_start = time.perf_counter()
     after = {"a": measure_capacity(model, kb_a, batch, device), "b": measure_capacity(model, kb_b, batch, device)}
     routing, memory_usage = routing_diagnostics(model, rows, DIAGNOSTIC_PARAGRAPHS, cfg.seed + 1, batch, device)
@@ -246,6 +252,7 @@ def run_metrics(cfg: RunConfig, train_cfg: TrainConfig, counts: ParamCount, resu
         "train_seconds": result.seconds,
         "tokens_per_second": result.tokens / result.seconds if result.seconds else 0.0,
         "resumed_from_checkpoint": result.resumed,
+        "resumed_at_steps": result.resumed_at,
         "threads": cfg.train.threads,
         "dtype": train_cfg.dtype,
         "compile": train_cfg.compile,

@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from moelab.checkpoint import Checkpointer, LoopState, stop_reason
 from moelab.config import TrainConfig
-from moelab.distributed import mean_over_ranks, sum_over_ranks_, world
-from moelab.errors import MoelabError, TrainingDiverged
+from moelab.distributed import any_rank, mean_over_ranks, sum_over_ranks_, world
+from moelab.errors import MoelabError, RunStopped, TrainingDiverged
 from moelab.evaluation.routing import routing_churn, top1_experts
 from moelab.knowledge import KnowledgeBase
 from moelab.knowledge.base import TrainingBatch
@@ -42,6 +43,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     warmup_steps: int = 0  # the warmup actually used (see effective_warmup)
     resumed: bool = False  # loaded from the run folder's checkpoint rather than trained now
+    resumed_at: list[int] = field(default_factory=list)  # steps a mid-run checkpoint was resumed from
 
 
 def n_steps(cfg: TrainConfig, rows_per_exposure: int) -> int:
@@ -195,8 +197,11 @@ def train(
     seed: int,
     device: torch.device,
     on_step: Callable[[int, int, float], None] | None = None,
+    checkpointer: Checkpointer | None = None,
 ) -> TrainResult:
-    """Train `model` on `kb` in place. `on_step(step, steps, loss)` is called after every step."""
+    """Train `model` on `kb` in place. `on_step(step, steps, loss)` is called after every step.
+    With a `checkpointer`, training continues from its mid-run checkpoint where there is one,
+    writes one whenever it is due, and on a stop request writes one and raises RunStopped."""
     rng = np.random.default_rng(seed)
     order = people_order(kb.n_people, cfg.exposures, rng, kb.junk_per_exposure, kb.unknown_per_exposure)
     steps = n_steps(cfg, kb.n_people + kb.junk_per_exposure + kb.unknown_per_exposure)
@@ -217,19 +222,24 @@ def train(
         forward = DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None)
     sparse_tables = any(layer.sparse for layer in model.memory_modules())
     model.train()
-    history: list[dict] = []
-    recent: list[float] = []
+    for router in model.routers():  # the bias follows training's loads only, never a measurement's
+        router.reset_stats()
     # Routing churn: a fixed batch of paragraphs (its own random stream, so training's is untouched)
     # whose tokens' first-choice experts are compared from one history record to the next.
     churn_tokens = (kb.training_batch(np.arange(min(CHURN_PARAGRAPHS, kb.n_people)),
                                       np.random.default_rng([seed, 2])).inputs.to(device) if model.routers() else None)
-    previous = top1_experts(model, churn_tokens) if churn_tokens is not None else None
-    tokens = 0
-    start = time.perf_counter()
-    for step in range(steps):
+    state = checkpointer.restore(model, optimizer.optimizers) if checkpointer is not None else None
+    if state is None:
+        state = LoopState(step=0, tokens=0, seconds=0.0, previous_top1=(
+            top1_experts(model, churn_tokens) if churn_tokens is not None else None))
+    else:
+        rng.bit_generator.state = state.data_rng
+    resumed_at = [state.step] if state.step else []
+    start = time.perf_counter() - state.seconds
+    for step in range(state.step, steps):
         batch = pack_rows(kb.training_batch(order[step * cfg.batch_size:(step + 1) * cfg.batch_size], rng),
                           cfg.pack, kb.vocab.eos)
-        tokens += int((batch.targets != -100).sum())
+        state.tokens += int((batch.targets != -100).sum())
         inputs, targets = batch.inputs[rank::ranks].to(device), batch.targets[rank::ranks].to(device)
         lr = learning_rate(step, steps, cfg)
         for group in optimizer.param_groups:
@@ -259,23 +269,30 @@ def train(
             for router in model.routers():
                 sum_over_ranks_(router.load)
 
-        recent.append(mean_over_ranks(lm_loss).item())
-        last_loss = recent[-1]
+        state.recent.append(mean_over_ranks(lm_loss).item())
+        last_loss = state.recent[-1]
         if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
-            record = {"step": step + 1, "lr": lr, "loss": sum(recent) / len(recent),
+            record = {"step": step + 1, "lr": lr, "loss": sum(state.recent) / len(state.recent),
                       "aux_loss": aux_loss.item()}
             violations = [r.diagnostics()["max_violation"] for r in model.routers()]
             if violations:
                 record["max_violation"] = max(violations)
-            if previous is not None:
+            if state.previous_top1 is not None:
                 current = top1_experts(model, churn_tokens)
-                record["churn"] = routing_churn(previous, current)
-                previous = current
-            history.append(record)
-            final_loss = record["loss"]
-            recent = []
+                record["churn"] = routing_churn(state.previous_top1, current)
+                state.previous_top1 = current
+            state.history.append(record)
+            state.final_loss = record["loss"]
+            state.recent = []
         model.after_optimizer_step()
         if on_step is not None:
             on_step(step + 1, steps, last_loss)
-    return TrainResult(steps=steps, tokens=tokens, seconds=time.perf_counter() - start,
-                       final_loss=final_loss, history=history, warmup_steps=effective_warmup(steps, cfg))
+        if checkpointer is not None and step + 1 < steps and any_rank(checkpointer.due()):
+            state.step, state.seconds, state.data_rng = step + 1, time.perf_counter() - start, rng.bit_generator.state
+            checkpointer.save(model, optimizer.optimizers, state)
+            if any_rank(stop_reason() is not None):
+                raise RunStopped(f"stopped ({stop_reason() or 'another process was asked to'}) at step "
+                                 f"{step + 1:,}/{steps:,}; the checkpoint is {checkpointer.path}")
+    return TrainResult(steps=steps, tokens=state.tokens, seconds=time.perf_counter() - start,
+                       final_loss=state.final_loss, history=state.history,
+                       warmup_steps=effective_warmup(steps, cfg), resumed_at=resumed_at)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import signal
+import shlex
 import time
 from pathlib import Path
 from typing import Annotated
@@ -12,11 +12,12 @@ import typer
 from rich.text import Text
 
 from moelab.cli import app, bar, console, err_console, fail
-from moelab.errors import MoelabError
+from moelab.errors import MoelabError, RunStopped
 from moelab.config import RunConfig, load_config, load_preset, preset_names, resolve
 
 DEFAULT_PRESET = "tiny-dense"
 DEFAULT_SWEEP = "sparsity-ladder"
+STOPPED = 3  # exit status of a run or sweep stopped on request with its checkpoints written: rerun to resume
 
 
 def resolve_run_config(config: Path | None, preset: str | None, seed: int | None) -> RunConfig:
@@ -35,11 +36,16 @@ def train(
     out: Annotated[Path | None, typer.Option(help="run folder (default runs/NAME-TIMESTAMP)")] = None,
     seed: Annotated[int | None, typer.Option(help="override the run seed")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace a finished run in --out")] = False,
+    stop_after: Annotated[str | None, typer.Option(help="checkpoint and stop after this long (2h30m, 90m, 45s); "
+                                                        "the same command resumes")] = None,
     list_presets: Annotated[bool, typer.Option("--list-presets", help="print preset names and exit")] = False,
 ) -> None:
     """Train one model on a synthetic knowledge base and measure the bits it stores. Under torchrun
-    (`torchrun --nproc-per-node N -m moelab train CONFIG --out DIR`) the run trains with DDP."""
+    (`torchrun --nproc-per-node N -m moelab train CONFIG --out DIR`) the run trains with DDP.
+    SIGTERM or --stop-after writes a mid-run checkpoint and exits with status 3; rerunning the
+    same command with the same --out resumes it."""
     from moelab import distributed
+    from moelab.checkpoint import parse_duration, stop_at, stop_on_sigterm
     from moelab.run import execute, resolve_device
     from moelab.tables import run_table
 
@@ -47,6 +53,9 @@ def train(
         console.print("\n".join(preset_names()))
         return
     try:
+        if stop_after is not None:
+            stop_at(time.monotonic() + parse_duration(stop_after), f"--stop-after {stop_after}")
+        stop_on_sigterm()
         cfg = resolve_run_config(config, preset, seed)
         if distributed.launched():
             if out is None:
@@ -61,14 +70,17 @@ def train(
                 task, completed=step, total=steps))
     except MoelabError as err:
         fail(str(err))
+    except RunStopped as stopped:
+        source = [str(config)] if config is not None else ["--preset", preset or DEFAULT_PRESET]
+        again = ["moelab", "train", *source, *(["--seed", str(seed)] if seed is not None else []), "--out", str(out)]
+        if distributed.is_main():
+            err_console.print(f"{stopped}\nresume with: {shlex.join(again)}"
+                              + (" (the same torchrun command)" if distributed.launched() else ""))
+        raise typer.Exit(STOPPED) from None
     if not distributed.is_main():
         return
     console.print(run_table(metrics))
     console.print(f"wrote {out / 'metrics.json'}")
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 @app.command()
@@ -82,10 +94,14 @@ def sweep(
                                                      "(0.25 packs four runs on a GPU); 0: CPU")] = 0.0,
     workers: Annotated[int | None, typer.Option(help="parallel runs (default: one per core)")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="rerun failed runs")] = False,
+    stop_after: Annotated[str | None, typer.Option(help="checkpoint every run in flight and stop after this long "
+                                                        "(2h30m, 90m); the same command resumes")] = None,
     list_presets: Annotated[bool, typer.Option("--list-presets", help="print sweep presets and exit")] = False,
 ) -> None:
-    """Train a grid of runs and write a report; rerun the same command to resume after an interruption."""
+    """Train a grid of runs and write a report; rerun the same command to resume after an interruption.
+    SIGTERM or --stop-after checkpoints the runs in flight within seconds and exits with status 3."""
     from moelab.analysis.report import write_report
+    from moelab.checkpoint import parse_duration, stop_at, stop_on_sigterm
     from moelab.sweeps import Store, load_sweep, load_sweep_preset, make_executor, run_sweep, sweep_preset_names
     from moelab.sweeps.grid import selection_runs
     from moelab.sweeps.progress import SweepProgress
@@ -96,6 +112,8 @@ def sweep(
             console.print(Text.assemble((name, "bold"), f": {load_sweep_preset(name).description}"))
         return
     try:
+        if stop_after is not None:
+            stop_at(time.monotonic() + parse_duration(stop_after), f"--stop-after {stop_after}")
         if file is not None and preset is not None:
             raise MoelabError("give a sweep FILE or --preset, not both")
         spec = load_sweep(file) if file is not None else load_sweep_preset(preset or DEFAULT_SWEEP)
@@ -113,12 +131,19 @@ def sweep(
     except MoelabError as err:
         fail(str(err))
     try:
-        signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop: the same as Ctrl-C
+        stop_on_sigterm()  # a scheduler's stop: checkpoint the runs in flight, then exit
         with SweepProgress(err_console) as view:
             keys = run_sweep(spec, store, executor=engine, retry_failed=retry_failed, on_progress=view.update)
     except KeyboardInterrupt:
-        err_console.print(f"interrupted: finished runs are kept in {out}; rerun the same command to finish the rest")
+        err_console.print(f"interrupted: finished runs are kept in {out}, runs in flight resume from their last "
+                          "mid-run checkpoint; rerun the same command to finish the rest")
         raise typer.Exit(130) from None
+    except RunStopped as stopped:
+        source = [str(file)] if file is not None else ["--preset", preset or DEFAULT_SWEEP]
+        again = ["moelab", "sweep", *source, "--out", str(out)] + (["--workers", str(workers)] if workers else []) + (
+            ["--executor", executor] if executor != "local" else [])
+        err_console.print(f"{stopped}\nresume with: {shlex.join(again)}")
+        raise typer.Exit(STOPPED) from None
     finally:
         engine.close()
     for note in store.notes:

@@ -28,8 +28,9 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from moelab.checkpoint import stop_on_sigterm
 from moelab.config import RunConfig, from_dict, resolve, to_dict
-from moelab.errors import MoelabError
+from moelab.errors import MoelabError, RunStopped
 from moelab.io import atomic_write_json
 
 
@@ -50,12 +51,15 @@ def progress_writer(out_dir: str) -> Callable[[int, int, float], None]:
 
 
 def run_in_worker(config: dict, out_dir: str) -> tuple[str, dict | str]:
-    """One run in a worker process. Returns ('done', metrics) or ('failed', reason); never raises
-    for a failing run, so one bad run never stops the sweep."""
+    """One run in a worker process. Returns ('done', metrics), ('failed', reason) or ('stopped',
+    where), the last when a stop request made it write a mid-run checkpoint and return; never
+    raises for a failing run, so one bad run never stops the sweep."""
     from moelab.run import execute
 
     try:
         return "done", execute(resolve(from_dict(RunConfig, config)), out_dir, on_step=progress_writer(out_dir))
+    except RunStopped as stopped:
+        return "stopped", str(stopped)
     except MoelabError as err:
         return "failed", str(err)
     except MemoryError:
@@ -69,9 +73,11 @@ WATCHDOG_SECONDS = 0.5
 
 
 def _die_with(parent: int) -> None:
-    """Worker initializer: exit as soon as the driver process `parent` is gone, and leave Ctrl-C
-    to the driver (it stops the workers itself, so no worker prints a traceback)."""
+    """Worker initializer: exit as soon as the driver process `parent` is gone, leave Ctrl-C to
+    the driver (it stops the workers itself, so no worker prints a traceback), and take SIGTERM
+    as a stop request (checkpoint the run in flight, then return)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop_on_sigterm()
     if sys.platform.startswith("linux"):
         try:  # the kernel sends SIGKILL the moment the parent dies
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -121,6 +127,12 @@ class LocalExecutor:
             except BrokenProcessPool:  # a worker died (e.g. killed for memory): start a fresh pool
                 self.reset()
                 return self.pool.submit(run_in_worker, to_dict(cfg), out_dir)
+
+    def stop_runs(self) -> None:
+        """Ask every run in flight to write its mid-run checkpoint and return ('stopped')."""
+        for process in list((self.pool._processes or {}).values()):
+            with contextlib.suppress(ProcessLookupError, OSError):
+                os.kill(process.pid, signal.SIGTERM)
 
     def reset(self) -> None:
         """Replace a broken pool (every run in flight on it is lost) with a fresh one."""
@@ -175,6 +187,9 @@ class RayExecutor:
     def submit(self, cfg: RunConfig, out_dir: str) -> Future:
         options, run = ray_task(cfg, self.gpus_per_run, self.cluster_gpus)
         return self.task.options(**options).remote(to_dict(run), out_dir).future()
+
+    def stop_runs(self) -> None:
+        pass  # closing cancels the tasks: their runs resume from their last periodic checkpoint
 
     def reset(self) -> None:
         pass  # Ray restarts dead workers itself

@@ -11,7 +11,10 @@ runs without their steps).
 A worker that dies (killed for memory, say) breaks the whole local pool, so every run in flight
 on it is lost, not only the one that used the memory. Those runs go back to the queue; a run that
 was in flight at `MAX_BREAKS` breaks is marked failed, so one run that always dies cannot loop.
-On an interrupt (Ctrl-C, SIGTERM) the runs in flight are stopped at once and left pending.
+Ctrl-C stops the runs in flight at once and leaves them pending (they resume from their last
+periodic mid-run checkpoint). A stop request (SIGTERM, `--stop-after`) starts no new run, asks
+every run in flight to write its checkpoint and return, waits for them (`STOP_GRACE_SECONDS` at
+most, then stops them at once), and raises RunStopped.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
+from moelab.checkpoint import stop_reason
 from moelab.config import RunConfig
 from moelab.continual import phase_b_train, replay_per_exposure
 from moelab.knowledge import rows_per_exposure
@@ -30,10 +34,12 @@ from moelab.models.params import count_params
 from moelab.sweeps.executors import LocalExecutor, default_workers
 from moelab.config import run_key
 from moelab.sweeps.grid import Sweep, SweepRun, chosen_runs, configuration_id, selection_runs, with_fields
+from moelab.errors import RunStopped
 from moelab.sweeps.store import Store
 from moelab.training import n_steps
 
 MAX_BREAKS = 2
+STOP_GRACE_SECONDS = 120.0  # how long runs asked to stop get to write their checkpoints
 POLL_SECONDS = 1.0  # how often progress is refreshed while runs are in flight
 
 
@@ -153,6 +159,7 @@ def run_runs(runs: list[SweepRun], store: Store, executor, retry_failed: bool = 
     start, steps_at_start = time.perf_counter(), settled_steps
     in_flight: dict[Future, str] = {}
     breaks: dict[str, int] = {}  # pool breaks each run was in flight for
+    stopping_since: float | None = None  # when this driver began stopping on a request
 
     def report() -> None:
         if on_progress is None:
@@ -180,6 +187,11 @@ def run_runs(runs: list[SweepRun], store: Store, executor, retry_failed: bool = 
                                         "killed, or out of memory? Lower --workers or the run's size")
         except Exception as err:  # noqa: BLE001 - the worker itself died
             status, result = "failed", f"the worker died ({type(err).__name__}: {err}); killed, or out of memory?"
+        if status == "stopped":  # checkpointed on request: resumed by the next sweep, or by this one
+            store.mark_pending(key)
+            if stopping_since is None:  # the worker alone was asked (a SIGTERM sent to it): go on
+                queue.insert(0, by_key[key])
+            return False
         settled_steps += steps_of[key]
         if status == "done":
             store.mark_done(key, result)
@@ -195,7 +207,12 @@ def run_runs(runs: list[SweepRun], store: Store, executor, retry_failed: bool = 
         return
     try:
         while queue or in_flight:
-            while queue and len(in_flight) < executor.capacity:
+            if stopping_since is None and stop_reason() is not None:
+                stopping_since = time.monotonic()
+                executor.stop_runs()
+            if stopping_since is not None and time.monotonic() - stopping_since > STOP_GRACE_SECONDS:
+                raise KeyboardInterrupt  # runs that did not stop in time are stopped now
+            while queue and len(in_flight) < executor.capacity and stopping_since is None:
                 run = queue.pop(0)
                 store.mark_running(run.key)
                 in_flight[executor.submit(run.config, str(store.run_dir(run.key)))] = run.key
@@ -206,9 +223,14 @@ def run_runs(runs: list[SweepRun], store: Store, executor, retry_failed: bool = 
                 for future in wait(in_flight).done:
                     settle(future)
                 executor.reset()
-    except BaseException:  # Ctrl-C, SIGTERM, or a bug in the driver: stop the runs, keep them pending
+            if stopping_since is not None and not in_flight:
+                break
+    except BaseException:  # Ctrl-C, or a bug in the driver: stop the runs, keep them pending
         executor.close(kill=True)
         for key in in_flight.values():
             store.mark_pending(key)
         raise
     report()
+    if stopping_since is not None:
+        raise RunStopped(f"stopped ({stop_reason()}): {done} of {len(keys)} runs finished, "
+                         f"{failed} failed; the others are pending, those that had begun with a mid-run checkpoint")
