@@ -150,7 +150,9 @@ def bench_shape(d: int, f: int, E: int, k: int, tokens: int, reps: int, with_hf:
     return row
 
 
-def grid(full: bool):
+def grid(full: bool, tiny: bool = False):
+    if tiny:  # a smoke test of every code path (gpu_check.sh --dry-run), not a measurement
+        return itertools.product((32,), (16,), (4,), (1, 2), (64,))
     if full:
         return itertools.product((256, 1024), (128, 256, 512, 1024), (8, 32, 64, 128, 256), (1, 2, 8), (4096, 16384))
     return itertools.product((256,), (128, 512), (8, 32, 64, 128, 256), (1, 2, 8), (4096,))
@@ -159,6 +161,7 @@ def grid(full: bool):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="the whole grid of the issue")
+    parser.add_argument("--tiny", action="store_true", help="two tiny shapes: checks that every path runs")
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--no-hf", action="store_true", help="skip transformers' blocks")
@@ -175,7 +178,7 @@ def main() -> None:
     if args.paths:
         print(f"{'E':>4} {'k':>2} {'f':>5} {'rows/expert':>11} | " + " ".join(f"{p + ' vs dense':>20}" for p in DISPATCH_PATHS),
               flush=True)
-        for d, f, E, k, tokens in grid(args.full):
+        for d, f, E, k, tokens in grid(args.full, args.tiny):
             if k >= E:
                 continue
             r = bench_shape(d, f, E, k, tokens, args.reps, False, 0, paths=True, device=device, dtype=dtype)
@@ -189,7 +192,7 @@ def main() -> None:
     print(f"{'d':>5} {'E':>4} {'k':>2} {'f':>5} {'T':>6} | {'ours ms':>8} {'dense ms':>8} {'hf_gmm ms':>9} "
           f"{'hf_eager ms':>11} | {'vs dense':>8} {'vs hf':>6} {'vs eager':>8} | {'experts ms':>10} "
           f"{'w-pass ms':>9} {'experts vs dense':>16} {'routing':>7}", flush=True)
-    for d, f, E, k, tokens in grid(args.full):
+    for d, f, E, k, tokens in grid(args.full, args.tiny):
         if k >= E:
             continue
         r = bench_shape(d, f, E, k, tokens, args.reps, not args.no_hf, args.eager_limit, device=device, dtype=dtype)

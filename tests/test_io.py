@@ -28,3 +28,28 @@ def test_a_write_fsyncs_the_file_before_the_rename_and_the_folder_after(tmp_path
 
 def test_json_is_strict_nan_becomes_null():
     assert io.dumps({"a": float("nan"), "b": [float("inf"), 1.0]}, indent=None) == '{"a": null, "b": [null, 1.0]}'
+
+
+def test_toml_dumps_round_trips_every_preset_and_awkward_strings():
+    import tomllib
+
+    from moelab.config import ContinualConfig, load_preset, preset_names, to_dict
+    from moelab.io import toml_dumps
+
+    for name in preset_names():
+        data = to_dict(load_preset(name))
+        assert tomllib.loads(toml_dumps(data)) == data, name
+    cfg = load_preset("tiny-moe")
+    cfg.name = 'quote " backslash \\ newline \n tab \t unicode é ✓'
+    cfg.continual = ContinualConfig(new_people=10, trainable=["experts", "routers"])
+    data = to_dict(cfg)
+    assert tomllib.loads(toml_dumps(data)) == data
+
+
+def test_toml_dumps_refuses_what_toml_cannot_hold():
+    import pytest
+
+    from moelab.io import toml_dumps
+
+    with pytest.raises(ValueError, match="train.lr = nan"):
+        toml_dumps({"train": {"lr": float("nan")}})

@@ -27,8 +27,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 from moelab.errors import ConfigError
 
 
@@ -534,9 +532,9 @@ def load_config(path: str | Path) -> RunConfig:
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
-    from moelab.io import atomic_write_text
+    from moelab.io import atomic_write_text, toml_dumps
 
-    atomic_write_text(path, tomli_w.dumps(to_dict(cfg)))
+    atomic_write_text(path, toml_dumps(to_dict(cfg)))
 
 
 def preset_names() -> list[str]:

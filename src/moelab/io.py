@@ -81,6 +81,36 @@ def atomic_write_json(path: str | Path, data: Any, durable: bool = True) -> None
     atomic_write_text(path, dumps(data) + "\n", durable)
 
 
+def toml_value(value: Any, where: str) -> str:
+    """One TOML value: a boolean, integer, finite float, string (JSON's escapes are TOML's) or list."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where} = {value}: TOML configs hold finite numbers only")
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v, where) for v in value) + "]"
+    raise TypeError(f"{where}: {type(value).__name__} has no TOML form here")
+
+
+def toml_dumps(data: dict[str, Any], prefix: str = "") -> str:
+    """A config as TOML: plain keys first, then one [table] per nested dict (tables of scalars and
+    lists are all a moelab config holds). Written here rather than by a dependency so that moelab
+    writes its configs wherever it imports (a GPU image without tomli-w); tomllib reads it back."""
+    lines = [f"{key} = {toml_value(value, prefix + key)}" for key, value in data.items() if not isinstance(value, dict)]
+    for key, value in data.items():
+        if isinstance(value, dict):
+            table = prefix + key
+            body = toml_dumps(value, table + ".")
+            lines.append(("\n" if lines else "") + f"[{table}]" + ("\n" + body if body else ""))
+    return "\n".join(lines).replace("\n\n\n", "\n\n")
+
+
 @contextmanager
 def folder_lock(folder: str | Path):
     """Hold an exclusive lock on `folder` (a `.lock` file in it) for the `with` block: two

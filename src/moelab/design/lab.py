@@ -11,11 +11,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import tomli_w
-
 from moelab.config import MoEConfig, ModelConfig, RunConfig, save_config, resolve
 from moelab.design.search import Candidate
-from moelab.io import atomic_write_text
+from moelab.io import atomic_write_text, toml_dumps
 from moelab.models.params import Architecture
 
 LAB_D_MODEL = 48
@@ -48,4 +46,4 @@ def write_design(candidate: Candidate, path: str | Path, scale_to_lab: bool) -> 
     if scale_to_lab:
         save_config(lab_config(candidate.arch), path)
     else:
-        atomic_write_text(path, tomli_w.dumps({"architecture": dataclasses.asdict(candidate.arch)}))
+        atomic_write_text(path, toml_dumps({"architecture": dataclasses.asdict(candidate.arch)}))
