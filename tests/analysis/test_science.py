@@ -38,12 +38,65 @@ def test_frontier_from_seeded_runs():
         runs.append(record(f"E=16 seed={s}", 16, 0.1, 0.7 + 0.01 * s))
         runs.append(record(f"E=64 seed={s}", 64, 0.03, 0.3 + 0.01 * s))
         runs.append(record(f"E=8 other total seed={s}", 8, 0.2, 0.9, p_total=300_000))  # not this total
-    f = science.frontier(runs, n_boot=300)
+    [f] = science.frontiers(runs, n_boot=300)
+    assert f.reference.kind == "same-total dense" and f.router == "learned"
     assert [p.label for p in f.points] == ["E=4", "E=16", "E=64"]
     assert f.points[1].ratio.value == pytest.approx(0.71) and f.points[1].n_seeds == 3
     k90, k50 = f.knees[0.9], f.knees[0.5]
     assert 0.1 < k90.value < 0.3 and 0.03 < k50.value < 0.1
     assert k90.low <= k90.value <= k90.high and k50.low <= k50.value <= k50.high
+
+
+def routed(router):
+    return {"config": {"model": {"moe": {"router": router}}}}
+
+
+def test_the_dense_law_is_the_reference_where_a_ladder_of_dense_sizes_was_run(tmp_path):
+    """bits = 3 P^0.9 over dense sizes 10K-40K: the law recovers b = 0.9 and predicts the 400K
+    model; the same-total dense run is shown as a check; each router gets its own frontier."""
+    law = lambda p: 3 * p ** 0.9  # noqa: E731
+    runs = []
+    for p in (10_000, 20_000, 40_000):
+        for s, noise in enumerate((0.98, 1.02)):
+            runs.append(record(f"dense d_ff={p} seed={s}", 0, 1.0, law(p) * noise / p, p_total=p, seed=s))
+    total = 400_000
+    runs.append(record("dense d_ff=big seed=0", 0, 1.0, 0.8 * law(total) / total, p_total=total))
+    expected = law(total) / total
+    for s in range(2):
+        for e, fraction, share in ((4, 0.3, 0.9), (16, 0.1, 0.6), (256, 0.025, 0.3)):
+            runs.append(record(f"E={e} router=hash seed={s}", e, fraction, share * expected, p_total=total, **routed("hash")))
+            runs.append(record(f"E={e} seed={s}", e, fraction, share / 2 * expected, p_total=total + 2_000,
+                               **routed("learned")))
+    reference = science.dense_reference(runs, total, n_boot=300)
+    assert reference.kind == "dense law" and reference.sizes == [10_000, 20_000, 40_000]
+    assert reference.slope.value == pytest.approx(0.9, abs=0.01)
+    assert reference.bits_per_param.value == pytest.approx(expected, rel=0.02)
+    assert reference.check.value == pytest.approx(0.8 * expected)
+    fronts = {f.router: f for f in science.frontiers(runs, n_boot=300)}
+    assert set(fronts) == {"hash", "learned"}
+    assert fronts["hash"].sparsest.ratio.value == pytest.approx(0.3, rel=0.03)
+    assert fronts["learned"].sparsest.ratio.value == pytest.approx(0.15, rel=0.03)
+    both = fronts["hash"].sparsest.ratio_with_reference
+    assert both.low < 0.3 < both.high  # the reference's own uncertainty is in this interval
+    assert 0.025 < fronts["hash"].knees[0.5].value < 0.1 < fronts["learned"].knees[0.5].value
+
+    rows = [{"key": str(i), "label": r["label"], "status": "done", "reason": None, "config": {},
+             "metrics": {**r, "routing": []}} for i, r in enumerate(runs)]
+    write_report(rows, tmp_path, "t")
+    page = (tmp_path / "report.html").read_text()
+    assert "The dense law as the reference" in page and "log bits = a + b log P" in page
+    assert (tmp_path / "frontier.png").exists()
+
+
+def test_with_one_smaller_dense_size_the_law_is_bits_proportional_to_parameters():
+    runs = [record("dense small seed=0", 0, 1.0, 0.7, p_total=29_000),
+            record("dense small seed=1", 0, 1.0, 0.6, p_total=29_000),
+            record("dense big seed=0", 0, 1.0, 0.5, p_total=146_000),
+            record("E=32 seed=0", 32, 0.13, 0.17, p_total=146_000)]
+    reference = science.dense_reference(runs, 146_000, n_boot=200)
+    assert reference.kind == "dense law" and reference.slope is None
+    assert reference.bits_per_param.value == pytest.approx(0.65)
+    assert "bits proportional to parameters" in reference.describe() and reference.check.value == 0.5
 
 
 def test_exposures_violation_and_reasoning_sections(tmp_path):
@@ -90,3 +143,22 @@ def test_dense_moe_ratio_counts_parameters_both_ways():
     assert r["seeds"] == 2 and r["ratio"].value == pytest.approx(sum(ours) / 2)
     assert r["ratio_paper"].value == pytest.approx(sum(paper) / 2)
     assert r["moe_active_fraction_paper"] == pytest.approx(600 / 6800)  # attention + one expert's share
+
+
+def test_the_stored_sparsity_frontier_keeps_its_published_knees():
+    """docs/results.md, "Sparsity frontier": 90% of dense at 62% active [26%, 77%], 50% at 16% [15%, 21%]."""
+    import json
+    from pathlib import Path
+
+    from moelab.analysis.report import flatten_run
+    from moelab.sweeps import Store
+
+    folder = Path(__file__).parents[2] / "docs" / "results" / "sparsity-frontier"
+    meta = json.loads((folder / "sweep.json").read_text())
+    store = Store(folder)
+    records = [flatten_run(r) for r in store.rows(meta["keys"])]
+    store.close()
+    [f] = science.frontiers(records)
+    k90, k50 = f.knees[0.9], f.knees[0.5]
+    assert (round(k90.value, 2), round(k90.low, 2), round(k90.high, 2)) == (0.62, 0.26, 0.77)
+    assert (round(k50.value, 2), round(k50.low, 2), round(k50.high, 2)) == (0.16, 0.15, 0.21)

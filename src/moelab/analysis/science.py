@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import special
@@ -93,21 +93,104 @@ def groups(records: list[dict]) -> list[Group]:
 # the sparsity frontier
 
 
+SAME_TOTAL = 0.05  # totals within 5% of each other count as one total
+
+
+def router_of(record: dict) -> str:
+    """A MoE run's router ('learned', 'hash', ...); records without a config are learned (the default)."""
+    return ((record.get("config") or {}).get("model", {}).get("moe", {}).get("router")) or "learned"
+
+
+@dataclass
+class DenseReference:
+    """What a sparse model is compared with at its total P. The dense law (Allen-Zhu & Li's
+    comparison): bits against parameters over a ladder of smaller dense models at the same
+    knowledge base and exposures, log bits = a + b log P fitted when there are three sizes or more
+    (bits proportional to P, the paper's law, with fewer), evaluated at P. Without a ladder: the
+    dense runs of total P themselves. Intervals resample the runs within each dense size."""
+
+    kind: str  # "dense law" or "same-total dense"
+    total: float
+    bits_per_param: Estimate  # of a dense model of `total` parameters
+    sizes: list[float]  # the dense totals it rests on
+    slope: Estimate | None = None  # the law's exponent b (None: fixed at 1, or no law)
+    check: Estimate | None = None  # with a law: the same-total dense runs' measured bits per param
+    runs_bits: list[np.ndarray] = field(default_factory=list, repr=False)  # each size's runs: bits (law)
+    same_bits_per_param: np.ndarray | None = field(default=None, repr=False)  # same-total runs (no law)
+
+    def draw(self, rng: np.random.Generator) -> float:
+        """One bootstrap draw of `bits_per_param`: runs resampled within each dense size."""
+        if self.kind == "same-total dense":
+            return float(rng.choice(self.same_bits_per_param, len(self.same_bits_per_param)).mean())
+        return _law_bits_per_param(self.runs_bits, np.array(self.sizes), self.total, rng)[0]
+
+    def describe(self) -> str:
+        sizes = ", ".join(f"{s:,.0f}" for s in self.sizes)
+        if self.kind == "same-total dense":
+            return f"the dense runs of {self.total:,.0f} parameters: {self.bits_per_param.format('.3f')} bits/param"
+        law = (f"log bits = a + b log P fitted over dense sizes {sizes} (b = {self.slope.format('.2f')})"
+               if self.slope is not None else f"bits proportional to parameters, from dense sizes {sizes}")
+        text = f"the dense law ({law}) at {self.total:,.0f} parameters: {self.bits_per_param.format('.3f')} bits/param"
+        if self.check is not None:
+            text += f"; the dense run{'s' if math.isfinite(self.check.low) else ''} of that total measured {self.check.format('.3f')}"
+        return text
+
+
+def _law_bits_per_param(ladder: list[np.ndarray], sizes: np.ndarray, total: float,
+                        rng: np.random.Generator | None = None) -> tuple[float, float]:
+    """(bits per parameter at `total`, slope b or nan) from each ladder size's runs' bits (resampled
+    within each size when `rng` is given)."""
+    bits = [rng.choice(b, len(b)) if rng is not None else b for b in ladder]
+    x = np.concatenate([np.full(len(b), math.log10(s)) for b, s in zip(bits, sizes)])
+    y = np.log10(np.clip(np.concatenate(bits), 1e-9, None))
+    if len(sizes) >= 3:
+        slope, intercept = np.polyfit(x, y, 1)
+        return float(10 ** (intercept + slope * math.log10(total)) / total), float(slope)
+    return float(np.mean([np.mean(b) / s for b, s in zip(bits, sizes)])), math.nan
+
+
+def dense_reference(records: list[dict], total: float, n_boot: int = 2000, seed: int = 0) -> DenseReference | None:
+    """The dense reference at `total` parameters: the dense law when smaller dense sizes were run,
+    else the dense runs of that total; None without either."""
+    dense = groups([r for r in knowledge_runs(records) if is_dense(r)])
+    same = [g for g in dense if abs(g.mean("p_total") / total - 1) < SAME_TOTAL]
+    ladder = sorted((g for g in dense if g.mean("p_total") < total * (1 - SAME_TOTAL)), key=lambda g: g.mean("p_total"))
+    ladder = [g for g in ladder if (g.values("bits") > 0).all()]  # a law in logs needs bits above zero
+    same_values = np.concatenate([g.values("bits_per_param") for g in same]) if same else None
+    check = Group("same", [{"r": x} for x in same_values]).interval("r") if same else None
+    if not ladder:
+        return None if check is None else DenseReference("same-total dense", total, check, [same[0].mean("p_total")],
+                                                          same_bits_per_param=same_values)
+    sizes = np.array([g.mean("p_total") for g in ladder])
+    bits = [g.values("bits") for g in ladder]
+    value, slope = _law_bits_per_param(bits, sizes, total)
+    rng = np.random.default_rng(seed)
+    draws = np.array([_law_bits_per_param(bits, sizes, total, rng) for _ in range(n_boot)])
+    level = (0.5 - LEVEL / 2, 0.5 + LEVEL / 2)
+    estimate = Estimate(value, *map(float, np.quantile(draws[:, 0], level)), LEVEL)
+    slope_estimate = (Estimate(slope, *map(float, np.quantile(draws[:, 1], level)), LEVEL)
+                      if math.isfinite(slope) else None)
+    return DenseReference("dense law", total, estimate, [float(s) for s in sizes], slope_estimate, check, bits)
+
+
 @dataclass
 class FrontierPoint:
     label: str
     active_fraction: float
     n_seeds: int
-    ratio: Estimate  # bits per total parameter relative to dense at the same total
+    ratio: Estimate  # bits per total parameter relative to the dense reference (t interval over seeds)
+    ratio_with_reference: Estimate  # the same with the reference's own uncertainty (bootstrap percentiles)
 
 
 @dataclass
 class Frontier:
-    dense_bits_per_param: Estimate
+    router: str  # the routing every point of this frontier uses
+    reference: DenseReference
     points: list[FrontierPoint]  # by active fraction, descending
     knees: dict[float, Estimate]  # level -> active fraction where the frontier falls below it
     curve: list[tuple[float, float]]  # the frontier itself: (active fraction, ratio), dense first
     smallest_fraction: float
+    sparsest: FrontierPoint  # the sparsest configuration measured: the verdict at the floor
 
 
 def _ratio_curve(dense: float, moe: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -133,43 +216,59 @@ def knee(curve: list[tuple[float, float]], level: float) -> float:
     return math.nan
 
 
-def frontier(records: list[dict], levels=(0.9, 0.5), n_boot: int = 2000, seed: int = 0) -> Frontier | None:
-    """Bits per total parameter against active fraction at a fixed total, relative to the dense
-    runs of that total; knees on the frontier (the best configuration at each sparsity, see
-    `_ratio_curve`) with percentile intervals from resampling seeds within each group."""
-    runs = knowledge_runs(records)
-    dense = [r for r in runs if is_dense(r)]
-    if not dense:
-        return None
-    total = float(np.mean([r["p_total"] for r in dense]))
-    moe = groups([r for r in runs if not is_dense(r) and abs(r["p_total"] / total - 1) < 0.05])
-    if len(moe) < 2:
-        return None
-    dense_bpp = np.array([r["bits_per_param"] for r in dense])
-    fractions = [g.mean("active_fraction") for g in moe]
-    samples = [g.values("bits_per_param") for g in moe]
-    curve = _ratio_curve(dense_bpp.mean(), [(f, s.mean()) for f, s in zip(fractions, samples)])
-    rng = np.random.default_rng(seed)
-    boot = {level: [] for level in levels}
-    for _ in range(n_boot):
-        d = rng.choice(dense_bpp, len(dense_bpp)).mean()
-        c = _ratio_curve(d, [(f, rng.choice(s, len(s)).mean()) for f, s in zip(fractions, samples)])
+def sparse_total(records: list[dict]) -> float | None:
+    """The MoE runs' total parameters (their median), which the frontier holds fixed; None without MoE runs."""
+    totals = [r["p_total"] for r in knowledge_runs(records) if r["n_experts"]]
+    return float(np.median(totals)) if totals else None
+
+
+def frontiers(records: list[dict], levels=(0.9, 0.5), n_boot: int = 2000, seed: int = 0) -> list[Frontier]:
+    """One frontier per router: bits per total parameter against active fraction at the MoE runs'
+    fixed total, relative to the dense reference there (`dense_reference`); knees on the frontier
+    (the best configuration at each sparsity, see `_ratio_curve`) with percentile intervals from
+    resampling seeds within each group and the reference's runs within each dense size."""
+    total = sparse_total(records)
+    if total is None:
+        return []
+    sparse = [r for r in knowledge_runs(records) if r["n_experts"]]
+    reference = dense_reference(records, total, n_boot, seed)
+    if reference is None:
+        return []
+    out = []
+    for router in sorted({router_of(r) for r in sparse}):
+        moe = groups([r for r in sparse if router_of(r) == router and abs(r["p_total"] / total - 1) < SAME_TOTAL])
+        if len(moe) < 2:
+            continue
+        fractions = [g.mean("active_fraction") for g in moe]
+        samples = [g.values("bits_per_param") for g in moe]
+        denominator = reference.bits_per_param.value
+        curve = _ratio_curve(denominator, [(f, s.mean()) for f, s in zip(fractions, samples)])
+        rng = np.random.default_rng(seed)
+        boot = {level: [] for level in levels}
+        boot_ratios: list[list[float]] = [[] for _ in moe]
+        for _ in range(n_boot):
+            d = reference.draw(rng)
+            means = [rng.choice(s, len(s)).mean() for s in samples]
+            c = _ratio_curve(d, list(zip(fractions, means)))
+            for level in levels:
+                boot[level].append(knee(c, level))
+            for i, m in enumerate(means):
+                boot_ratios[i].append(m / d)
+        knees = {}
         for level in levels:
-            boot[level].append(knee(c, level))
-    knees = {}
-    for level in levels:
-        draws = np.array(boot[level])
-        reached = draws[np.isfinite(draws)]
-        low, high = (np.quantile(reached, [0.5 - LEVEL / 2, 0.5 + LEVEL / 2]) if len(reached) == len(draws)
-                     else (math.nan, math.nan))  # some resamples never cross: no finite interval
-        knees[level] = Estimate(knee(curve, level), float(low), float(high), LEVEL)
-    points = []
-    for g, f, s in sorted(zip(moe, fractions, samples), key=lambda x: -x[1]):
-        ratios = s / dense_bpp.mean()
-        e = Group(g.label, [{"r": x} for x in ratios]).interval("r")
-        points.append(FrontierPoint(g.label, f, len(s), e))
-    d = Group("dense", [{"r": x} for x in dense_bpp]).interval("r")
-    return Frontier(d, points, knees, curve, min(fractions))
+            draws = np.array(boot[level])
+            reached = draws[np.isfinite(draws)]
+            low, high = (np.quantile(reached, [0.5 - LEVEL / 2, 0.5 + LEVEL / 2]) if len(reached) == len(draws)
+                         else (math.nan, math.nan))  # some resamples never cross: no finite interval
+            knees[level] = Estimate(knee(curve, level), float(low), float(high), LEVEL)
+        points = []
+        for i in sorted(range(len(moe)), key=lambda i: -fractions[i]):
+            seeds = Group(moe[i].label, [{"r": x} for x in samples[i] / denominator]).interval("r")
+            both = Estimate(seeds.value, *map(float, np.quantile(boot_ratios[i], [0.5 - LEVEL / 2, 0.5 + LEVEL / 2])),
+                            LEVEL)
+            points.append(FrontierPoint(moe[i].label, fractions[i], len(samples[i]), seeds, both))
+        out.append(Frontier(router, reference, points, knees, curve, min(fractions), points[-1]))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,32 +18,42 @@ from moelab.analysis.html import estimate_cells, heading, img, note, png, save_p
 
 PERCENT_TICKS = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005)
 
-def frontier_figure(f: science.Frontier) -> bytes:
+ROUTER_COLOURS = {"learned": "black", "hash": "tab:blue"}
+
+
+def frontier_figure(frontiers: list[science.Frontier]) -> bytes:
+    """Bits per total parameter over the dense reference against active fraction (log axis,
+    sparser to the right): one line per router, filled markers on its frontier."""
     fig, ax = plt.subplots(figsize=(9.5, 4.5), layout="constrained")
-    ax.plot(*zip(*f.curve), color="black", lw=1, label="frontier (best configuration per sparsity)")
-    on_frontier = {fraction for fraction, _ in f.curve}
-    for p in [None, *f.points]:  # None: the dense point
-        x, e = (1.0, Estimate(1.0, math.nan, math.nan, 0.95)) if p is None else (p.active_fraction, p.ratio)
-        ax.errorbar(x, e.value, yerr=yerr(e), marker="o", capsize=3, color="black", linestyle="none",
-                    markerfacecolor="black" if x in on_frontier else "white")
-        if p is not None:
-            ax.annotate(p.label, (x, e.value), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    colours = plt.get_cmap("tab10")
+    ax.errorbar(1.0, 1.0, marker="s", color="grey", linestyle="none", label=f"{frontiers[0].reference.kind}")
+    for n, f in enumerate(frontiers):
+        colour = ROUTER_COLOURS.get(f.router, colours(n + 2))
+        ax.plot(*zip(*f.curve), color=colour, lw=1, label=f"{f.router} router: frontier (best per sparsity)")
+        on_frontier = {fraction for fraction, _ in f.curve}
+        for p in f.points:
+            e = p.ratio_with_reference
+            ax.errorbar(p.active_fraction, e.value, yerr=yerr(e), marker="o", capsize=3, color=colour,
+                        linestyle="none", markerfacecolor=colour if p.active_fraction in on_frontier else "white")
+            ax.annotate(p.label, (p.active_fraction, e.value), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        for level, style in ((0.9, "--"), (0.5, ":")):
+            k = f.knees.get(level)
+            if k is not None and not math.isnan(k.value):
+                ax.axvline(k.value, color=colour, ls=style, lw=1)
+                if not math.isnan(k.low):
+                    ax.axvspan(k.low, k.high, color=colour, alpha=0.08)
     for level, colour in ((0.9, "tab:orange"), (0.5, "tab:red")):
         ax.axhline(level, color=colour, ls="--", lw=1, label=f"{level:.0%} of dense")
-        k = f.knees.get(level)
-        if k is not None and not math.isnan(k.value):
-            ax.axvline(k.value, color=colour, ls=":", lw=1)
-            if not math.isnan(k.low):
-                ax.axvspan(k.low, k.high, color=colour, alpha=0.12)
+    ax.axhline(1 / 1.5, color="tab:green", ls="-.", lw=1, label="1/1.5: the paper's MoE ratio")
     ax.set_xscale("log")
-    fractions = [1.0, *(p.active_fraction for p in f.points)]
+    fractions = [1.0, *(p.active_fraction for f in frontiers for p in f.points)]
     ticks = [t for t in PERCENT_TICKS if min(fractions) / 1.5 <= t <= 1.0]
     ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0 if min(fractions) >= 0.01 else 1))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.invert_xaxis()
     ax.set_xlabel("active fraction (sparser to the right)")
-    ax.set_ylabel("bits per total parameter / dense")
+    ax.set_ylabel(f"bits per total parameter / {frontiers[0].reference.kind}")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return png(fig, dpi=110)
@@ -195,20 +205,37 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
                             [[g.label, len(g.runs), g.mean("p_total"), g.mean("active_fraction"),
                               *estimate_cells(g.interval("bits")), g.mean("bits_per_param"), *estimate_cells(g.interval("accuracy"))]
                              for g in configurations]))
-    f = science.frontier(records)
-    if f is not None:
-        save_png(folder, "frontier.png", figure := frontier_figure(f))
+    fronts = science.frontiers(records)
+    if fronts:
+        save_png(folder, "frontier.png", figure := frontier_figure(fronts))
+        reference = fronts[0].reference
         parts.append("<h2>Sparsity frontier at fixed total parameters</h2>")
         parts.append(img(figure, "bits per total parameter relative to dense against active fraction"))
-        parts.append(table(["knee (ratio to dense)", "active fraction", "95% low", "95% high"],
-                            [[f"{level:.0%}", *estimate_cells(k)] for level, k in f.knees.items()]))
-        parts.append(f"<p class=note>Dense: {f.dense_bits_per_param.value:.3f} bits/param "
-                     f"(95% interval {f.dense_bits_per_param.low:.3f} to {f.dense_bits_per_param.high:.3f}). "
-                     f"A knee of n/a was not reached down to the sparsest configuration measured "
-                     f"({f.smallest_fraction:.1%} active); an interval of n/a means some seed resamples "
-                     "never cross that level.</p>")
-        parts.append(table(["configuration", "active fraction", "seeds", "bits/param vs dense", "low", "high"],
-                            [[p.label, p.active_fraction, p.n_seeds, *estimate_cells(p.ratio)] for p in f.points]))
+        parts.append(note(f"Reference: {reference.describe()}. Knees: where the frontier (the best configuration "
+                          "at each sparsity) falls below 90% and 50% of the reference, interpolated in log active "
+                          "fraction. A knee of n/a was not reached down to the sparsest configuration measured; an "
+                          "interval of n/a means some resamples never cross that level. Intervals resample seeds "
+                          "within each configuration and the reference's runs within each dense size."))
+        parts.append(table(["router", "knee (ratio to dense)", "active fraction", "95% low", "95% high"],
+                           [[f.router, f"{level:.0%}", *estimate_cells(k)] for f in fronts for level, k in f.knees.items()]))
+        parts.append(table(["router", "configuration", "active fraction", "seeds", "bits/param vs dense",
+                            "low (seeds)", "high (seeds)", "low (seeds and reference)", "high (seeds and reference)"],
+                           [[f.router, p.label, p.active_fraction, p.n_seeds, *estimate_cells(p.ratio),
+                             *estimate_cells(p.ratio_with_reference)[1:]] for f in fronts for p in f.points]))
+    total = science.sparse_total(records)
+    reference = science.dense_reference(records, total) if total is not None else None
+    if reference is not None and reference.kind == "dense law":
+        parts.append("<h2>The dense law as the reference</h2>")
+        parts.append(note("Allen-Zhu & Li compare a sparse model with the dense scaling law at the same knowledge base "
+                          "and exposures, not with one dense model of equal total. Here the law is " + reference.describe()
+                          + ". Where a dense model of that total was also run, it is a check on the law."))
+        check = reference.check
+        parts.append(table(["at total", "dense sizes", "law: bits/param", "low", "high", "law exponent b", "low", "high",
+                            "measured at that total", "low", "high", "measured / law"],
+                           [[reference.total, ", ".join(f"{x:,.0f}" for x in reference.sizes),
+                             *estimate_cells(reference.bits_per_param), *estimate_cells(reference.slope),
+                             *estimate_cells(check),
+                             check.value / reference.bits_per_param.value if check is not None else "n/a"]]))
     ratios = science.dense_moe_ratios(records)
     if ratios:
         parts.append("<h2>Dense against MoE: bits per total parameter</h2>")
