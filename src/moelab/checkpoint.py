@@ -103,6 +103,7 @@ class LoopState:
     final_loss: float = float("nan")
     data_rng: dict = field(default_factory=dict)  # the NumPy generator's bit_generator.state
     previous_top1: list[torch.Tensor] | None = None  # the routing-churn reference
+    previous_facts: list[torch.Tensor] | None = None  # the fact-churn reference
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -165,14 +166,16 @@ class Checkpointer:
         optimizer_tensors, optimizer_plain = _optimizer_parts(optimizers)
         tensors |= optimizer_tensors
         tensors["rng.torch"] = torch.get_rng_state()
-        for i, top1 in enumerate(state.previous_top1 or []):
-            tensors[f"churn.{i}"] = top1.detach().cpu().clone()
+        for name, reference in (("churn", state.previous_top1), ("fact", state.previous_facts)):
+            for i, top1 in enumerate(reference or []):
+                tensors[f"{name}.{i}"] = top1.detach().cpu().clone()
         meta = {
             "format": FORMAT, "run_key": self.run_key, "step": state.step, "tokens": state.tokens,
             "seconds": state.seconds, "history": state.history, "recent": state.recent,
             "final_loss": state.final_loss, "data_rng": state.data_rng,
             "python_rng": random.getstate(), "optimizers": optimizer_plain,
             "churn_layers": None if state.previous_top1 is None else len(state.previous_top1),
+            "fact_layers": None if state.previous_facts is None else len(state.previous_facts),
             "sha256": _digest(tensors),
         }
         metadata = {"moelab": json.dumps(meta)}
@@ -204,11 +207,13 @@ class Checkpointer:
         python_rng = meta["python_rng"]
         random.setstate((python_rng[0], tuple(python_rng[1]), python_rng[2]))
         device = next(model.parameters()).device
-        churn = meta["churn_layers"]
-        previous = None if churn is None else [tensors[f"churn.{i}"].to(device) for i in range(churn)]
+        references = {name: None if meta.get(f"{name}_layers") is None  # (fact churn came after format 1's first runs)
+                      else [tensors[f"{name}.{i}"].to(device) for i in range(meta[f"{name}_layers"])]
+                      for name in ("churn", "fact")}
         return LoopState(step=meta["step"], tokens=meta["tokens"], seconds=meta["seconds"],
                          history=meta["history"], recent=meta["recent"], final_loss=meta["final_loss"],
-                         data_rng=meta["data_rng"], previous_top1=previous)
+                         data_rng=meta["data_rng"], previous_top1=references["churn"],
+                         previous_facts=references["fact"])
 
     def _set_aside(self, note: str) -> None:
         self.note = note

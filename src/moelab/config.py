@@ -57,7 +57,9 @@ class DataConfig:
 
 
 KINDS = ("biod", "bios", "sort", "twohop")
-ROUTERS = ("learned", "hash")
+ROUTERS = ("learned", "hash", "hash_gated", "token", "cosine", "stable")
+ROUTER_GATES = ("score", "unit")
+BALANCES = ("none", "base")
 REASONING_KINDS = ("sort", "twohop")  # tasks with no facts to store: fresh examples, held-out accuracy
 
 
@@ -76,7 +78,12 @@ class MoEConfig:
     z_loss_weight: float = 0.0  # router z-loss mean(logsumexp(logits)^2)
     bias_update_rate: float = 0.0  # DeepSeek-V3 auxiliary-loss-free bias step gamma; 0 = off
     first_dense_layers: int = 0  # leading layers that keep a dense MLP
-    router: str = "learned"  # "learned" (a linear router) or "hash" (a fixed token-id hash, no router: Hash Layers)
+    router: str = "learned"  # how experts are chosen: one of ROUTERS (models/moe.py, Router)
+    gate: str = "score"  # the selected experts' weight: "score" (the router's score) or "unit" (1, straight-through)
+    router_dim: int = 8  # the "token" and "stable" routers' embedding width, the "cosine" router's projection
+    freeze_fraction: float = 0.0  # routing frozen after this fraction of the steps (0 = never; "stable": stage 1)
+    balance: str = "none"  # "none", or "base": balanced top-1 assignment in training, greedy at evaluation
+    capacity_factor: float = 0.0  # > 0: each expert takes at most cf * tokens * k / E in training, the rest are dropped
 
 
 MEMORY_KINDS = ("none", "pkm", "peer")
@@ -302,6 +309,8 @@ KEY_FIELDS_IF_SET = (
     "continual.new_people", "continual.data_seed", "continual.exposures", "continual.lr",
     "continual.warmup_steps", "continual.min_lr_ratio", "continual.replay_fraction", "continual.trainable",
     "continual.add_experts", "continual.add_memory", "train.dtype", "train.compile", "train.pack",
+    "model.moe.gate", "model.moe.router_dim", "model.moe.freeze_fraction", "model.moe.balance",
+    "model.moe.capacity_factor",
 )
 # Where and how a run executes, or what it is called, but not what it computes.
 NOT_IN_RUN_KEY = ("name", "train.threads", "train.device", "train.eval_batch_size", "train.log_every",
@@ -411,12 +420,29 @@ def validate(cfg: RunConfig) -> None:
             require(value >= 0 and math.isfinite(value),
                      f"model.moe.{name} = {value}: must be a finite number >= 0")
         require(moe.router in ROUTERS, f"model.moe.router = {moe.router!r}: use one of {', '.join(ROUTERS)}")
+        if moe.router in ("hash", "hash_gated", "stable"):
+            require(moe.top_k == 1, f"model.moe.router = {moe.router!r} sends each token to one expert; set "
+                                    f"model.moe.top_k = 1 (not {moe.top_k})")
         if moe.router == "hash":
-            require(moe.top_k == 1, f"model.moe.router = 'hash' sends each token to one expert; set model.moe.top_k = 1 "
-                                    f"(not {moe.top_k})")
             require(moe.bias_update_rate == 0 and moe.aux_loss_weight == 0 and moe.z_loss_weight == 0,
                     "model.moe.router = 'hash' has no router to balance: set model.moe.aux_loss_weight, "
                     "z_loss_weight and bias_update_rate to 0")
+            require(moe.gate == "score" and moe.freeze_fraction == 0 and moe.balance == "none",
+                    "model.moe.router = 'hash' has no router: its gate is 1 and its routing never changes; leave "
+                    "model.moe.gate, freeze_fraction and balance at their defaults (or use router = 'hash_gated')")
+        require(moe.gate in ROUTER_GATES, f"model.moe.gate = {moe.gate!r}: use one of {', '.join(ROUTER_GATES)}")
+        require(moe.router_dim >= 1, f"model.moe.router_dim = {moe.router_dim}: must be a positive integer")
+        require(0 <= moe.freeze_fraction < 1, f"model.moe.freeze_fraction = {moe.freeze_fraction}: must be in [0, 1) "
+                                              "(0 = never frozen)")
+        require(moe.router != "stable" or moe.freeze_fraction > 0,
+                "model.moe.router = 'stable' learns its routing for a first stage, then freezes it: set "
+                "model.moe.freeze_fraction to that stage's share of the steps (StableMoE: 0.1)")
+        require(moe.balance in BALANCES, f"model.moe.balance = {moe.balance!r}: use one of {', '.join(BALANCES)}")
+        require(moe.balance == "none" or (moe.top_k == 1 and moe.router in ("learned", "cosine", "token")),
+                f"model.moe.balance = {moe.balance!r} assigns each token one expert chosen by its router: use it with "
+                "top_k = 1 and router 'learned', 'cosine' or 'token'")
+        require(moe.capacity_factor == 0 or moe.capacity_factor >= 1,
+                f"model.moe.capacity_factor = {moe.capacity_factor}: 0 (dropless) or at least 1")
         require(0 <= moe.first_dense_layers < m.n_layers,
                  f"model.moe.first_dense_layers = {moe.first_dense_layers}: must be below "
                  f"model.n_layers = {m.n_layers} (use n_experts = 0 for a dense model)")

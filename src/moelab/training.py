@@ -24,7 +24,7 @@ from moelab.checkpoint import Checkpointer, LoopState, stop_reason
 from moelab.config import TrainConfig
 from moelab.distributed import any_rank, mean_over_ranks, sum_over_ranks_, world
 from moelab.errors import MoelabError, RunStopped, TrainingDiverged
-from moelab.evaluation.routing import routing_churn, top1_experts
+from moelab.evaluation.routing import fact_positions, routing_churn, top1_experts
 from moelab.knowledge import KnowledgeBase
 from moelab.knowledge.base import TrainingBatch
 from moelab.models import Transformer
@@ -32,6 +32,7 @@ from moelab.models.moe import MLP
 
 
 CHURN_PARAGRAPHS = 64  # probe paragraphs for routing churn
+CHURN_FACTS = 256  # (person, attribute) questions for fact churn
 
 
 @dataclass
@@ -226,17 +227,30 @@ def train(
         router.reset_stats()
     # Routing churn: a fixed batch of paragraphs (its own random stream, so training's is untouched)
     # whose tokens' first-choice experts are compared from one history record to the next.
+    # Fact churn: the same for the positions that predict a value token of a fixed sample of facts.
     churn_tokens = (kb.training_batch(np.arange(min(CHURN_PARAGRAPHS, kb.n_people)),
                                       np.random.default_rng([seed, 2])).inputs.to(device) if model.routers() else None)
+    facts = fact_positions(kb, CHURN_FACTS, seed) if churn_tokens is not None else None
+    fact_tokens, fact_mask = (facts[0].to(device), facts[1].flatten().to(device)) if facts is not None else (None, None)
+
+    def fact_top1() -> list[torch.Tensor] | None:
+        return None if fact_tokens is None else [e[fact_mask] for e in top1_experts(model, fact_tokens)]
+
+    freeze_step = min((math.ceil(r.cfg.freeze_fraction * steps) for r in model.routers() if r.cfg.freeze_fraction > 0),
+                      default=None)
     state = checkpointer.restore(model, optimizer.optimizers) if checkpointer is not None else None
     if state is None:
         state = LoopState(step=0, tokens=0, seconds=0.0, previous_top1=(
-            top1_experts(model, churn_tokens) if churn_tokens is not None else None))
+            top1_experts(model, churn_tokens) if churn_tokens is not None else None), previous_facts=fact_top1())
     else:
         rng.bit_generator.state = state.data_rng
+        if state.previous_facts is None:  # a checkpoint from before fact churn: measured from here on
+            state.previous_facts = fact_top1()
     resumed_at = [state.step] if state.step else []
     start = time.perf_counter() - state.seconds
     for step in range(state.step, steps):
+        if freeze_step is not None and step >= freeze_step:  # (again after a resume: requires_grad is not saved)
+            model.freeze_routing()
         batch = pack_rows(kb.training_batch(order[step * cfg.batch_size:(step + 1) * cfg.batch_size], rng),
                           cfg.pack, kb.vocab.eos)
         state.tokens += int((batch.targets != -100).sum())
@@ -274,13 +288,19 @@ def train(
         if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
             record = {"step": step + 1, "lr": lr, "loss": sum(state.recent) / len(state.recent),
                       "aux_loss": aux_loss.item()}
-            violations = [r.diagnostics()["max_violation"] for r in model.routers()]
-            if violations:
-                record["max_violation"] = max(violations)
+            diagnostics = [r.diagnostics() for r in model.routers()]
+            if diagnostics:
+                record["max_violation"] = max(d["max_violation"] for d in diagnostics)
+            if any("assignment_agreement" in d for d in diagnostics):
+                record["assignment_agreement"] = [d.get("assignment_agreement") for d in diagnostics]
             if state.previous_top1 is not None:
                 current = top1_experts(model, churn_tokens)
                 record["churn"] = routing_churn(state.previous_top1, current)
                 state.previous_top1 = current
+            if state.previous_facts is not None:
+                current = fact_top1()
+                record["fact_churn"] = routing_churn(state.previous_facts, current)
+                state.previous_facts = current
             state.history.append(record)
             state.final_loss = record["loss"]
             state.recent = []

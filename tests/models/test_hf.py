@@ -52,6 +52,32 @@ def test_models_qwen3_cannot_express_are_refused_with_the_field(tmp_path):
     assert result.exit_code == 2 and "model.qk_norm" in result.output
 
 
+def test_a_continued_run_with_added_experts_is_refused_naming_what_qwen3_cannot_hold(tmp_path):
+    """A continued run's added expert group has no place in Qwen3-MoE: export refuses, never drops it."""
+    import dataclasses
+
+    from moelab.config import ContinualConfig
+
+    cfg = small_config(n_experts=4, top_k=1, expert_width=32)
+    cfg.model.qk_norm = True
+    cfg.train.exposures = 2
+    cfg = dataclasses.replace(cfg, continual=ContinualConfig(new_people=20, exposures=2, add_experts=2))
+    execute(resolve(cfg), tmp_path / "parent" / "run")
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "parent" / "run"), "--hf", str(tmp_path / "hf")])
+    assert result.exit_code == 2, result.output
+    assert "added_experts" in result.output and not (tmp_path / "hf").exists()
+
+
+def test_router_variants_qwen3_cannot_express_are_refused(tmp_path):
+    for moe, field in ((dict(router="token"), "model.moe.router"), (dict(gate="unit"), "model.moe.gate")):
+        cfg = small_config(n_experts=4, top_k=1, expert_width=32, **moe)
+        cfg.model.qk_norm = True
+        cfg.train.exposures = 1
+        execute(resolve(cfg), tmp_path / field)
+        result = CliRunner().invoke(app, ["export", str(tmp_path / field), "--hf", str(tmp_path / "hf")])
+        assert result.exit_code == 2 and field in result.output, result.output
+
+
 @pytest.mark.parametrize("implementation", ["grouped_mm", "eager"])
 @pytest.mark.parametrize("top_k, renormalize", [(1, False), (2, True), (4, False)])
 def test_our_block_reproduces_transformers_block(implementation, top_k, renormalize):

@@ -42,25 +42,44 @@ def routing_diagnostics(model: Transformer, kb: KnowledgeBase, n_paragraphs: int
 
 @torch.no_grad()
 def top1_experts(model: Transformer, tokens: torch.Tensor) -> list[torch.Tensor]:
-    """Each MoE layer's first-choice expert for every token of `tokens` [B, S], as [B*S] tensors.
+    """Each MoE layer's first-choice expert for every token of `tokens` [B, S], as [B*S] tensors:
+    the choice at evaluation (greedy, where training assigns by balanced assignment).
 
     The routers' running statistics (the loads the auxiliary-loss-free bias follows, the entropy)
-    are restored afterwards, so measuring changes nothing about training."""
+    are restored afterwards, and so is the training mode, so measuring changes nothing about training."""
     routers = model.routers()
-    saved = [(r.load.clone(), r.entropy_sum.clone(), r.tokens_seen.clone()) for r in routers]
+    saved = [(r.load.clone(), r.entropy_sum.clone(), r.tokens_seen.clone(), r.agreed.clone()) for r in routers]
     chosen: list[torch.Tensor] = []
     hooks = [r.register_forward_hook(lambda module, args, routing: chosen.append(routing.experts[:, 0].clone()))
              for r in routers]
+    training = model.training
+    model.eval()
     try:
         model(tokens)
     finally:
+        model.train(training)
         for hook in hooks:
             hook.remove()
-        for r, (load, entropy, seen) in zip(routers, saved):
+        for r, (load, entropy, seen, agreed) in zip(routers, saved):
             r.load.copy_(load)
             r.entropy_sum.copy_(entropy)
             r.tokens_seen.copy_(seen)
+            r.agreed.copy_(agreed)
     return chosen
+
+
+def fact_positions(kb: KnowledgeBase, n_facts: int, seed: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A fixed sample of `n_facts` (person, attribute) recall questions: their tokens [n, T] (the
+    last one dropped, as the model reads them) and a mask [n, T] of the positions that predict a
+    value token, where a fact is recalled. None for a knowledge base without recall questions."""
+    probes = kb.probes() if hasattr(kb, "recall_span") else {}
+    probe_name, _, span_name = getattr(kb, "recall_span", "").partition(".")
+    if probe_name not in probes:
+        return None
+    probe = probes[probe_name]
+    rows = np.random.default_rng([seed, 3]).permutation(len(probe.tokens))[:n_facts]
+    rows.sort()
+    return probe.tokens[rows, :-1], probe.spans[span_name][rows, 1:]
 
 
 def routing_churn(before: list[torch.Tensor], after: list[torch.Tensor]) -> list[float]:

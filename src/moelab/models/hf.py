@@ -37,7 +37,9 @@ def check_exportable(cfg: RunConfig, model: Transformer) -> None:
     require(m.qk_norm, REFUSED + "model.qk_norm must be true (Qwen3 always normalises queries and keys)")
     if m.is_moe:
         require(moe.score == "softmax", REFUSED + "model.moe.score must be 'softmax'")
-        require(moe.router == "learned", REFUSED + "model.moe.router must be 'learned' (Qwen3-MoE has no hash routing)")
+        require(moe.router == "learned", REFUSED + f"model.moe.router = {moe.router!r}: Qwen3-MoE routes by one "
+                                                   "linear router on the hidden state ('learned')")
+        require(moe.gate == "score", REFUSED + "model.moe.gate = 'unit': Qwen3-MoE weights each expert by its score")
         require(moe.n_shared_experts == 0, REFUSED + "Qwen3-MoE has no shared experts; set model.moe.n_shared_experts = 0")
         biased = any(r.expert_bias.abs().sum() > 0 for r in model.routers())
         require(not biased, REFUSED + "the auxiliary-loss-free bias moved expert selection; Qwen3-MoE has no such bias")
@@ -62,8 +64,14 @@ def hf_config(cfg: RunConfig, vocab_size: int):
                           output_router_logits=False)
 
 
+def unmapped_parameters(model: Transformer, mapped: dict[str, torch.Tensor]) -> list[str]:
+    """The model's parameters that no exported tensor reads (a view counts as reading its base)."""
+    covered = {t.untyped_storage().data_ptr() for t in mapped.values()}
+    return [name for name, p in model.named_parameters() if p.untyped_storage().data_ptr() not in covered]
+
+
 def hf_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
-    """Our parameters under Qwen3 names and layouts."""
+    """Our parameters under Qwen3 names and layouts; refused, naming them, if any parameter would be left out."""
     out = {"model.embed_tokens.weight": model.embed.weight, "model.norm.weight": model.norm.weight}
     if not model.cfg.tie_embeddings:
         out["lm_head.weight"] = model.lm_head.weight
@@ -82,6 +90,10 @@ def hf_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
         else:
             for name in ("gate_proj", "up_proj", "down_proj"):
                 out[p + f"mlp.{name}.weight"] = getattr(ffn, name).weight
+    left_out = unmapped_parameters(model, out)
+    require(not left_out, REFUSED + f"no Qwen3 tensor holds {', '.join(left_out[:4])}"
+            + (f" and {len(left_out) - 4} more" if len(left_out) > 4 else "")
+            + " (experts or memory added by continued training have no place in Qwen3-MoE); export the parent run")
     return {k: v.detach().contiguous().clone() for k, v in out.items()}
 
 

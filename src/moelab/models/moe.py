@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -41,13 +43,14 @@ def activation(mlp: str, x: torch.Tensor, up: torch.Tensor | None = None) -> tor
 @dataclass
 class Routing:
     """scores [T, E] (softmax or sigmoid), logits [T, E], experts [T, k] int64, gates [T, k],
-    counts [E] int64 (assignments per expert)."""
+    counts [E] int64 (assignments per expert), and the stable router's distillation loss."""
 
     scores: torch.Tensor
     logits: torch.Tensor
     experts: torch.Tensor
     gates: torch.Tensor
     counts: torch.Tensor
+    distill_loss: torch.Tensor | None = None  # the stable router's token router imitating the learned one
 
 
 HASH_MULTIPLIER = 2654435761  # Knuth's multiplicative hash: consecutive token ids spread evenly over experts
@@ -58,24 +61,108 @@ def hash_experts(tokens: torch.Tensor, n_experts: int) -> torch.Tensor:
     return ((tokens.reshape(-1, 1) * HASH_MULTIPLIER) % (2**32)) % n_experts
 
 
+class TokenRouter(nn.Module):
+    """Routing from the input token alone: a small embedding of the token id, then expert logits.
+    tokens [T] -> logits [T, E]."""
+
+    def __init__(self, vocab_size: int, dim: int, n_experts: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, dim)
+        self.proj = nn.Linear(dim, n_experts, bias=False)
+
+    def reset_parameters(self, std: float = 0.02) -> None:
+        nn.init.normal_(self.embed.weight, std=std)
+        nn.init.normal_(self.proj.weight, std=std)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.embed(tokens)).float()
+
+
+class CosineRouter(nn.Module):
+    """X-MoE's router (Chi et al. 2022): the hidden state projected to a low dimension and scored by
+    cosine similarity with a learned embedding per expert, over a learned temperature.
+    x [T, d] -> logits [T, E]."""
+
+    MIN_TEMPERATURE = 0.01
+
+    def __init__(self, d_model: int, dim: int, n_experts: int):
+        super().__init__()
+        self.proj = nn.Linear(d_model, dim, bias=False)
+        self.experts = nn.Parameter(torch.empty(n_experts, dim))
+        self.temperature = nn.Parameter(torch.empty(()))
+
+    def reset_parameters(self, std: float = 0.02) -> None:
+        nn.init.normal_(self.proj.weight, std=std)
+        nn.init.normal_(self.experts, std=std)
+        nn.init.constant_(self.temperature, 0.07)  # X-MoE's initial temperature
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cosine = F.normalize(self.proj(x).float(), dim=-1) @ F.normalize(self.experts.float(), dim=-1).T
+        return cosine / self.temperature.float().clamp_min(self.MIN_TEMPERATURE)
+
+
+@torch.no_grad()
+def balanced_assignment(logits: torch.Tensor) -> torch.Tensor:
+    """BASE layers' balanced top-1 assignment (Lewis et al. 2021), solved greedily: every unassigned
+    token proposes to its best expert that still has room, each expert accepts its best-scoring
+    proposers up to its capacity ceil(T / E), and rounds repeat until every token is placed.
+    logits [T, E] -> experts [T, 1]; loads differ by at most one."""
+    T, E = logits.shape
+    room = torch.full((E,), -(-T // E), dtype=torch.long, device=logits.device)
+    experts = torch.full((T,), -1, dtype=torch.long, device=logits.device)
+    while (experts < 0).any():
+        waiting = (experts < 0).nonzero().squeeze(1)
+        scores = logits[waiting].masked_fill(room[None, :] == 0, -math.inf)
+        best = scores.argmax(-1)
+        score = scores.gather(1, best[:, None]).squeeze(1)
+        order = torch.argsort(best * (score.max() - score.min() + 1) * 2 - score, stable=True)  # by expert, best first
+        best, waiting = best[order], waiting[order]
+        counts = torch.bincount(best, minlength=E)
+        rank = torch.arange(len(best), device=logits.device) - (counts.cumsum(0) - counts)[best]
+        accepted = rank < room[best]
+        experts[waiting[accepted]] = best[accepted]
+        room -= torch.bincount(best[accepted], minlength=E)
+    return experts[:, None]
+
+
 class Router(nn.Module):
-    """Token-choice top-k router with an optional auxiliary-loss-free selection bias, or (with
-    `router = "hash"`) a fixed hash of the token id with gate 1 and no parameters at all: a
-    control whose routing cannot change during training.
+    """Chooses each token's experts and their gates. `cfg.router`:
+
+        learned     a linear router on the hidden state (the default; softmax or sigmoid scores)
+        hash        a fixed hash of the token id, gate 1, no parameters (Hash Layers): a control
+                    whose routing cannot change during training
+        hash_gated  the hash's expert, weighted by the learned router's score for it
+        token       a learned router that sees only the token id (a small embedding of it)
+        cosine      X-MoE's low-dimensional cosine router
+        stable      StableMoE: the learned router routes for the first `freeze_fraction` of the steps
+                    while a token router learns to imitate it; then the token router, frozen, routes,
+                    and the learned router's score is the gate
+
+    With `freeze_fraction` the router's parameters (the token router's, for stable) stop training
+    at that point of the run (`freeze`, called by the training loop; `frozen` is saved with the
+    weights). `gate = "unit"` weights the selected experts by 1 in the forward pass while the
+    score's gradient still reaches the router (straight-through). `balance = "base"` assigns
+    tokens by BASE's balanced assignment in training, by the greedy top-1 at evaluation.
 
     Keeps running routing statistics for the bias update and for diagnostics: assignments per
     expert always, and the summed score entropy over the tokens seen in eval mode only (it costs
     a few passes over [T, E] per step); `reset_stats` clears them.
     """
 
-    def __init__(self, d_model: int, cfg: MoEConfig):
+    def __init__(self, d_model: int, cfg: MoEConfig, vocab_size: int = 0):
         super().__init__()
         self.cfg = cfg
-        self.gate = nn.Linear(d_model, cfg.n_experts, bias=False) if cfg.router == "learned" else None
+        kind = cfg.router
+        self.gate = nn.Linear(d_model, cfg.n_experts, bias=False) if kind in ("learned", "hash_gated", "stable") else None
+        self.token_router = TokenRouter(vocab_size, cfg.router_dim, cfg.n_experts) if kind in ("token", "stable") else None
+        self.cosine = CosineRouter(d_model, cfg.router_dim, cfg.n_experts) if kind == "cosine" else None
         self.register_buffer("expert_bias", torch.zeros(cfg.n_experts))  # selection only
+        if cfg.freeze_fraction > 0:  # saved with the weights: a finished run routes as it ended
+            self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
         self.register_buffer("load", torch.zeros(cfg.n_experts), persistent=False)
         self.register_buffer("entropy_sum", torch.zeros(()), persistent=False)
         self.register_buffer("tokens_seen", torch.zeros(()), persistent=False)
+        self.register_buffer("agreed", torch.zeros(()), persistent=False)  # balanced = greedy choice (balance)
         initialise(self)
 
     @torch.no_grad()
@@ -83,32 +170,71 @@ class Router(nn.Module):
         """Router weights N(0, std); the selection bias and the statistics back to zero."""
         if self.gate is not None:
             nn.init.normal_(self.gate.weight, std=std)
+        for part in (self.token_router, self.cosine):
+            if part is not None:
+                part.reset_parameters(std)
         self.expert_bias.zero_()
+        if self.cfg.freeze_fraction > 0:
+            self.frozen.zero_()
         self.reset_stats()
 
+    def is_frozen(self) -> bool:
+        return self.cfg.freeze_fraction > 0 and bool(self.frozen)
+
+    @torch.no_grad()
+    def freeze(self) -> None:
+        """Stop training the routing: the learned router's parameters, or the stable router's token router."""
+        self.frozen.fill_(True)
+        for p in (self.token_router if self.cfg.router == "stable" else self).parameters():
+            p.requires_grad_(False)
+            p.grad = None
+
     def forward(self, x: torch.Tensor, tokens: torch.Tensor | None = None) -> Routing:
-        """x [T, d] -> Routing; `tokens` [T] (the input token ids) are needed by hash routing only."""
-        if self.gate is None:
-            if tokens is None:
-                raise ValueError("hash routing needs the token ids")  # a bug in the caller, never the user's
-            experts = hash_experts(tokens, self.cfg.n_experts)  # [T, 1]
-            scores = torch.zeros(x.shape[0], self.cfg.n_experts, device=x.device).scatter_(1, experts, 1.0)
+        """x [T, d] -> Routing; `tokens` [T] (the input token ids) are needed by the hash, token
+        and stable routers only."""
+        kind, E = self.cfg.router, self.cfg.n_experts
+        distill = None
+        if kind in ("hash", "hash_gated", "token", "stable") and tokens is None:
+            raise ValueError(f"{kind} routing needs the token ids")  # a bug in the caller, never the user's
+        if kind == "hash":
+            experts = hash_experts(tokens, E)  # [T, 1]
+            scores = torch.zeros(x.shape[0], E, device=x.device).scatter_(1, experts, 1.0)
             logits, gates = scores, scores.gather(1, experts)
         else:
-            logits = self.gate(x).float()  # [T, E]
+            if kind == "token":
+                logits = self.token_router(tokens)
+            elif kind == "cosine":
+                logits = self.cosine(x)
+            else:
+                logits = self.gate(x).float()  # [T, E]
             scores = logits.softmax(-1) if self.cfg.score == "softmax" else logits.sigmoid()
-            experts = (scores + self.expert_bias).topk(self.cfg.top_k, dim=-1).indices  # [T, k]
+            if kind == "hash_gated":
+                experts = hash_experts(tokens, E)
+            elif kind == "stable" and self.is_frozen():
+                experts = self.token_router(tokens).argmax(-1, keepdim=True)
+            elif kind == "stable":
+                experts = scores.argmax(-1, keepdim=True)
+                distill = F.cross_entropy(self.token_router(tokens), experts[:, 0])  # the token router imitates
+            elif self.cfg.balance == "base" and self.training and not self.is_frozen():
+                experts = balanced_assignment(scores + self.expert_bias)
+                with torch.no_grad():
+                    self.agreed += (experts[:, 0] == (scores + self.expert_bias).argmax(-1)).sum()
+            else:
+                experts = (scores + self.expert_bias).topk(self.cfg.top_k, dim=-1).indices  # [T, k]
             gates = scores.gather(1, experts)
         if self.cfg.renormalize:
             gates = gates / gates.sum(-1, keepdim=True)
-        counts = torch.bincount(experts.flatten(), minlength=self.cfg.n_experts)
+        if self.cfg.gate == "unit":
+            gates = gates + (1 - gates).detach()  # 1 forward, the score's gradient backward
+        counts = torch.bincount(experts.flatten(), minlength=E)
         with torch.no_grad():
             self.load += counts
             if not self.training:  # the entropy is a diagnostic (evaluation/routing.py); training needs only loads
                 p = scores / scores.sum(-1, keepdim=True)
                 self.entropy_sum += -(p * p.clamp_min(1e-12).log()).sum()
                 self.tokens_seen += x.shape[0]
-        return Routing(scores=scores, logits=logits, experts=experts, gates=gates.to(x.dtype), counts=counts)
+        return Routing(scores=scores, logits=logits, experts=experts, gates=gates.to(x.dtype), counts=counts,
+                       distill_loss=distill)
 
     @torch.no_grad()
     def update_bias(self) -> None:
@@ -119,19 +245,24 @@ class Router(nn.Module):
         self.load.zero_()
         self.entropy_sum.zero_()
         self.tokens_seen.zero_()
+        self.agreed.zero_()
 
     def diagnostics(self) -> dict:
-        """Load fraction per expert, max violation (max/mean load - 1), dead experts, entropy."""
+        """Load fraction per expert, max violation (max/mean load - 1), dead experts, entropy, and
+        (balanced assignment in training) the share of tokens it sent where the greedy top-1 would."""
         load = self.load.double()
         total = load.sum().item()
         fraction = (load / total).tolist() if total else [0.0] * len(load)
         mean = load.mean().item()
-        return {
+        out = {
             "load": fraction,
             "max_violation": (load.max().item() / mean - 1.0) if mean else 0.0,
             "dead_experts": int((load == 0).sum().item()),
             "router_entropy": (self.entropy_sum / self.tokens_seen).item() if self.tokens_seen else 0.0,
         }
+        if self.cfg.balance != "none" and self.training and total:
+            out["assignment_agreement"] = self.agreed.item() / total
+        return out
 
 
 def balancing_loss(routing: Routing, cfg: MoEConfig) -> torch.Tensor:
@@ -262,13 +393,24 @@ class MLP(nn.Module):
         return self.down_proj(activation(self.mlp, self.gate_proj(x), up))
 
 
+def within_capacity(counts: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor, factor: float) -> torch.Tensor:
+    """Which (token, expert) pairs an expert of capacity ceil(factor * pairs / E) keeps: the first
+    ones in token order, as Switch and tutel do; 1.0 kept, 0.0 dropped, [T*k] in pair order."""
+    n_experts, pairs = counts.numel(), order.numel()
+    capacity = math.ceil(factor * pairs / n_experts)
+    starts = counts.cumsum(0) - counts
+    expert_of_sorted = torch.repeat_interleave(torch.arange(n_experts, device=counts.device), counts, output_size=pairs)
+    rank = torch.arange(pairs, device=counts.device) - starts[expert_of_sorted]  # position within its expert
+    return (rank < capacity).float().index_select(0, inverse)
+
+
 class MoE(nn.Module):
     """Routed experts plus optional shared experts. forward: x [B, S, d] -> (y [B, S, d], aux loss)."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, vocab_size: int = 0):
         super().__init__()
         self.cfg = cfg.moe
-        self.router = Router(cfg.d_model, cfg.moe)
+        self.router = Router(cfg.d_model, cfg.moe, vocab_size)
         self.experts = Experts(cfg.d_model, cfg.moe.expert_width, cfg.moe.n_experts, cfg.mlp)
         shared = cfg.moe.n_shared_experts * cfg.moe.expert_width
         self.shared = MLP(cfg.d_model, shared, cfg.mlp) if shared else None
@@ -295,7 +437,13 @@ class MoE(nn.Module):
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(order.numel(), device=order.device)
         y_pairs = y_sorted.index_select(0, inverse).view(T, k, -1)  # back in token order
-        out = torch.bmm(routing.gates.unsqueeze(1), y_pairs).squeeze(1)  # gate-weighted sum over k
+        gates = routing.gates
+        if self.cfg.capacity_factor and self.training:  # overflow pairs weigh 0: those tokens keep the residual only
+            gates = gates * within_capacity(routing.counts, order, inverse, self.cfg.capacity_factor).view(T, k)
+        out = torch.bmm(gates.unsqueeze(1), y_pairs).squeeze(1)  # gate-weighted sum over k
         if self.shared is not None:
             out = out + self.shared(flat)
-        return out.reshape(shape), balancing_loss(routing, self.cfg)
+        aux = balancing_loss(routing, self.cfg)
+        if routing.distill_loss is not None:
+            aux = aux + routing.distill_loss
+        return out.reshape(shape), aux

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch.nn as nn
 
-from moelab.config import ModelConfig
+from moelab.config import ModelConfig, MoEConfig
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,7 @@ class Architecture:
     shared_ffn: int = 0
     router_bias: bool = False  # a per-expert bias in the router (gpt-oss; DeepSeek's correction bias)
     hash_routing: bool = False  # experts chosen by a fixed hash of the token id: no router parameters
+    router_params: int | None = None  # per MoE layer, where the router is not one linear layer (lab_router_params)
     expert_bias: bool = False  # biases in the expert projections (gpt-oss)
     memory: str = "none"  # "pkm" or "peer" memory layers (models/memory.py)
     memory_layers: int = 0
@@ -194,13 +195,24 @@ def count_architecture(arch: Architecture) -> ParamCount:
         attention=L * arch.attention.params(h),
         norms=(2 * L + 1) * h,
         dense_mlp=arch.dense_layers * mlp_params(h, arch.dense_ffn, arch.mlp),
-        router=0 if arch.hash_routing else n_moe * (h * arch.n_experts + (arch.n_experts if arch.router_bias else 0)),
+        router=n_moe * arch.router_params if arch.router_params is not None else
+        0 if arch.hash_routing else n_moe * (h * arch.n_experts + (arch.n_experts if arch.router_bias else 0)),
         routed_experts=n_moe * arch.n_experts * per_expert,
         routed_experts_active=n_moe * arch.top_k * per_expert,
         shared_experts=n_moe * arch.n_shared * mlp_params(h, shared_width, arch.mlp),
         memory=arch.memory_layers * memory_total,
         memory_active=arch.memory_layers * memory_active,
     )
+
+
+def lab_router_params(moe: MoEConfig, d_model: int, vocab_size: int, n_experts: int | None = None) -> int:
+    """One lab router's parameters (models/moe.py, Router), all read by every token: a linear
+    router d E; a token router V r + r E; X-MoE's cosine router d r + E r and a temperature;
+    StableMoE's both a linear router and a token router; hash routing none."""
+    E, r = moe.n_experts if n_experts is None else n_experts, moe.router_dim
+    linear, token = d_model * E, vocab_size * r + r * E
+    return {"learned": linear, "hash": 0, "hash_gated": linear, "token": token,
+            "cosine": d_model * r + E * r + 1, "stable": linear + token}[moe.router]
 
 
 def lab_architecture(cfg: ModelConfig, vocab_size: int) -> Architecture:
@@ -214,6 +226,7 @@ def lab_architecture(cfg: ModelConfig, vocab_size: int) -> Architecture:
         first_dense_layers=moe.first_dense_layers if cfg.is_moe else cfg.n_layers,
         n_experts=moe.n_experts, top_k=moe.top_k, expert_ffn=moe.expert_width,
         n_shared=moe.n_shared_experts, hash_routing=moe.router == "hash",
+        router_params=lab_router_params(moe, cfg.d_model, vocab_size) if moe.router != "learned" else None,
         memory=cfg.memory.kind, memory_layers=len(cfg.memory_layers()),
         memory_replaces_ffn=cfg.memory.placement == "replace", memory_n_keys=cfg.memory.n_keys,
         memory_heads=cfg.memory.heads, memory_top_k=cfg.memory.top_k, memory_key_dim=cfg.memory.key_dim,
@@ -232,7 +245,8 @@ def count_params(cfg: ModelConfig, vocab_size: int, added_experts: int = 0, adde
     if not added_experts:
         return counts
     layers, per_expert = arch.moe_layers, arch.expert_params()
-    return replace(counts, router=counts.router + (0 if arch.hash_routing else layers * arch.hidden * added_experts),
+    added_router = lab_router_params(cfg.moe, cfg.d_model, vocab_size, added_experts)
+    return replace(counts, router=counts.router + layers * added_router,
                    routed_experts=counts.routed_experts + layers * added_experts * per_expert,
                    routed_experts_active=counts.routed_experts_active + layers * arch.top_k * per_expert)
 

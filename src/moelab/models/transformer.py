@@ -73,7 +73,7 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig, layer: int):
+    def __init__(self, cfg: ModelConfig, layer: int, vocab_size: int = 0):
         super().__init__()
         self.attn_norm = nn.RMSNorm(cfg.d_model)
         self.attn = Attention(cfg)
@@ -81,7 +81,7 @@ class Block(nn.Module):
         moe_layer = cfg.is_moe and layer >= cfg.moe.first_dense_layers
         self.ffn: MoE | MLP | None = None
         if layer in cfg.ffn_layers():
-            self.ffn = MoE(cfg) if moe_layer else MLP(cfg.d_model, cfg.d_ff, cfg.mlp)
+            self.ffn = MoE(cfg, vocab_size) if moe_layer else MLP(cfg.d_model, cfg.d_ff, cfg.mlp)
         self.memory = memory_layer(cfg.d_model, cfg.memory) if layer in cfg.memory_layers() else None
         self.added_experts: MoE | None = None  # a routed group added for continued training (add_experts)
         self.added_memory: MemoryLayer | None = None  # a memory added beside for continued training (add_memory)
@@ -121,7 +121,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.cfg, self.vocab_size = cfg, vocab_size
         self.embed = nn.Embedding(vocab_size, cfg.d_model)
-        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, i, vocab_size) for i in range(cfg.n_layers))
         self.norm = nn.RMSNorm(cfg.d_model)
         self.lm_head = nn.Linear(cfg.d_model, vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -168,7 +168,7 @@ class Transformer(nn.Module):
                                                                       n_shared_experts=0))
         for block in self.blocks:
             if isinstance(block.ffn, MoE):
-                group = MoE(added).to(block.ffn_norm.weight.device)
+                group = MoE(added, self.vocab_size).to(block.ffn_norm.weight.device)
                 group.reset_parameters(INIT_STD, INIT_STD)
                 group.experts.w_out.zero_()
                 block.added_experts = group
@@ -191,9 +191,16 @@ class Transformer(nn.Module):
     def after_optimizer_step(self) -> None:
         """Auxiliary-loss-free bias update from this step's loads, then clear the step's stats."""
         for router in self.routers():
-            if router.cfg.bias_update_rate and router.gate.weight.requires_grad:  # a frozen router stays as it is
+            trainable = router.gate is not None and router.gate.weight.requires_grad
+            if router.cfg.bias_update_rate and trainable and not router.is_frozen():  # a frozen router stays as it is
                 router.update_bias()
             router.reset_stats()
+
+    def freeze_routing(self) -> None:
+        """Freeze the routing of every router that freezes part way (model.moe.freeze_fraction)."""
+        for router in self.routers():
+            if router.cfg.freeze_fraction > 0:
+                router.freeze()
 
     def memory_modules(self) -> list[MemoryLayer]:
         return [m for m in self.modules() if isinstance(m, MemoryLayer)]
