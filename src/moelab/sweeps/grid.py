@@ -196,7 +196,8 @@ DESCRIBED = {"model.moe.n_experts", "model.moe.top_k", "model.moe.expert_width",
 # Recipe fields a block sets are named in its labels even when the block gives a single value:
 # runs that differ from the rest of the sweep in how they train must not look like the others.
 RECIPE_FIELDS = {"seed", "model.moe.router", "train.batch_size", "train.exposures", "train.router_lr_mult",
-                 "train.expert_lr_mult", "train.memory_lr_mult", "train.memory_optimizer"}
+                 "train.expert_lr_mult", "train.memory_lr_mult", "train.memory_optimizer", "model.moe.gate",
+                 "model.moe.freeze_fraction", "model.moe.balance", "model.moe.capacity_factor", "train.warmup_steps"}
 
 
 def run_label(cfg: RunConfig, varied: dict[str, Any]) -> str:
