@@ -86,3 +86,36 @@ def test_a_two_process_run_stopped_and_resumed_is_bit_identical(tmp_path):
     for key in ("bits", "history", "final_loss", "routing"):
         assert cut[key] == whole[key], key
     assert (tmp_path / "cut" / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()
+
+
+def failing_worker(rank: int, world_size: int, folder: str) -> None:
+    """Rank 0's measurement fails; rank 1 must hear of it at once, not at the group's timeout."""
+    import moelab.run
+    from moelab.errors import MoelabError
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous-fail", rank=rank, world_size=world_size)
+    if rank == 0:
+        def broken(*args, **kwargs):
+            raise RuntimeError("measurement broke")
+        moelab.run.measure_capacity = broken
+    try:
+        execute(load_config(f"{folder}/config.toml"), f"{folder}/run")
+    except (RuntimeError, MoelabError) as err:
+        with open(f"{folder}/rank{rank}.err", "w") as handle:
+            handle.write(str(err))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_when_rank_0_fails_to_measure_the_other_ranks_stop_promptly(tmp_path):
+    import time
+
+    cfg = distributed_config()
+    save_config(cfg, tmp_path / "config.toml")
+    os.environ.pop("WORLD_SIZE", None)
+    start = time.monotonic()
+    mp.spawn(failing_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    assert time.monotonic() - start < 60  # the process group's timeout is 30 minutes
+    assert "measurement broke" in (tmp_path / "rank0.err").read_text()
+    assert "rank 0 failed" in (tmp_path / "rank1.err").read_text()

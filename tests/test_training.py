@@ -108,3 +108,27 @@ def test_packing_is_validated_and_trains():
     model = Transformer(cfg.model, len(build_knowledge_base(cfg.data).vocab))
     result = train(model, build_knowledge_base(cfg.data), cfg.train, 0, torch.device("cpu"))
     assert math.isfinite(result.final_loss)
+
+
+def test_a_measurement_before_training_leaves_the_trained_weights_unchanged():
+    """Routers count loads in evaluation too; training starts from no loads, so a measurement made
+    before it (a continued run's "before") cannot move the first bias update."""
+    import torch
+
+    from moelab.evaluation import measure_capacity
+    from moelab.run import build
+    from moelab.training import train
+    from tests.conftest import small_config
+
+    cfg = small_config(n_experts=4, top_k=1, expert_width=32, bias_update_rate=1e-2)
+    cfg.train.exposures = 5
+    device = torch.device("cpu")
+    weights = []
+    for measure_first in (False, True):
+        kb, model = build(cfg, device)
+        if measure_first:
+            measure_capacity(model, kb, 256, device)
+            assert any(r.load.sum() > 0 for r in model.routers())  # the measurement did count loads
+        train(model, kb, cfg.train, cfg.seed, device)
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

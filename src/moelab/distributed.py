@@ -67,7 +67,3 @@ def any_rank(flag: bool) -> bool:
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
 
-
-def barrier() -> None:
-    if world()[1] > 1:
-        dist.barrier()

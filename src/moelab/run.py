@@ -30,7 +30,7 @@ import torch
 from moelab.checkpoint import Checkpointer
 from moelab.config import RunConfig, TrainConfig, load_config, run_key, save_config, to_dict
 from moelab.continual import Replay, forgetting, freeze, grow, phase_b_train, replay_per_exposure
-from moelab.distributed import barrier, is_main, world
+from moelab.distributed import any_rank, is_main, world
 from moelab.errors import MoelabError
 from moelab.evaluation import measure_capacity, routing_diagnostics
 from moelab.evaluation.abstention import abstention_metrics
@@ -93,14 +93,19 @@ def execute_plain(cfg: RunConfig, out_dir: Path, on_step: Callable[[int, int, fl
             save_checkpoint(model, result, out_dir)
         checkpointer.remove()
     if not is_main():  # the other torchrun ranks are done once rank 0 has measured and written
-        barrier()
+        if any_rank(False):
+            raise MoelabError("rank 0 failed while measuring the run (its error says why); this rank stops too")
         return {}
     eval_start = time.perf_counter()
-    capacity = measure_capacity(model, kb, cfg.train.eval_batch_size, device)
-    routing, memory_usage = routing_diagnostics(model, kb, DIAGNOSTIC_PARAGRAPHS, cfg.seed + 1,
-                                  cfg.train.eval_batch_size, device)
-    abstention = (abstention_metrics(model, kb, cfg.train.eval_batch_size, device)
-                  if hasattr(kb, "held_out_names") else None)
+    try:
+        capacity = measure_capacity(model, kb, cfg.train.eval_batch_size, device)
+        routing, memory_usage = routing_diagnostics(model, kb, DIAGNOSTIC_PARAGRAPHS, cfg.seed + 1,
+                                                    cfg.train.eval_batch_size, device)
+        abstention = (abstention_metrics(model, kb, cfg.train.eval_batch_size, device)
+                      if hasattr(kb, "held_out_names") else None)
+    except BaseException:
+        any_rank(True)  # tell the waiting ranks at once, rather than at the process group's timeout
+        raise
     eval_seconds = time.perf_counter() - eval_start
 
     metrics = run_metrics(cfg, cfg.train, counts, result, len(kb.vocab)) | capacity_metrics(capacity, counts) | {
@@ -115,7 +120,7 @@ def execute_plain(cfg: RunConfig, out_dir: Path, on_step: Callable[[int, int, fl
         "wall_seconds": time.perf_counter() - start,
     } | environment(device) | {"processes": world()[1]}
     atomic_write_json(out_dir / "metrics.json", metrics)
-    barrier()
+    any_rank(False)  # the other ranks wait for this: measured and written
     return metrics
 
 

@@ -4,6 +4,7 @@ import csv
 import html
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -63,10 +64,16 @@ def test_missing_columns_are_named(tmp_path):
 
 
 def test_cli_exits_2_on_bad_rows_and_skips_them_when_asked(tmp_path):
-    path = write(tmp_path, row(), row(accuracy="101"))
+    good = [row(model=f"M{i}", developer=f"D{i}", total=str(10 * 2 ** i), active=str(10 * 2 ** i),
+                accuracy=str(10 + 3 * i)) for i in range(8)]
+    path = write(tmp_path, *good[:1], row(accuracy="101"), *good[1:])
     runner = CliRunner()
     result = runner.invoke(app, ["survey", str(path)])
     assert result.exit_code == 2 and "line 3, column accuracy_pct" in result.output
+    result = runner.invoke(app, ["survey", str(path), "--skip-bad-rows", "--json", "--n-boot", "100"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"skipped: \S+ line 3, column accuracy_pct", result.output)
+    assert json.loads(result.output[result.output.index("{"):])["benchmarks"]  # the good rows were surveyed
 
 
 def test_variants_of_one_set_of_weights_count_once_as_the_best(tmp_path):

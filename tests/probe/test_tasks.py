@@ -147,3 +147,18 @@ def test_composed_questions_survive_the_round_trip_and_a_wrong_gold_is_refused(t
     assert "line 4: 'rule' must be one of smallest" in text
     assert "line 5: 'options' must give one answer per part" in text
     assert "line 1:" not in text
+
+
+def test_composed_questions_on_a_base_with_too_few_values_are_refused_at_once():
+    """data.diversity = 2 with one chunk: hard questions need three distinct values of an attribute,
+    which no three people can have; the search used to loop forever."""
+    import time
+
+    from moelab.errors import MoelabError
+
+    kb = build_knowledge_base(DataConfig(n_people=50, name_slots=2, name_vocab=16, n_attributes=2, value_chunks=1,
+                                         chunk_length=1, diversity=2, value_vocab=8, seed=0))
+    start = time.perf_counter()
+    with pytest.raises(MoelabError, match="data.diversity"):
+        knowledge_task(kb, n_people=30, n_invented=0, seed=0, composed=5)
+    assert time.perf_counter() - start < 1.0

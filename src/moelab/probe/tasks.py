@@ -306,6 +306,13 @@ def composed_questions(kb: KnowledgeBase, people: list[int], invented: list[list
     for level, size in COMPOSED_LEVELS:
         if len(people) < size:
             raise MoelabError(f"composed {level} questions compare {size} people; ask about at least {size}")
+        for a, attribute in enumerate(kb.attribute_names):  # else the search for distinct values never ends
+            distinct = len({text(kb.answer(p, a)) for p in people})
+            if distinct < size:
+                raise MoelabError(f"composed {level} questions compare {size} people with distinct values of "
+                                  f"{attribute}, but the people asked about hold only {distinct} distinct "
+                                  f"value(s) of it; train on a knowledge base with a larger data.diversity, "
+                                  f"ask about more people (--people), or leave out --compose")
         for i in range(n):
             a = int(rng.integers(len(kb.attribute_names)))
             attribute = kb.attribute_names[a]
