@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-import moelab.checkpoint
-from moelab.checkpoint import RESUME_FILE, Checkpointer, clear_stop, parse_duration, request_stop
+import moelab.stopping
+from moelab.checkpoint import RESUME_FILE, Checkpointer
+from moelab.stopping import clear_stop, parse_duration, request_stop
 from moelab.config import ContinualConfig, MemoryConfig, save_config
 from moelab.errors import MoelabError, RunStopped
 from moelab.run import execute
@@ -44,7 +45,7 @@ def checkpoint_every(monkeypatch):
 
         def due(self) -> bool:
             counter["calls"] += 1
-            return moelab.checkpoint.stop_reason() is not None or counter["calls"] % n == 0
+            return moelab.stopping.stop_reason() is not None or counter["calls"] % n == 0
         monkeypatch.setattr(Checkpointer, "due", due)
     return every
 

@@ -52,7 +52,7 @@ def test_two_gloo_processes_train_the_run_one_process_trains(tmp_path, moe):
 def stopping_worker(rank: int, world_size: int, folder: str, run: str, stop_step: int) -> None:
     """As `worker`, but rank 0 alone is asked to stop at `stop_step` (0: never): both ranks must
     checkpoint and stop together."""
-    from moelab.checkpoint import clear_stop, request_stop
+    from moelab.stopping import clear_stop, request_stop
     from moelab.errors import RunStopped
 
     torch.set_num_threads(1)

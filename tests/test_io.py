@@ -53,3 +53,11 @@ def test_toml_dumps_refuses_what_toml_cannot_hold():
 
     with pytest.raises(ValueError, match="train.lr = nan"):
         toml_dumps({"train": {"lr": float("nan")}})
+
+
+def test_toml_dumps_leaves_out_none():
+    import tomllib
+
+    from moelab.io import toml_dumps
+
+    assert tomllib.loads(toml_dumps({"a": 1, "b": None, "t": {"c": None, "d": "x"}})) == {"a": 1, "t": {"d": "x"}}

@@ -20,8 +20,8 @@ in it. Router loads are cleared after every optimizer step, so between steps the
 A file that does not read back whole, or whose tensors do not match their hash, is named and set
 aside (renamed `resume.safetensors.damaged`), and the run starts again from step 0: never from garbage.
 
-A stop request is process-wide (`request_stop`, `stop_reason`): the training loop checks it after
-every step, writes a checkpoint and raises `RunStopped`.
+A stop request (stopping.py) is process-wide: the training loop checks it after every step,
+writes a checkpoint and raises `RunStopped`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,55 +39,11 @@ import safetensors
 import safetensors.torch
 import torch
 
-from moelab.errors import MoelabError, RunStopped
 from moelab.io import atomic_write
+from moelab.stopping import stop_reason
 
 RESUME_FILE = "resume.safetensors"
 FORMAT = 1
-
-_stop: dict[str, object] = {"reason": None, "deadline": None}
-
-
-def request_stop(reason: str) -> None:
-    """Ask the training loop (and a sweep driver) of this process to checkpoint and stop."""
-    _stop["reason"] = _stop["reason"] or reason
-
-
-def stop_at(deadline: float, reason: str) -> None:
-    """Request a stop once `time.monotonic()` reaches `deadline` (`--stop-after`)."""
-    _stop["deadline"] = (deadline, reason)
-
-
-def stop_reason() -> str | None:
-    """Why this process was asked to stop, or None."""
-    if _stop["reason"] is None and _stop["deadline"] is not None and time.monotonic() >= _stop["deadline"][0]:
-        _stop["reason"] = _stop["deadline"][1]
-    return _stop["reason"]
-
-
-def clear_stop() -> None:
-    _stop["reason"], _stop["deadline"] = None, None
-
-
-def stop_on_sigterm() -> None:
-    """SIGTERM (what SLURM and Kubernetes send before a kill) becomes a stop request."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: request_stop("SIGTERM"))
-
-
-DURATION = re.compile(r"(\d+(?:\.\d+)?)([hms])")
-
-
-def parse_duration(text: str, option: str = "--stop-after") -> float:
-    """'2h30m', '90m', '45s', '1.5h' -> seconds; a MoelabError naming `option` otherwise."""
-    compact = text.replace(" ", "").lower()
-    parts = DURATION.findall(compact)
-    if not parts or "".join(n + u for n, u in parts) != compact:
-        raise MoelabError(f"{option} {text!r}: give a duration such as 2h30m, 90m or 45s")
-    seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
-    if seconds <= 0:
-        raise MoelabError(f"{option} {text!r}: must be longer than zero")
-    return seconds
-
 
 @dataclass
 class LoopState:

@@ -360,6 +360,8 @@ def validate(cfg: RunConfig) -> None:
     d, m, t = cfg.data, cfg.model, cfg.train
     moe = m.moe
 
+    for name, value in (("seed", cfg.seed), ("data.seed", d.seed)):  # NumPy's generators take seeds >= 0
+        require(0 <= value < 2**63, f"{name} = {value}: must be an integer from 0 to 2**63 - 1")
     require(d.kind in KINDS, f"data.kind = {d.kind!r}: use one of {', '.join(KINDS)}")
     if d.kind == "sort":
         require(d.list_length >= 2, f"data.list_length = {d.list_length}: need at least 2 numbers to sort")
@@ -540,10 +542,15 @@ def validate_memory(m: ModelConfig) -> None:
 
 def read_toml(path: str | Path, kind: str) -> dict[str, Any]:
     """Parse a TOML file; a missing file or bad syntax is a ConfigError naming the `kind` of file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: a folder, not a {kind} file; give the path of a .toml file")
     try:
-        return tomllib.loads(Path(path).read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such {kind} file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; a {kind} file is TOML text") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML ({err})") from None
 
@@ -551,6 +558,9 @@ def read_toml(path: str | Path, kind: str) -> dict[str, Any]:
 def load_config(path: str | Path) -> RunConfig:
     """Read and validate a run config TOML file."""
     data = read_toml(path, "config")
+    if not data:  # every field at its default is a run nobody described: say so rather than train it
+        raise ConfigError(f"{path}: the file is empty; set the fields that differ from the defaults "
+                          "(as the shipped presets do: moelab train --list-presets), or train a preset with --preset NAME")
     try:
         return resolve(from_dict(RunConfig, data))
     except ConfigError as err:

@@ -7,7 +7,8 @@ its own slice of the paragraphs (rows r, r + N, ...), so each exposure stays exa
 paragraph of the single-process run is trained on once, by one rank. DDP averages the gradients
 of the equal slices, which is the gradient of the global batch. The loss is averaged over ranks
 before it is logged or checked, the routers' loads are summed before the auxiliary-loss-free bias
-moves, and rank 0 alone writes the run folder and measures the model.
+moves, and rank 0 alone writes the run folder and measures the model. `resolve_device` is the
+one place a device name ("cpu", "cuda", "auto") becomes a torch device.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import os
 
 import torch
 import torch.distributed as dist
+
+from moelab.errors import MoelabError
 
 
 def launched() -> bool:
@@ -67,3 +70,10 @@ def any_rank(flag: bool) -> bool:
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
 
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MoelabError("train.device = 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
+    return torch.device(name)

@@ -100,9 +100,11 @@ def toml_value(value: Any, where: str) -> str:
 
 def toml_dumps(data: dict[str, Any], prefix: str = "") -> str:
     """A config as TOML: plain keys first, then one [table] per nested dict (tables of scalars and
-    lists are all a moelab config holds). Written here rather than by a dependency so that moelab
-    writes its configs wherever it imports (a GPU image without tomli-w); tomllib reads it back."""
-    lines = [f"{key} = {toml_value(value, prefix + key)}" for key, value in data.items() if not isinstance(value, dict)]
+    lists are all a moelab config holds); a None is left out (TOML has no null: the field reads back
+    as its default). Written here rather than by a dependency so that moelab writes its configs
+    wherever it imports (a GPU image without tomli-w); tomllib reads it back."""
+    lines = [f"{key} = {toml_value(value, prefix + key)}" for key, value in data.items()
+             if not isinstance(value, dict) and value is not None]
     for key, value in data.items():
         if isinstance(value, dict):
             table = prefix + key

@@ -1,14 +1,9 @@
 """One knowledge-capacity run end to end: knowledge base -> model -> train -> measure -> store.
 
-A run folder holds, in the order they are written:
-    config.toml        the resolved config
-    resume.safetensors a mid-run checkpoint while training (checkpoint.py), removed once it ends
-    model.safetensors  the trained weights, saved as soon as training ends
-    training.json      the training result (steps, loss history, timings): the checkpoint is complete
-    metrics.json       everything measured; a folder with a valid metrics.json is a finished run
-    .lock              held while a process trains or measures the run (io.folder_lock)
-Every file is written atomically and fsynced. A run whose evaluation failed or was interrupted
-keeps its checkpoint: rerunning the same config in the same folder loads it and only evaluates.
+A run folder's files are listed in run_folder.py; every file is written atomically and fsynced.
+A run whose evaluation failed or was interrupted keeps its checkpoint: rerunning the same config in
+the same folder loads it and only evaluates; a run stopped while training resumes from its
+mid-run checkpoint (checkpoint.py).
 
 A continued run (a config with [continual], docs/science.md §5) writes the same files for its
 phase B; its parent lives in the folder beside it named by the parent's run key (in a sweep, the
@@ -30,28 +25,22 @@ import torch
 from moelab.checkpoint import Checkpointer
 from moelab.config import RunConfig, TrainConfig, load_config, run_key, save_config, to_dict
 from moelab.continual import Replay, forgetting, freeze, grow, phase_b_train, replay_per_exposure
-from moelab.distributed import any_rank, is_main, world
+from moelab.distributed import any_rank, is_main, resolve_device, world
 from moelab.errors import MoelabError
 from moelab.evaluation import measure_capacity, routing_diagnostics
 from moelab.evaluation.abstention import abstention_metrics
 from moelab.evaluation.capacity import Capacity
+from moelab.evaluation.quantization import quantized_capacity
 from moelab.io import atomic_write, atomic_write_json, folder_lock
 from moelab.knowledge import KnowledgeBase, build_knowledge_base
 from moelab.knowledge.base import VALUE_NORMALISATION
 from moelab.models import ParamCount, Transformer, count_module, count_params
 from moelab.models.moe import choose_dispatch
 from moelab.provenance import environment
+from moelab.run_folder import read_metrics
 from moelab.training import TrainResult, train
 
 DIAGNOSTIC_PARAGRAPHS = 1024
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise MoelabError("train.device = 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
-    return torch.device(name)
 
 
 def build(cfg: RunConfig, device: torch.device) -> tuple[KnowledgeBase, Transformer]:
@@ -291,25 +280,6 @@ def capacity_metrics(capacity: Capacity, counts: ParamCount) -> dict:
     }
 
 
-REQUIRED_METRICS = ("name", "p_total", "p_active", "bits", "bits_per_param", "accuracy", "config")
-
-
-def read_metrics(path: str | Path) -> dict:
-    """A run's metrics.json, checked: a truncated or foreign file is a MoelabError naming it."""
-    path = Path(path)
-    try:
-        metrics = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MoelabError(f"{path}: no such file; is this a finished run folder?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise MoelabError(f"{path}: not valid JSON ({err}); the file is truncated or damaged: "
-                          "delete it and rerun the run to measure it again") from None
-    missing = [k for k in REQUIRED_METRICS if not isinstance(metrics, dict) or k not in metrics]
-    if missing:
-        raise MoelabError(f"{path}: not a moelab run's metrics (no {missing[0]!r}); delete it and rerun the run")
-    return metrics
-
-
 def load_checkpoint(model: torch.nn.Module, path: str | Path, device: str | torch.device = "cpu") -> None:
     """Load safetensors weights into `model`, refusing a damaged file or one of another shape by name."""
     path = Path(path)
@@ -365,3 +335,19 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, Knowl
     load_checkpoint(model, run_dir / "model.safetensors", device)
     model.eval()
     return cfg, kb, model
+
+
+def quantize_run(run_dir: str | Path, bits_list: list[int], group_size: int = 0) -> tuple[Path, list[dict]]:
+    """`moelab quantize`: measure a finished run's quantized copies on CPU, write
+    quantization.json (or quantization-gG.json) beside it, return its path and the rows."""
+    run_dir = Path(run_dir)
+    if group_size < 0:
+        raise MoelabError(f"--group-size = {group_size}: use 0 (per channel) or a positive group")
+    cfg, kb, model = load_run(run_dir)
+    try:
+        rows = quantized_capacity(model, kb, bits_list, cfg.train.eval_batch_size, torch.device("cpu"), group_size)
+    except ValueError as err:
+        raise MoelabError(f"--bits/--group-size: {err}") from None
+    out_file = run_dir / ("quantization.json" if not group_size else f"quantization-g{group_size}.json")
+    atomic_write_json(out_file, {"run": str(run_dir), "group_size": group_size, "rows": rows})
+    return out_file, rows

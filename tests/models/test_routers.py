@@ -126,7 +126,8 @@ def test_fact_churn_is_zero_under_hash_routing_and_recorded(tmp_path):
 
 
 def test_a_stable_router_resumed_across_its_freeze_is_bit_identical(tmp_path, monkeypatch):
-    from moelab.checkpoint import Checkpointer, stop_reason
+    from moelab.checkpoint import Checkpointer
+    from moelab.stopping import stop_reason
 
     cfg = short(small_config(n_experts=4, top_k=1, expert_width=32, router="stable", freeze_fraction=0.5))
     whole = execute(cfg, tmp_path / "whole")

@@ -4,7 +4,8 @@ import pytest
 
 import numpy as np
 
-from moelab.probe.metrics import f_score, grade_metrics, omniscience_interval, wilson
+from moelab.intervals import omniscience_interval, wilson
+from moelab.probe.metrics import f_score, grade_metrics
 
 C, I, P, A = "correct", "incorrect", "partial", "not_attempted"
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from moelab.cli import app, console, fail
+from moelab.cli.common import app, console, fail
 from moelab.errors import MoelabError
 from moelab.io import dumps
 

@@ -11,13 +11,14 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from moelab.cli import app, bar, console, err_console, fail
+from moelab.cli.common import app, bar, console, err_console, fail
 from moelab.errors import MoelabError, RunStopped
 from moelab.config import RunConfig, load_config, load_preset, preset_names, resolve
 
 DEFAULT_PRESET = "tiny-dense"
 DEFAULT_SWEEP = "sparsity-ladder"
 STOPPED = 3  # exit status of a run or sweep stopped on request with its checkpoints written: rerun to resume
+RUNS_FAILED = 4  # exit status of a sweep that finished with failed runs
 
 
 def resolve_run_config(config: Path | None, preset: str | None, seed: int | None) -> RunConfig:
@@ -45,8 +46,9 @@ def train(
     SIGTERM or --stop-after writes a mid-run checkpoint and exits with status 3; rerunning the
     same command with the same --out resumes it."""
     from moelab import distributed
-    from moelab.checkpoint import parse_duration, stop_at, stop_on_sigterm
-    from moelab.run import execute, resolve_device
+    from moelab.stopping import parse_duration, stop_at, stop_on_sigterm
+    from moelab.distributed import resolve_device
+    from moelab.run import execute
     from moelab.tables import run_table
 
     if list_presets:
@@ -62,6 +64,8 @@ def train(
                 raise MoelabError("under torchrun give --out, so that every process trains the same run folder")
             distributed.join(resolve_device(cfg.train.device))
         out = out or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if out.exists() and not out.is_dir():
+            raise MoelabError(f"--out {out}: a file, not a run folder; give a folder (it is made if missing)")
         if (out / "metrics.json").exists() and not overwrite:
             raise MoelabError(f"{out} already holds a finished run; pick another --out or pass --overwrite")
         with bar(f"training {cfg.name}") as progress:
@@ -101,7 +105,7 @@ def sweep(
     """Train a grid of runs and write a report; rerun the same command to resume after an interruption.
     SIGTERM or --stop-after checkpoints the runs in flight within seconds and exits with status 3."""
     from moelab.analysis.report import write_report
-    from moelab.checkpoint import parse_duration, stop_at, stop_on_sigterm
+    from moelab.stopping import parse_duration, stop_at, stop_on_sigterm
     from moelab.sweeps import Store, load_sweep, load_sweep_preset, make_executor, run_sweep, sweep_preset_names
     from moelab.sweeps.grid import selection_runs
     from moelab.sweeps.progress import SweepProgress
@@ -155,6 +159,11 @@ def sweep(
     report = write_report(rows, out, title=f"moelab sweep: {spec.name}", description=spec.description,
                           selection=meta.get("selection"), reported=meta.get("reported"))
     console.print(f"report: {report}  (table: {out / 'runs.csv'}, store: {out / 'store.sqlite'})")
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:  # a script must be able to tell
+        err_console.print(f"{len(failed)} of {len(rows)} runs failed (their reasons are in the table and the "
+                          f"report); rerun with --retry-failed to try them again")
+        raise typer.Exit(RUNS_FAILED)
 
 
 @app.command()
@@ -165,10 +174,15 @@ def report(folder: Annotated[Path, typer.Argument(help="a sweep folder")]) -> No
 
     if not (folder / "store.sqlite").exists():
         fail(f"{folder}: no store.sqlite here; give the folder a sweep wrote")
-    store = Store(folder)  # first: opening re-keys an old store and its sweep.json
+    try:
+        store = Store(folder)  # first: opening re-keys an old store and its sweep.json
+    except MoelabError as err:
+        fail(str(err))
     meta = json.loads((folder / "sweep.json").read_text()) if (folder / "sweep.json").exists() else {}
     rows = store.rows(meta.get("keys"))
     store.close()
+    if not rows:  # an empty store would overwrite a report with "0 of 0 runs"
+        fail(f"{folder / 'store.sqlite'}: holds no runs; nothing was rewritten (run the sweep into this folder first)")
     path = write_report(rows, folder, title=f"moelab sweep: {meta.get('name', folder.name)}",
                         description=meta.get("description", ""), selection=meta.get("selection"),
                         reported=meta.get("reported"))
@@ -198,7 +212,7 @@ def quantize(
     group_size: Annotated[int, typer.Option(help="input weights per scale (0: one scale per output channel)")] = 0,
 ) -> None:
     """Round a trained model's weights to int8/int4 (per channel or per group) and measure the bits it still stores."""
-    from moelab.evaluation.quantization import quantize_run
+    from moelab.run import quantize_run
     from moelab.tables import quantization_table
 
     try:

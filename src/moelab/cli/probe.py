@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from moelab.cli import app, bar, console, err_console, fail
+from moelab.cli.common import app, bar, console, err_console, fail
 from moelab.errors import MoelabError
 
 

@@ -146,7 +146,7 @@ def search_candidates(total_b: float | None, active_b: float | None, gpu: str, t
                           "or relax --tp/--ep")
     if measure:
         from moelab.design.measure import measure as measure_gemms
-        from moelab.run import resolve_device
+        from moelab.distributed import resolve_device
 
         measure_gemms(candidates, tokens_per_step, resolve_device("auto"))
         candidates.sort(key=lambda c: -c.measured_tflops)

@@ -24,7 +24,7 @@ import torch
 from moelab.knowledge import KnowledgeBase
 from moelab.knowledge.biod import UNKNOWN
 from moelab.models import Transformer
-from moelab.probe.metrics import omniscience_interval, wilson
+from moelab.intervals import omniscience_interval, wilson
 
 CURVE_POINTS = 21  # thresholds reported on the selective-prediction curve
 

@@ -15,13 +15,10 @@ width for every weight.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import torch
 
-from moelab.errors import MoelabError
 from moelab.evaluation.capacity import measure_capacity
-from moelab.io import atomic_write_json
 from moelab.knowledge import KnowledgeBase
 from moelab.models import Transformer
 
@@ -82,21 +79,3 @@ def quantized_capacity(model: Transformer, kb: KnowledgeBase, bits_list: list[in
     for row in rows:
         row["bits_vs_full_precision"] = row["bits"] / rows[0]["bits"] if rows[0]["bits"] else None
     return rows
-
-
-def quantize_run(run_dir: str | Path, bits_list: list[int], group_size: int = 0) -> tuple[Path, list[dict]]:
-    """`moelab quantize`: measure a finished run's quantized copies on CPU, write
-    quantization.json (or quantization-gG.json) beside it, return its path and the rows."""
-    from moelab.run import load_run
-
-    run_dir = Path(run_dir)
-    if group_size < 0:
-        raise MoelabError(f"--group-size = {group_size}: use 0 (per channel) or a positive group")
-    cfg, kb, model = load_run(run_dir)
-    try:
-        rows = quantized_capacity(model, kb, bits_list, cfg.train.eval_batch_size, torch.device("cpu"), group_size)
-    except ValueError as err:
-        raise MoelabError(f"--bits/--group-size: {err}") from None
-    out_file = run_dir / ("quantization.json" if not group_size else f"quantization-g{group_size}.json")
-    atomic_write_json(out_file, {"run": str(run_dir), "group_size": group_size, "rows": rows})
-    return out_file, rows

@@ -144,7 +144,7 @@ class LabBackend:
                 on_done(i, Completion(text, used, prompt_tokens=prompt_len))
 
     def describe(self) -> dict:
-        from moelab.run import read_metrics
+        from moelab.run_folder import read_metrics
 
         metrics_path = self.run_dir / "metrics.json"
         m = read_metrics(metrics_path) if metrics_path.exists() else {}

@@ -46,7 +46,8 @@ from moelab.io import atomic_write_json, atomic_write_text, json_safe
 from moelab.probe.backends import Backend, Completion, Request
 from moelab.probe.grading import (CORRECT, JUDGE_PROMPT_SHA256, grade, is_abstention, judge_prompt, normalise,
                                   parse_judgement)
-from moelab.probe.metrics import effort, grade_metrics, level_order, wilson
+from moelab.intervals import wilson
+from moelab.probe.metrics import effort, grade_metrics, level_order
 from moelab.probe.tasks import Question, Task
 from moelab.provenance import environment
 

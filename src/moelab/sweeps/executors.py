@@ -28,7 +28,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from moelab.checkpoint import stop_on_sigterm
+from moelab.stopping import stop_on_sigterm
 from moelab.config import RunConfig, from_dict, resolve, to_dict
 from moelab.errors import MoelabError, RunStopped
 from moelab.io import atomic_write_json

@@ -26,7 +26,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
-from moelab.checkpoint import stop_reason
+from moelab.stopping import stop_reason
 from moelab.config import RunConfig
 from moelab.continual import phase_b_train, replay_per_exposure
 from moelab.knowledge import rows_per_exposure

@@ -19,7 +19,7 @@ from pathlib import Path
 from moelab.config import KEY_SCHEMA, RunConfig, from_dict, resolve, run_key, to_dict
 from moelab.errors import MoelabError
 from moelab.io import atomic_write_json
-from moelab.run import read_metrics
+from moelab.run_folder import read_metrics
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -38,10 +38,19 @@ CREATE TABLE IF NOT EXISTS runs (
 class Store:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.folder / "store.sqlite", isolation_level=None, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(SCHEMA)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise MoelabError(f"{self.folder}: a file, not a sweep folder; give a folder (--out)")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.folder / "store.sqlite", isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(SCHEMA)
+        except PermissionError:
+            raise MoelabError(f"{self.folder}: not writable; give a folder you can write to (--out)") from None
+        except sqlite3.DatabaseError as err:  # damaged, truncated or not SQLite at all: touch nothing
+            raise MoelabError(f"{self.folder / 'store.sqlite'}: not a readable sweep store ({err}); it is damaged. "
+                              "Nothing was changed: move it aside to start the sweep afresh (finished runs' "
+                              "metrics.json in runs/ are adopted again), or restore it from a copy") from None
         self.notes: list[str] = []  # what opening or recovering changed, for the user
         schema = self.db.execute("PRAGMA user_version").fetchone()[0]
         if schema != KEY_SCHEMA:
