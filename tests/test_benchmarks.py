@@ -82,6 +82,7 @@ def without_packages(tmp_path, *names: str) -> dict:
     return os.environ | {"PYTHONPATH": f"{blocker}:{ROOT / 'src'}"}
 
 
+@pytest.mark.slow
 def test_moelab_imports_and_writes_configs_without_tomli_w_and_bm25s(tmp_path):
     import subprocess
     import sys

@@ -79,6 +79,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_a_run_killed_midway_resumes_bit_identical(name, tmp_path, checkpoint_every):
     cfg = short(CASES[name])
@@ -93,6 +94,7 @@ def test_a_run_killed_midway_resumes_bit_identical(name, tmp_path, checkpoint_ev
     assert not (tmp_path / "cut" / RESUME_FILE).exists()  # finished: the final checkpoint supersedes it
 
 
+@pytest.mark.slow
 def test_a_continued_run_killed_in_phase_b_resumes_bit_identical(tmp_path, checkpoint_every):
     cfg = short(small_config(n_experts=4, top_k=1, expert_width=32, bias_update_rate=1e-3))
     cfg = dataclasses.replace(cfg, continual=ContinualConfig(new_people=40, exposures=30, replay_fraction=0.1,
@@ -106,6 +108,7 @@ def test_a_continued_run_killed_in_phase_b_resumes_bit_identical(tmp_path, check
     assert weights_hash(tmp_path / "a" / "whole") == weights_hash(tmp_path / "b" / "cut")
 
 
+@pytest.mark.slow
 def test_a_stop_request_checkpoints_and_raises(tmp_path):
     cfg = short(small_config(), checkpoint_minutes=0.0)  # no periodic checkpoints: only the stop writes one
 
@@ -121,6 +124,7 @@ def test_a_stop_request_checkpoints_and_raises(tmp_path):
     same_run(execute(cfg, tmp_path / "whole"), resumed)
 
 
+@pytest.mark.slow
 def test_a_damaged_checkpoint_is_named_and_training_starts_from_zero(tmp_path, checkpoint_every, capsys):
     cfg = short(small_config())
     whole = execute(cfg, tmp_path / "whole")
@@ -142,6 +146,7 @@ def test_a_damaged_checkpoint_is_named_and_training_starts_from_zero(tmp_path, c
     assert execute(cfg, tmp_path / "cut2")["resumed_at_steps"] == []
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_config_is_not_resumed(tmp_path, checkpoint_every):
     cfg = short(small_config())
     checkpoint_every(7)

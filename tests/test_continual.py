@@ -163,6 +163,7 @@ def test_b_of_a_bios_base_is_refused():
     assert isinstance(build_knowledge_base(parent_config().data), BioD)
 
 
+@pytest.mark.slow
 def test_a_sweep_of_parents_and_continued_runs_reports_gains_against_losses(tmp_path):
     from moelab.analysis.report import write_report
     from moelab.sweeps.grid import load_sweep_data

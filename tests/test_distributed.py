@@ -34,6 +34,7 @@ def worker(rank: int, world_size: int, folder: str) -> None:
 
 @pytest.mark.parametrize("moe", [{}, {"n_experts": 4, "top_k": 2, "expert_width": 16, "bias_update_rate": 1e-3}],
                          ids=["dense", "moe"])
+@pytest.mark.slow
 def test_two_gloo_processes_train_the_run_one_process_trains(tmp_path, moe):
     cfg = distributed_config(**moe)
     single = execute(cfg, tmp_path / "single")
@@ -72,6 +73,7 @@ def stopping_worker(rank: int, world_size: int, folder: str, run: str, stop_step
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_a_two_process_run_stopped_and_resumed_is_bit_identical(tmp_path):
     cfg = distributed_config(n_experts=4, top_k=1, expert_width=16, bias_update_rate=1e-3)
     save_config(cfg, tmp_path / "config.toml")
@@ -108,6 +110,7 @@ def failing_worker(rank: int, world_size: int, folder: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_when_rank_0_fails_to_measure_the_other_ranks_stop_promptly(tmp_path):
     import time
 

@@ -36,6 +36,7 @@ def test_run_folder_is_complete(trained_run):
     assert stored["value_normalisation"] == "full_softmax"
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics(trained_run, tmp_path):
     cfg, _, first = trained_run
     again = execute(cfg, tmp_path)
@@ -90,6 +91,7 @@ def test_bios_run_end_to_end(tmp_path):
     assert set(metrics["bit_terms"]) == {"name", "value"}
 
 
+@pytest.mark.slow
 def test_failed_evaluation_keeps_the_checkpoint_and_a_rerun_only_evaluates(trained_run, tmp_path, monkeypatch):
     cfg, _, first = trained_run
 

@@ -53,6 +53,7 @@ def loss_curve(dtype: str, compile_backend: str | None = None, **moe) -> np.ndar
     return np.array([h["loss"] for h in train(model, kb, cfg.train, 0, torch.device("cpu")).history])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("moe", [{}, {"n_experts": 4, "top_k": 2, "expert_width": 32}], ids=["dense", "moe"])
 def test_bf16_and_fp32_loss_curves_agree(moe):
     """bf16 autocast against fp32 over 90 steps of a tiny model: within 5% at every record

@@ -1,3 +1,4 @@
+import pytest
 import math
 import csv
 
@@ -30,6 +31,7 @@ def ladder():
     return rows
 
 
+@pytest.mark.slow
 def test_report_files_and_escaping(tmp_path):
     rows = ladder()
     rows[0]["label"] = "<script>alert(1)</script>"
@@ -91,6 +93,7 @@ def test_runs_with_negative_bits_are_plotted_on_a_linear_axis(tmp_path):
     assert (tmp_path / "headline.png").exists()
 
 
+@pytest.mark.slow
 def test_abstention_runs_get_their_section_pooled_over_seeds(tmp_path):
     rows = []
     for i, (e, total, active, unknown, oi) in enumerate([(0, 29_000, 29_000, 0.0, -90.0), (0, 29_000, 29_000, 0.2, 5.0),

@@ -51,6 +51,7 @@ def routed(router):
     return {"config": {"model": {"moe": {"router": router}}}}
 
 
+@pytest.mark.slow
 def test_the_dense_law_is_the_reference_where_a_ladder_of_dense_sizes_was_run(tmp_path):
     """bits = 3 P^0.9 over dense sizes 10K-40K: the law recovers b = 0.9 and predicts the 400K
     model; the same-total dense run is shown as a check; each router gets its own frontier."""
@@ -99,6 +100,7 @@ def test_with_one_smaller_dense_size_the_law_is_bits_proportional_to_parameters(
     assert "bits proportional to parameters" in reference.describe() and reference.check.value == 0.5
 
 
+@pytest.mark.slow
 def test_exposures_violation_and_reasoning_sections(tmp_path):
     runs = [record(f"dense exposures={e}", 0, 1.0, b, exposures=e) for e, b in ((30, 0.2), (100, 0.9), (1000, 2.0))]
     history = lambda v: [{"step": 100 * i, "max_violation": v / i} for i in range(1, 4)]  # noqa: E731

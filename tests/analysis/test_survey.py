@@ -164,6 +164,7 @@ def test_a_small_user_table_says_why_it_has_no_estimates(tmp_path):
     assert "no size estimates" in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_survey_on_bundled_data_prints_what_the_issue_asks():
     result = CliRunner().invoke(app, ["survey", "--benchmark", "AA-Omniscience", "--n-boot", "200"])
     assert result.exit_code == 0, result.output
@@ -173,6 +174,7 @@ def test_survey_on_bundled_data_prints_what_the_issue_asks():
         assert text in result.output, text
 
 
+@pytest.mark.slow
 def test_predict_json_returns_estimates_per_row(tmp_path):
     path = write(tmp_path, row(model="Mystery A", open_weights="false", total="", active="", arch="",
                                accuracy="22"),
@@ -187,6 +189,7 @@ def test_predict_json_returns_estimates_per_row(tmp_path):
         assert p["low_b"] < p["estimate_b"] < p["high_b"]
 
 
+@pytest.mark.slow
 def test_html_report(tmp_path):
     result = CliRunner().invoke(app, ["survey", "--benchmark", "IKP", "--html", str(tmp_path), "--n-boot", "200"])
     assert result.exit_code == 0, result.output

@@ -66,6 +66,7 @@ def test_a_read_only_sweep_folder_is_refused(tmp_path):
     assert result.exit_code == 2 and "not writable" in result.output
 
 
+@pytest.mark.slow
 def test_a_sweep_with_a_failed_run_exits_4_after_writing_its_report(tmp_path):
     spec = tmp_path / "s.toml"
     spec.write_text('name = "f"\nbase = "tiny-dense"\n[set]\n"data.n_people" = 100\n"train.exposures" = 5\n'

@@ -9,6 +9,7 @@ from moelab.config import load_config
 runner = CliRunner()
 
 
+@pytest.mark.slow
 def test_search_returns_ranked_candidates_within_budget():
     result = runner.invoke(app, ["design", "--total-b", "1000", "--active-b", "32", "--gpu", "h100", "--json"])
     assert result.exit_code == 0, result.output
@@ -20,6 +21,7 @@ def test_search_returns_ranked_candidates_within_budget():
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
 
 
+@pytest.mark.slow
 def test_a_trillion_parameters_on_one_gpu_is_flagged_and_fits_when_spread():
     result = runner.invoke(app, ["design", "--total-b", "1000", "--active-b", "32", "--gpu", "h100"])
     assert result.exit_code == 0 and "weights" in result.output and "train" in result.output
@@ -53,6 +55,7 @@ def test_bad_budgets_exit_2(args, message):
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_write_scaled_to_lab_gives_a_trainable_config(tmp_path):
     path = tmp_path / "lab.toml"
     result = runner.invoke(app, ["design", "--total-b", "1000", "--active-b", "32", "--write", str(path),

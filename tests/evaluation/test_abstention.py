@@ -59,6 +59,7 @@ def test_the_threshold_curve_never_gains_coverage_as_the_threshold_rises():
     assert curve[len(curve) // 2]["accuracy_answered"] > curve[0]["accuracy_answered"]
 
 
+@pytest.mark.slow
 def test_a_model_trained_with_unknowns_abstains_on_invented_people_and_answers_real_ones(tmp_path):
     from moelab.run import execute
 

@@ -66,6 +66,7 @@ def test_a_random_model_scores_below_zero_value_bits_never_clipped(kb):
     assert result.bit_terms["value"] < 0  # worse than uniform over the diversity set
 
 
+@pytest.mark.slow
 def test_a_trained_runs_bits_follow_the_formula_from_its_span_losses(trained_run):
     """bits = N log2(N0 / e^p1) + N K log2(D^C / e^p2) + K D log2(T^L / (D e^p3)), recomputed by
     hand from the run's recorded summed losses (nats)."""

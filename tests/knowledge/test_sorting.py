@@ -41,6 +41,7 @@ def test_bad_sort_configs_name_the_field(data, message):
         resolve(RunConfig(data=data))
 
 
+@pytest.mark.slow
 def test_a_small_model_learns_to_sort_lists_it_never_saw(tmp_path):
     """300 steps of 32 fresh lists: well above any shortcut (copying the list in order is right
     for 2% of lists here)."""

@@ -20,6 +20,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_exported_model_loads_and_matches_logits(case, tmp_path):
     cfg = small_config(**CASES[case])

@@ -112,6 +112,7 @@ def test_with_ties_only_which_of_the_equal_slots_is_read_can_differ():
     torch.testing.assert_close(scores.softmax(-1), exact_weights)
 
 
+@pytest.mark.slow
 def test_trained_queries_retrieve_the_exact_top_k(tmp_path):
     """On a trained model's own queries (float32, real paragraphs) the product search agrees with
     scoring every slot for every token and head."""
@@ -238,6 +239,7 @@ def test_memory_with_experts_is_refused():
         resolve(RunConfig(model=ModelConfig(moe=MoEConfig(n_experts=4), memory=memory_cfg())))
 
 
+@pytest.mark.slow
 def test_a_memory_model_trains_and_reports_its_memory(tmp_path):
     from moelab.evaluation.quantization import quantize_model
     from moelab.models.hf import check_exportable

@@ -90,6 +90,7 @@ def test_capacity_drops_the_overflow_in_training_only():
     assert dropped > 0  # overflow tokens got no expert output (the residual alone carries them)
 
 
+@pytest.mark.slow
 def test_the_stable_router_ends_routing_by_its_frozen_token_router(tmp_path):
     cfg = short(small_config(n_experts=4, top_k=1, expert_width=32, router="stable", freeze_fraction=0.3))
     execute(cfg, tmp_path / "run")
@@ -101,6 +102,7 @@ def test_the_stable_router_ends_routing_by_its_frozen_token_router(tmp_path):
     assert torch.equal(r(x, tokens).experts[:, 0], r.token_router(tokens).argmax(-1))
 
 
+@pytest.mark.slow
 def test_a_learned_router_frozen_part_way_keeps_its_weights_from_then_on(monkeypatch, tmp_path):
     cfg = short(small_config(n_experts=4, top_k=1, expert_width=32, freeze_fraction=0.5))
     at_freeze: list[torch.Tensor] = []
@@ -118,6 +120,7 @@ def test_a_learned_router_frozen_part_way_keeps_its_weights_from_then_on(monkeyp
         assert torch.equal(before, r.gate.weight)  # not one update after the freeze
 
 
+@pytest.mark.slow
 def test_fact_churn_is_zero_under_hash_routing_and_recorded(tmp_path):
     hashed = execute(short(small_config(n_experts=4, top_k=1, expert_width=32, router="hash")), tmp_path / "hash")
     learned = execute(short(small_config(n_experts=4, top_k=1, expert_width=32)), tmp_path / "learned")
@@ -125,6 +128,7 @@ def test_fact_churn_is_zero_under_hash_routing_and_recorded(tmp_path):
     assert any(c > 0 for h in learned["history"] for c in h["fact_churn"])
 
 
+@pytest.mark.slow
 def test_a_stable_router_resumed_across_its_freeze_is_bit_identical(tmp_path, monkeypatch):
     from moelab.checkpoint import Checkpointer
     from moelab.stopping import stop_reason

@@ -42,6 +42,7 @@ def _task(run_dir, **kwargs):
     return knowledge_task(kb, **kwargs)
 
 
+@pytest.mark.slow
 def test_lab_greedy_answers_reproduce_the_recall_metric(probe_run, tmp_path):
     run_dir, metrics = probe_run
     m = run_probe(LabBackend(run_dir), _task(run_dir), tmp_path, ProbeSettings())
@@ -51,6 +52,7 @@ def test_lab_greedy_answers_reproduce_the_recall_metric(probe_run, tmp_path):
     assert m["unanswerable"]["n"] > 0
 
 
+@pytest.mark.slow
 def test_lab_and_exported_hf_give_the_same_answers(probe_run, probe_hf, tmp_path):
     run_dir, _ = probe_run
     task = _task(run_dir, composed=6)  # composed questions answered by parts, as every backend can
@@ -115,6 +117,7 @@ def served(probe_hf):
         server.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_openai_backend_against_transformers_serve_matches_lab(served, probe_run, tmp_path):
     run_dir, _ = probe_run
     task = _task(run_dir, n_people=30, n_invented=3)
@@ -130,6 +133,7 @@ def test_openai_backend_against_transformers_serve_matches_lab(served, probe_run
     assert served_metrics["accuracy"] == lab_metrics["accuracy"]
 
 
+@pytest.mark.slow
 def test_difficulty_and_selective_context_through_transformers_serve_match_lab(served, probe_run, tmp_path):
     """The probe v2 settings on every backend: composed questions by parts, closed book, full and
     selective context, through a real server, answer for answer as the lab model does."""

@@ -107,6 +107,7 @@ def test_a_rerun_with_another_model_or_other_distractors_is_refused(tmp_path):
         run_probe(Scripted(ANSWERS), task, tmp_path, ProbeSettings())
 
 
+@pytest.mark.slow
 def test_provenance_names_the_backends_device_without_loading_the_trainer(tmp_path):
     import subprocess
     import sys

@@ -30,6 +30,7 @@ def metrics_by_key(folder):
     return {r["key"]: r["metrics"] for r in rows}
 
 
+@pytest.mark.slow
 def test_ray_executor_matches_local(tmp_path):
     pytest.importorskip("ray")
     spec = tmp_path / "sweep.toml"

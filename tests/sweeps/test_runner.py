@@ -40,6 +40,7 @@ def statuses(folder):
             return {}
 
 
+@pytest.mark.slow
 def test_killed_driver_resumes_without_redoing_finished_runs(tmp_path):
     spec = tmp_path / "sweep.toml"
     spec.write_text(SWEEP.replace('"seed" = [0, 1, 2, 3]', '"seed" = [0, 1, 2]'))
@@ -72,6 +73,7 @@ def test_killed_driver_resumes_without_redoing_finished_runs(tmp_path):
             assert after[key]["metrics"][field] == metrics[field]
 
 
+@pytest.mark.slow
 def test_failed_run_is_recorded_and_the_sweep_goes_on_then_retry(tmp_path):
     spec = tmp_path / "sweep.toml"  # lr 1e30 without clipping: the loss stops being finite
     spec.write_text(SWEEP.replace('"seed" = [0, 1, 2, 3]', '"seed" = [0]\n"train.lr" = [1e-2, 1e30]')
@@ -139,6 +141,7 @@ def start_driver(tmp_path, workers: int = 2):
     return driver, out
 
 
+@pytest.mark.slow
 @linux_only
 def test_workers_die_with_a_sigkilled_driver(tmp_path):
     driver, _ = start_driver(tmp_path)
@@ -154,6 +157,7 @@ def test_workers_die_with_a_sigkilled_driver(tmp_path):
     assert not survivors, "processes outlived their sweep driver"
 
 
+@pytest.mark.slow
 @linux_only
 @pytest.mark.parametrize("signum, target", [(signal.SIGINT, "driver"), (signal.SIGINT, "group")])
 def test_an_interrupted_driver_stops_promptly_and_leaves_runs_pending(tmp_path, signum, target):
@@ -216,6 +220,7 @@ def test_a_stopped_sweep_checkpoints_its_runs_in_flight_and_the_rerun_finishes_t
     assert not list(out.glob("runs/*/resume.safetensors"))
 
 
+@pytest.mark.slow
 def test_a_killed_worker_puts_every_run_in_flight_back_in_the_queue(tmp_path):
     spec = tmp_path / "sweep.toml"
     spec.write_text(SWEEP.replace('"seed" = [0, 1, 2, 3]', '"seed" = [0, 1]').replace(

@@ -41,6 +41,7 @@ def scored(cfg, out_dir):
                     "wall_seconds": 1.0, "data_kind": "biod", "name": cfg.name, "config": {}}
 
 
+@pytest.mark.slow
 def test_selection_runs_every_candidate_then_reports_the_best_on_other_seeds(tmp_path):
     spec = tmp_path / "s.toml"
     spec.write_text(SWEEP)
