@@ -71,9 +71,15 @@ def any_rank(flag: bool) -> bool:
     return bool(value.item())
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, option: str = "train.device") -> torch.device:
+    """'cpu', 'cuda' or 'auto' (CUDA where there is one) as a torch device; `option` names the
+    setting in the error when CUDA is asked of a torch without it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise MoelabError("train.device = 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
-    return torch.device(name)
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MoelabError(f"{option} = {name!r} but this torch ({torch.__version__}) sees no CUDA device; "
+                          "use 'cpu' or 'auto'")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise MoelabError(f"{option} = {name!r}: not a device; use 'cpu', 'cuda' or 'auto'") from None

@@ -11,7 +11,8 @@ runner = CliRunner()
 
 @pytest.mark.slow
 def test_search_returns_ranked_candidates_within_budget():
-    result = runner.invoke(app, ["design", "--total-b", "1000", "--active-b", "32", "--gpu", "h100", "--json"])
+    result = runner.invoke(app, ["design", "--total-b", "1000", "--active-b", "32", "--gpu", "h100", "--tp", "8",
+                                 "--ep", "32", "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
     assert 1 <= len(rows) <= 10
@@ -24,16 +25,31 @@ def test_search_returns_ranked_candidates_within_budget():
 @pytest.mark.slow
 def test_a_trillion_parameters_on_one_gpu_is_flagged_and_fits_when_spread():
     result = runner.invoke(app, ["design", "--total-b", "1000", "--active-b", "32", "--gpu", "h100"])
-    assert result.exit_code == 0 and "weights" in result.output and "train" in result.output
+    assert result.exit_code == 5 and "weights" in result.output and "train" in result.output  # 5: breaks a rule
     assert "best candidate: error (rule 13 memory): bf16 weights need" in result.output
-    rows = json.loads(runner.invoke(app, ["design", "--total-b", "1000", "--active-b", "32", "--json"]).output)
+    assert "the best candidate breaks 1 rule(s)" in result.output
+    flagged = runner.invoke(app, ["design", "--total-b", "1000", "--active-b", "32", "--json"])
+    assert flagged.exit_code == 5
+    rows = json.loads(flagged.stdout)
     for r in rows:
         assert r["weights_gb_per_gpu"] == pytest.approx(2 * r["total"] / 1e9) and r["gpu_memory_gb"] == 80
         assert any(w.startswith("error (rule 13 memory)") and "over the 80 GB" in w for w in r["warnings"])
-    spread = json.loads(runner.invoke(app, ["design", "--total-b", "1000", "--active-b", "32", "--tp", "8",
-                                            "--ep", "32", "--json"]).output)
+    fits = runner.invoke(app, ["design", "--total-b", "1000", "--active-b", "32", "--tp", "8", "--ep", "32", "--json"])
+    assert fits.exit_code == 0
+    spread = json.loads(fits.output)
     assert spread and all(r["weights_gb_per_gpu"] < 80 for r in spread)
     assert not any(w.startswith("error (rule 13") for r in spread for w in r["warnings"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--validate", "--total-b", "3"], "takes no budget"),
+    (["--total-b", "3", "--active-b", "1", "--scale-to-lab"], "give --write FILE too"),
+    (["--total-b", "3", "--active-b", "1", "--vocab", "0"], "--vocab 0: must be at least 1"),
+    (["--total-b", "3", "--active-b", "1", "--layers-min", "50", "--layers-max", "40"], "--layers-min 50"),
+])
+def test_contradictory_or_out_of_range_options_exit_2(args, message):
+    result = runner.invoke(app, ["design", *args])
+    assert result.exit_code == 2 and message in result.output, result.output
 
 
 def test_parallel_degrees_are_respected():
@@ -58,7 +74,8 @@ def test_bad_budgets_exit_2(args, message):
 @pytest.mark.slow
 def test_write_scaled_to_lab_gives_a_trainable_config(tmp_path):
     path = tmp_path / "lab.toml"
-    result = runner.invoke(app, ["design", "--total-b", "1000", "--active-b", "32", "--write", str(path),
+    spread = ["--tp", "8", "--ep", "32"]  # a trillion parameters fit on 256 GPUs, not on one
+    result = runner.invoke(app, ["design", "--total-b", "1000", "--active-b", "32", *spread, "--write", str(path),
                                  "--scale-to-lab", "--json", "--top", "1"])
     assert result.exit_code == 0, result.output
     best = json.loads(result.output)[0]
@@ -66,7 +83,8 @@ def test_write_scaled_to_lab_gives_a_trainable_config(tmp_path):
     assert (cfg.model.moe.n_experts, cfg.model.moe.top_k, cfg.model.moe.n_shared_experts) == \
         (best["n_experts"], best["top_k"], best["n_shared"])
     full = tmp_path / "full.toml"
-    assert runner.invoke(app, ["design", "--total-b", "1000", "--active-b", "32", "--write", str(full)]).exit_code == 0
+    assert runner.invoke(app, ["design", "--total-b", "1000", "--active-b", "32", *spread,
+                               "--write", str(full)]).exit_code == 0
     assert "[architecture]" in full.read_text()
 
 

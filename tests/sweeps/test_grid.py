@@ -77,3 +77,14 @@ def test_malformed_sweep_files_name_the_field(tmp_path, text, message):
         load_sweep(path)
     result = CliRunner().invoke(app, ["sweep", str(path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("name", ["../outside", "a/b", "", ".hidden"])
+def test_a_sweep_name_that_is_not_a_plain_folder_name_is_refused(tmp_path, name):
+    from moelab.errors import ConfigError
+    from moelab.sweeps.grid import load_sweep
+
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'name = "{name}"\nbase = "tiny-dense"\n')
+    with pytest.raises(ConfigError, match="the sweep's name is also its default folder"):
+        load_sweep(spec)

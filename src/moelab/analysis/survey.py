@@ -24,6 +24,7 @@ Data: a CSV with the columns of the bundled `moelab/data/knowledge_vs_params.csv
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from dataclasses import dataclass
@@ -111,12 +112,16 @@ def _number(text: str, column: str, low: float, high: float, problems: list[str]
 def parse_rows(path: str | Path, allow_missing_params: bool = True) -> tuple[list[ModelRow], list[str]]:
     """All valid rows and a list of problems ('FILE line N, column C: what'), one per bad field."""
     path = Path(path)
+    if path.is_dir():
+        raise SurveyDataError(f"{path}: a folder, not a survey CSV file")
     try:
-        handle = open(path, newline="")
+        text = path.read_text()
     except FileNotFoundError:
         raise SurveyDataError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise SurveyDataError(f"{path}: not a text file; a survey is a UTF-8 CSV file") from None
     rows, problems = [], []
-    with handle:
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
         duplicated = sorted({c for c in header if header.count(c) > 1})

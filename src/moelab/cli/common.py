@@ -3,6 +3,7 @@ consoles, `fail` (one line, exit 2) and the progress bar."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -30,3 +31,20 @@ def bar(description: str) -> Progress:
 @app.callback()
 def main() -> None:
     """moelab: knowledge capacity of dense and Mixture-of-Experts language models."""
+
+
+def output_path(path, option: str, folder: bool) -> None:
+    """Refuse (exit 2) an output path of the wrong kind before any work: a file where a folder
+    goes, a folder where a file goes, or a place that cannot be written."""
+    from pathlib import Path
+
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        fail(f"{option} {path}: a file, not a folder; give a folder (it is made if missing)")
+    if not folder and path.is_dir():
+        fail(f"{option} {path}: a folder; give a file name")
+    parent = path if folder and path.exists() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        fail(f"{option} {path}: {parent} is not writable")

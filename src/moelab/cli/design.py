@@ -7,9 +7,12 @@ from typing import Annotated
 
 import typer
 
-from moelab.cli.common import app, console, fail
+from moelab.cli.common import app, console, err_console, fail, output_path
 from moelab.errors import MoelabError
 from moelab.io import dumps
+
+
+DESIGN_BREAKS_A_RULE = 5  # exit status when even the best candidate breaks an error-level rule
 
 
 @app.command()
@@ -36,6 +39,19 @@ def design(
     from moelab.design.search import candidate_rows, search_candidates
     from moelab.design.tables import best_findings, candidates_table, validation_table
 
+    if validate_golden and (total_b is not None or active_b is not None or write is not None):
+        fail("--validate checks the accounting against published models and takes no budget or --write; "
+             "run it alone")
+    if scale_to_lab and write is None:
+        fail("--scale-to-lab shapes the config that --write writes; give --write FILE too")
+    for option, value in (("--vocab", vocab), ("--top", top), ("--tokens-per-step", tokens_per_step),
+                          ("--layers-min", layers_min), ("--tp", tp), ("--ep", ep)):
+        if value < 1:
+            fail(f"{option} {value}: must be at least 1")
+    if layers_min > layers_max:
+        fail(f"--layers-min {layers_min} is above --layers-max {layers_max}")
+    if write is not None:
+        output_path(write, "--write", folder=False)
     if validate_golden:
         rows = golden.validation_rows()
         console.print(dumps(rows) if json_output else validation_table(rows))
@@ -50,8 +66,11 @@ def design(
     rows = candidate_rows(candidates, deployment)
     if write is not None:
         write_design(candidates[0], write, scale_to_lab)
+    errors = [w for w in rows[0]["warnings"] if w.startswith("error")] if rows else []
     if json_output:
         print(dumps(rows))
+        if errors:
+            raise typer.Exit(DESIGN_BREAKS_A_RULE)
         return
     title = (f"candidates for {total_b:g}B total / {active_b:g}B active on {deployment.hardware.name}, "
              f"tp={tp} ep={ep}" + (" (ranked by measured GEMM TFLOP/s)" if measure else ""))
@@ -60,3 +79,7 @@ def design(
         console.print(finding, soft_wrap=True)
     if write is not None:
         console.print(f"wrote {write}")
+    if errors:  # the best there is breaks a rule: a script must be able to tell
+        err_console.print(f"the best candidate breaks {len(errors)} rule(s) (above); no candidate in this budget "
+                          "meets them all: change the budget, --tp/--ep or --gpu")
+        raise typer.Exit(DESIGN_BREAKS_A_RULE)

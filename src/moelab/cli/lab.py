@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from moelab.cli.common import app, bar, console, err_console, fail
+from moelab.cli.common import app, bar, console, err_console, fail, output_path
 from moelab.errors import MoelabError, RunStopped
 from moelab.config import RunConfig, load_config, load_preset, preset_names, resolve
 
@@ -64,8 +64,7 @@ def train(
                 raise MoelabError("under torchrun give --out, so that every process trains the same run folder")
             distributed.join(resolve_device(cfg.train.device))
         out = out or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if out.exists() and not out.is_dir():
-            raise MoelabError(f"--out {out}: a file, not a run folder; give a folder (it is made if missing)")
+        output_path(out, "--out", folder=True)
         if (out / "metrics.json").exists() and not overwrite:
             raise MoelabError(f"{out} already holds a finished run; pick another --out or pass --overwrite")
         with bar(f"training {cfg.name}") as progress:
@@ -198,6 +197,7 @@ def export(
     from moelab.models.hf import export_hf
     from moelab.run import load_run
 
+    output_path(hf, "--hf", folder=True)
     try:
         folder = export_hf(*load_run(run_dir), hf)
     except MoelabError as err:

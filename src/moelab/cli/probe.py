@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from moelab.cli.common import app, bar, console, err_console, fail
+from moelab.cli.common import app, bar, console, err_console, fail, output_path
 from moelab.errors import MoelabError
 
 
@@ -50,12 +50,29 @@ def probe(
     Omniscience Index, hallucination rate, F-score, output tokens, and accuracy as the prompt grows."""
     from moelab.probe.backends import judge_key_env, make_backend
     from moelab.probe.report import write_probe_report
-    from moelab.probe.runner import ProbeSettings, append_survey_row, default_out, parse_numbers, read_samples, run_probe
+    from moelab.probe.runner import (ProbeSettings, append_survey_row, check_survey_csv, default_out, parse_numbers,
+                                     read_samples, run_probe)
     from moelab.probe.runner import survey_row as make_survey_row
     from moelab.probe.tables import context_rot_table, difficulty_table, probe_table, selective_table
     from moelab.probe.tasks import load_task, write_task
 
+    for option, value, low in (("--people", people, 1), ("--invented", invented, 0), ("--concurrency", concurrency, 1),
+                               ("--max-tokens", max_tokens, 1), ("--compose", compose, 0), ("--retrieve", retrieve, 0)):
+        if value is not None and value < low:
+            fail(f"{option} {value}: must be at least {low}")
+    if not timeout > 0:
+        fail(f"--timeout {timeout}: give the seconds each request may take, more than 0")
+    for option, path, folder in (("--out", out, True), ("--save-task", save_task, False),
+                                 ("--survey-row", survey_row, False)):
+        if path is not None:
+            output_path(path, option, folder)
     try:
+        if model.startswith(("lab:", "hf:")) or (judge or "").startswith(("lab:", "hf:")):
+            from moelab.distributed import resolve_device
+
+            resolve_device(device, "--device")  # a CUDA device asked of a CPU-only torch is named before any work
+        if survey_row is not None:
+            check_survey_csv(survey_row)  # a bad file is named now, not after the whole probe
         settings = ProbeSettings(parse_numbers(context_lengths, int, "--context-lengths"),
                                  parse_numbers(depths, float, "--depths"), max_tokens, seed, retrieve,
                                  answer_composed)

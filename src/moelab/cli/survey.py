@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from moelab.cli.common import app, console, err_console, fail
+from moelab.cli.common import app, console, err_console, fail, output_path
 from moelab.errors import MoelabError
 from moelab.io import dumps
 
@@ -26,6 +26,8 @@ def survey(
     from moelab.analysis import survey as sv
     from moelab.analysis.survey_tables import benchmark_renderables, estimates_table
 
+    if html is not None:
+        output_path(html, "--html", folder=True)
     try:
         rows, targets, problems = sv.load_inputs(csv_file, benchmark, predict, skip_bad_rows, n_boot)
     except MoelabError as err:

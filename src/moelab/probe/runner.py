@@ -456,12 +456,23 @@ def survey_row(metrics: dict, model: str | None = None, developer: str = "unknow
     }
 
 
+def check_survey_csv(path: str | Path) -> str:
+    """The text of a survey CSV that a row may be appended to ('' when it does not exist yet); a
+    MoelabError naming it when it is not one."""
+    path = Path(path)
+    try:
+        text = path.read_text() if path.exists() else ""
+    except UnicodeDecodeError:
+        raise MoelabError(f"{path}: not a text file; --survey-row appends to a survey CSV") from None
+    if text and text.splitlines()[0].split(",") != COLUMNS:
+        raise MoelabError(f"{path} line 1: not a survey CSV header (expected {','.join(COLUMNS)})")
+    return text
+
+
 def append_survey_row(path: str | Path, row: dict) -> None:
     """Append `row` to a survey CSV (created with its header if missing), checked by the survey's loader."""
     path = Path(path)
-    text = path.read_text() if path.exists() else ""
-    if text and text.splitlines()[0].split(",") != COLUMNS:
-        raise MoelabError(f"{path} line 1: not a survey CSV header (expected {','.join(COLUMNS)})")
+    text = check_survey_csv(path)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     if not text:

@@ -201,10 +201,14 @@ def _parse_parts(record: dict, options: tuple[str, ...], where: str, problems: l
 def read_task(path: str | Path) -> Task:
     """Questions from a JSONL file. Every malformed line is reported, by line number, at once."""
     path = Path(path)
+    if path.is_dir():
+        raise TaskError(f"{path}: a folder, not a task file; give a JSONL file")
     try:
         lines = path.read_text().splitlines()
     except FileNotFoundError:
         raise TaskError(f"{path}: no such task file") from None
+    except UnicodeDecodeError:
+        raise TaskError(f"{path}: not a text file; a task is JSONL, one question per line") from None
     questions, problems, seen = [], [], {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():

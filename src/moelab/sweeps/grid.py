@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -283,6 +284,9 @@ def load_sweep_data(data: dict[str, Any], source: str, folder: Path | None) -> S
     if isinstance(blocks, dict):
         blocks = [blocks]
     name = data.get("name", source)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise ConfigError(f"{source}: name = {name!r}: the sweep's name is also its default folder (runs/NAME); "
+                          "use letters, digits, '.', '_' and '-' only, starting with a letter or digit")
     expanded: list[tuple[RunConfig, dict[str, Any], set[str]]] = []  # config, assignment, varied paths
     for b, block in enumerate(blocks):
         where = f"{source} grid {b + 1}:"
