@@ -111,3 +111,34 @@ def test_abstention_runs_get_their_section_pooled_over_seeds(tmp_path):
     assert [t["seeds"] for t in table] == [2, 2, 2]
     assert table[0]["omniscience_index"].value == -89.5 and table[0]["omniscience_threshold"].value == -80.0
     assert table[1]["unknown_fraction"] == 0.2
+
+
+def test_hash_and_learned_runs_of_one_shape_are_told_apart(monkeypatch):
+    """Two runs that differ only in their router get their own legend entries and frontiers."""
+    from moelab.analysis import report, science
+
+    runs = ladder()
+    for r in runs:
+        if r["metrics"]["n_experts"] == 16:
+            hashed = {**r, "key": "hashed", "label": "E=16 router=hash",
+                      "metrics": {**r["metrics"], "bits": 2 * r["metrics"]["bits"],
+                                  "config": {"model": {"moe": {"router": "hash"}}}}}
+    runs.append(hashed)
+    labels = []
+    real_scatter = report.plt.Axes.scatter
+    monkeypatch.setattr(report.plt.Axes, "scatter",
+                        lambda self, *a, **k: labels.append(k.get("label")) or real_scatter(self, *a, **k))
+    records = [flatten_run(r) for r in runs]
+    assert {science.router_of(r) for r in records if r["n_experts"]} == {"learned", "hash"}
+    report.headline_figure(records)
+    assert "MoE E=16 k=1 hash router" in labels and "MoE E=16 k=1 learned router" in labels
+
+
+def test_the_figure_and_the_table_give_one_interval_for_one_correlation():
+    from moelab.analysis import report
+
+    records = [flatten_run(r) for r in ladder()]
+    stats, _ = attribution(records)
+    done = [r for r in records if r["bits"] > 0]
+    _, text = report._fit_text([r["p_total"] for r in done], [r["bits"] for r in done], True, "total parameters")
+    assert f"Pearson r {stats['r(bits, P_total)']}" in text

@@ -335,3 +335,19 @@ def test_selective_context_recovers_the_accuracy_context_rot_lost(tmp_path, limi
     assert row["recovered"] == pytest.approx(recovered)
     low, high = row["recovered_interval"]
     assert low <= recovered <= high
+
+
+def test_a_probe_that_got_no_answers_does_not_pin_its_settings(tmp_path):
+    """A wrong port or a down server leaves probe.json and no answers: the corrected command must
+    be able to use the folder; once answers are in, other settings are refused."""
+    failing = Scripted(ANSWERS, fail_on=set(ANSWERS), model="wrong-port")
+    try:
+        run_probe(failing, capital_task(), tmp_path, ProbeSettings())
+    except MoelabError:
+        pass  # every request failed: the probe says so
+    assert (tmp_path / "probe.json").exists() and not read_samples(tmp_path / "samples.jsonl")
+    m = run_probe(Scripted(ANSWERS, model="right-port"), capital_task(), tmp_path, ProbeSettings())
+    assert m["correct"] == 2
+    assert json.loads((tmp_path / "probe.json").read_text())["backend"]["model"] == "right-port"
+    with pytest.raises(MoelabError, match="holds a probe with other backend"):
+        run_probe(Scripted(ANSWERS, model="third"), capital_task(), tmp_path, ProbeSettings())

@@ -47,6 +47,7 @@ def flatten_run(row: dict) -> dict:
     record["data_kind"] = m.get("data_kind", "")
     record["n_people"] = m.get("n_people")
     record["params"] = m.get("params")  # the accounting's parts, for the paper's parameter count
+    record["router"] = m.get("config", {}).get("model", {}).get("moe", {}).get("router", "learned") if m else ""
     data = m.get("config", {}).get("data", {})
     record["junk_fraction"], record["domain_token"] = data.get("junk_fraction", 0.0), data.get("domain_token", False)
     record["unknown_fraction"] = data.get("unknown_fraction", 0.0) if m else ""
@@ -56,6 +57,10 @@ def flatten_run(row: dict) -> dict:
     for column in ("bits_gained_b", "bits_lost_a", "forgetting"):
         record[column] = continual[column] if continual else ""
     return record
+
+
+REPORT_BOOTSTRAP = 2000  # resamples for every correlation of a sweep report: the figure and the table agree
+ROUTER_MARKERS = {"hash": "D", "hash_gated": "d", "token": "v", "cosine": "<", "stable": ">"}  # learned: ^ or s
 
 
 def _fit_text(x, y, log_y: bool, x_name: str) -> tuple[LogLinearFit | None, str]:
@@ -68,7 +73,7 @@ def _fit_text(x, y, log_y: bool, x_name: str) -> tuple[LogLinearFit | None, str]
         return None, f"no fit: {problem}"
     target = np.log10(y[keep]) if log_y else y[keep]
     fit = LogLinearFit().fit(x[keep], target)
-    r = pearson(np.log10(x[keep]), target, n_boot=1000)
+    r = pearson(np.log10(x[keep]), target, n_boot=REPORT_BOOTSTRAP)
     slope = fit.slope_interval()
     kind = "log-log slope" if log_y else "change per decade"
     return fit, f"{kind} {slope}\nPearson r {r}"
@@ -113,13 +118,16 @@ def headline_figure(records: list[dict]) -> bytes:
             if dense:
                 ax.scatter([r[x_key] for r in dense], [r[y_key] for r in dense], marker="o", s=50,
                            facecolors="none", edgecolors="black", label="dense")
+            routers = sorted({science.router_of(r) for r in done if r["n_experts"]})
             for i, e in enumerate(experts):
                 runs = [r for r in done if r["n_experts"] == e]
                 colour = cmap(i / max(1, len(experts) - 1))
-                for k in sorted({r["top_k"] for r in runs}):
-                    sel = [r for r in runs if r["top_k"] == k]
+                for k, router in sorted({(r["top_k"], science.router_of(r)) for r in runs}):
+                    sel = [r for r in runs if r["top_k"] == k and science.router_of(r) == router]
+                    named = f" {router} router" if len(routers) > 1 else ""  # runs that differ must look different
                     ax.scatter([r[x_key] for r in sel], [r[y_key] for r in sel], s=55, color=colour,
-                               marker="^" if k == 1 else "s", label=f"MoE E={e} k={k}")
+                               marker=ROUTER_MARKERS.get(router, "P") if router != "learned" else "^" if k == 1 else "s",
+                               label=f"MoE E={e} k={k}{named}")
             fit, text = _fit_text(xs, [r[y_key] for r in done], log_y, x_label)
             if fit is not None:
                 grid = np.logspace(math.log10(min(xs)), math.log10(max(xs)), 50)
@@ -155,7 +163,7 @@ def attribution(records: list[dict]) -> tuple[dict[str, Estimate], list[str]]:
     if not done:
         return {}, ["no finished run stored a positive number of bits"]
     stats, notes = fit.attribution([r["p_total"] for r in done], [r["p_active"] for r in done],
-                                   np.log10([r["bits"] for r in done]), n_boot=2000)
+                                   np.log10([r["bits"] for r in done]), n_boot=REPORT_BOOTSTRAP)
     return {label: stats[key] for key, label in REPORTED_ATTRIBUTION.items() if key in stats}, notes
 
 

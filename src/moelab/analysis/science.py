@@ -97,8 +97,10 @@ SAME_TOTAL = 0.05  # totals within 5% of each other count as one total
 
 
 def router_of(record: dict) -> str:
-    """A MoE run's router ('learned', 'hash', ...); records without a config are learned (the default)."""
-    return ((record.get("config") or {}).get("model", {}).get("moe", {}).get("router")) or "learned"
+    """A MoE run's router ('learned', 'hash', ...): a report record's `router`, else its config's;
+    records with neither are learned (the default)."""
+    return (record.get("router") or ((record.get("config") or {}).get("model", {}).get("moe", {}).get("router"))
+            or "learned")
 
 
 @dataclass

@@ -375,7 +375,8 @@ def run_probe(backend: Backend, task: Task, out_dir: str | Path, settings: Probe
               "judge": judge.settings() if judge else None,
               "judge_prompt_sha256": JUDGE_PROMPT_SHA256 if judge else None}
     header_path = out_dir / "probe.json"
-    if header_path.exists():
+    answered = bool(read_samples(out_dir / "samples.jsonl"))
+    if header_path.exists() and answered:  # settings are pinned by answers, not by an attempt that got none
         before = json.loads(header_path.read_text())
         changed = [k for k in header if before.get(k) != json.loads(json.dumps(header[k]))]
         if changed:
