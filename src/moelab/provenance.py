@@ -6,6 +6,7 @@ torch, so the probe can record provenance without loading the trainer.
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 from functools import cache
@@ -39,15 +40,25 @@ def device_name(device) -> str:
 
 
 def git_commit() -> str | None:
-    """The commit of the moelab source tree, with '+dirty' for uncommitted changes; None outside git."""
-    src = Path(moelab.__file__).parent
+    """The commit moelab's code comes from, with '+dirty' for uncommitted changes: its source tree's
+    HEAD when it runs from a clone (an editable install), else the commit recorded when it was
+    built (`pip install .` from a clone writes moelab/_build.json, see setup.py); None when neither
+    is known (a build from an archive without git)."""
+    src = Path(moelab.__file__).resolve().parent
     try:
+        top = subprocess.run(["git", "-C", str(src), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        if Path(top).resolve() / "src" / "moelab" != src:  # a git repo around an installed copy is not ours
+            raise subprocess.SubprocessError
         commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
+        try:
+            return json.loads((src / "_build.json").read_text())["git_commit"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
     return commit + ("+dirty" if dirty else "")
 
 

@@ -349,5 +349,19 @@ def quantize_run(run_dir: str | Path, bits_list: list[int], group_size: int = 0)
     except ValueError as err:
         raise MoelabError(f"--bits/--group-size: {err}") from None
     out_file = run_dir / ("quantization.json" if not group_size else f"quantization-g{group_size}.json")
+    rows = merged_quantization_rows(out_file, rows)
     atomic_write_json(out_file, {"run": str(run_dir), "group_size": group_size, "rows": rows})
     return out_file, rows
+
+
+def merged_quantization_rows(path: Path, rows: list[dict]) -> list[dict]:
+    """Rows of an earlier `moelab quantize` of this run at other widths kept beside the new ones
+    (a new measurement of a width replaces the old), ordered by width, full precision first."""
+    try:
+        earlier = json.loads(path.read_text())["rows"] if path.exists() else []
+    except (json.JSONDecodeError, KeyError, TypeError):
+        earlier = []  # a damaged file: the new rows replace it
+    key = lambda r: (r["weight_bits"], r["embeddings_full_precision"])  # noqa: E731
+    by_key = {key(r): r for r in earlier} | {key(r): r for r in rows}
+    return sorted(by_key.values(), key=lambda r: (r["weight_bits"] != 32, r["embeddings_full_precision"],
+                                                   -r["weight_bits"]))

@@ -63,3 +63,17 @@ def test_quantize_command_with_groups(trained_run, tmp_path):
     assert [r["group_size"] for r in rows] == [None, 8, 8]
     bad = CliRunner().invoke(app, ["quantize", str(run_dir), "--group-size", "7"])
     assert bad.exit_code == 2 and "does not divide" in bad.output
+
+
+def test_a_second_quantize_keeps_the_widths_of_the_first(trained_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from moelab.cli import app
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run[1], run_dir)
+    for bits in ("8", "4", "8"):
+        assert CliRunner().invoke(app, ["quantize", str(run_dir), "--bits", bits]).exit_code == 0
+    rows = json.loads((run_dir / "quantization.json").read_text())["rows"]
+    assert [(r["weight_bits"], r["embeddings_full_precision"]) for r in rows] == [
+        (32, False), (8, False), (4, False), (8, True), (4, True)]  # 8 measured again replaced, not duplicated
