@@ -104,3 +104,19 @@ def test_our_block_reproduces_transformers_block(implementation, top_k, renormal
         expected = theirs(x)
         got, _ = ours(x)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_readme_export_preset_goes_from_train_to_transformers_with_equal_logits(tmp_path):
+    from moelab.config import load_preset
+
+    cfg = load_preset("tiny-moe-qwen")
+    cfg.train.exposures, cfg.data.n_people = 2, 200  # the preset's shape, trained briefly
+    execute(resolve(cfg), tmp_path / "run")
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--hf", str(tmp_path / "hf")])
+    assert result.exit_code == 0, result.output
+    _, kb, model = load_run(tmp_path / "run")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    tokens = kb.probes()["value"].tokens[:32]
+    with torch.no_grad():
+        torch.testing.assert_close(hf(tokens).logits, model(tokens)[0], rtol=1e-5, atol=1e-5)
