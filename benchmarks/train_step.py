@@ -27,6 +27,12 @@ eager for each d_model:experts shape of --shapes, with the compile time and the 
 to pay for itself.
 
     python benchmarks/train_step.py --compile --shapes 40:0,40:32,128:0,128:32
+
+With --profile, the shapes whose training steps the science presets pay for (paper-moe's and the
+frontiers'; --profile-shapes picks some): ms per fp32 step, the model's FLOP/s against a 1024^3
+fp32 GEMM on the same core, and where the time goes (torch.profiler's operators by self time).
+
+    python benchmarks/train_step.py --profile
 """
 
 from __future__ import annotations
@@ -118,11 +124,16 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=32768, help="with --mfu")
     parser.add_argument("--device", default="cpu", help="with --mfu: cpu or cuda")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="bf16", help="with --mfu")
+    parser.add_argument("--profile", action="store_true", help="profile the science presets' step shapes")
+    parser.add_argument("--profile-shapes", default=",".join(PROFILE_SHAPES), help="with --profile")
     parser.add_argument("--peak-tflops", type=float, default=989.0,
                         help="with --mfu: the device's dense peak (H100/H200 SXM bf16: 989)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    if args.profile:
+        profile_table(args)
+        return
     if args.mfu:
         return model_flops_utilisation(args)
     kb = build_knowledge_base(DataConfig())
@@ -150,6 +161,73 @@ def main() -> None:
         vs_dense = f"{step[e] / step[0]:>8.2f}" if 0 in step else f"{'-':>8}"
         print(f"{e:>4} {c.total:>10,} {c.active:>9,} | {1e3 * compute:>10.2f} {1e3 * update:>9.2f} "
               f"{1e3 * step[e]:>8.2f} | {vs8} {vs_dense}")
+
+
+PAPER_MOE = {"data.n_people": 5500, "model.d_model": 32, "model.n_heads": 4, "model.mlp": "gelu"}
+ONE_LAYER = {"data.n_people": 12000, "model.d_model": 32, "model.n_heads": 4, "model.mlp": "gelu", "model.n_layers": 1}
+PROFILE_SHAPES = {  # name: fields over tiny-dense (the run presets' own values)
+    "paper-moe dense d-4d-d": PAPER_MOE | {"model.d_ff": 128},
+    "paper-moe dense 146K": PAPER_MOE | {"model.d_ff": 1040},
+    "paper-moe 32 experts learned": PAPER_MOE | {"model.moe.n_experts": 32, "model.moe.expert_width": 32},
+    "frontier dense d_ff 4096": ONE_LAYER | {"model.d_ff": 4096},
+    "frontier 128 experts w32 hash": ONE_LAYER | {"model.moe.n_experts": 128, "model.moe.expert_width": 32,
+                                                  "model.moe.router": "hash", "model.moe.aux_loss_weight": 0.0,
+                                                  "model.moe.z_loss_weight": 0.0},
+    "frontier-v3 256 experts w24 hash": ONE_LAYER | {"model.moe.n_experts": 256, "model.moe.expert_width": 24,
+                                                     "model.moe.router": "hash", "model.moe.aux_loss_weight": 0.0,
+                                                     "model.moe.z_loss_weight": 0.0},
+}
+
+
+def gemm_rate(size: int = 1024, reps: int = 5) -> float:
+    """FLOP/s of a size^3 fp32 matrix product on this core: the reference for model FLOP/s."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * size**3 * reps / (time.perf_counter() - start)
+
+
+def profile_table(args) -> None:
+    """Per shape: ms per fp32 training step (median), model FLOP/s as a share of the GEMM rate, and
+    the operators that take the most self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from moelab.config import load_preset
+    from moelab.models.params import training_flops_per_token
+    from moelab.provenance import cpu_model
+    from moelab.sweeps.grid import with_fields
+
+    rate = gemm_rate()
+    print(f"{cpu_model()}, {args.threads} thread(s); 1024^3 fp32 GEMM: {rate / 1e9:.0f} GFLOP/s")
+    for name in args.profile_shapes.split(","):
+        cfg = with_fields(load_preset("tiny-dense"), PROFILE_SHAPES[name] | (
+            {"model.d_ff": 128, "model.moe.top_k": 1} if "model.moe.n_experts" in PROFILE_SHAPES[name] else {}))
+        kb = build_knowledge_base(cfg.data)
+        torch.manual_seed(0)
+        model = Transformer(cfg.model, len(kb.vocab))
+        optimizer = make_optimizer(model, cfg.train, torch.device("cpu"))
+        rng = np.random.default_rng(0)
+        batches = [kb.training_batch(rng.integers(0, kb.n_people, cfg.train.batch_size), rng)
+                   for _ in range(args.steps)]
+        for b in batches[:3]:
+            timed_step(model, optimizer, b.inputs, b.targets)
+        times = [sum(timed_step(model, optimizer, b.inputs, b.targets)) for b in batches]
+        ms = statistics.median(times) * 1e3
+        tokens = int(batches[0].inputs.numel())
+        flops = training_flops_per_token(lab_architecture(cfg.model, len(kb.vocab)), batches[0].inputs.shape[1],
+                                         ) * tokens
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for b in batches[:10]:
+                timed_step(model, optimizer, b.inputs, b.targets)
+        ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+        total = sum(e.self_cpu_time_total for e in ops)
+        top = ", ".join(f"{e.key.removeprefix('aten::')[:34]} {e.self_cpu_time_total / total:.0%}" for e in ops[:6])
+        counts = count_params(cfg.model, len(kb.vocab))
+        print(f"{name}: {counts.total:,} total, {counts.active:,} active; {ms:.1f} ms/step; "
+              f"model {flops / (ms / 1e3) / 1e9:.1f} GFLOP/s = {flops / (ms / 1e3) / rate:.0%} of the GEMM rate\n"
+              f"    self time: {top}", flush=True)
 
 
 def model_flops_utilisation(args) -> None:

@@ -111,3 +111,11 @@ def test_gpu_check_dry_run_runs_every_step_on_the_cpu(tmp_path):
         assert step in result.stdout
     assert "tiny-moe on cpu" in result.stdout
     assert (tmp_path / "out" / "tiny-moe" / "metrics.json").exists()
+
+
+def test_train_step_profile_mode_names_where_the_time_goes(capsys):
+    from types import SimpleNamespace
+
+    load("train_step").profile_table(SimpleNamespace(threads=1, profile_shapes="paper-moe 32 experts learned", steps=3))
+    out = capsys.readouterr().out
+    assert "GFLOP/s" in out and "ms/step" in out and "self time:" in out and "of the GEMM rate" in out
