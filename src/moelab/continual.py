@@ -63,32 +63,14 @@ def grow(model: Transformer, c: ContinualConfig) -> None:
         model.add_memory()
 
 
-def parameter_groups(name: str, parameter: torch.nn.Parameter, tables: set[int]) -> set[str]:
-    """The continual.trainable groups a named parameter belongs to."""
-    groups = set()
-    if name.startswith("embed.") or name.startswith("lm_head."):
-        groups.add("embeddings")
-    if ".attn." in name:
-        groups.add("attention")
-    if ".experts." in name or ".shared." in name:
-        groups.add("experts")
-    if ".router." in name:
-        groups.add("routers")
-    if id(parameter) in tables:
-        groups.add("memory")
-    if ".added_experts." in name or ".added_memory." in name:
-        groups.add("new")
-    return groups
-
-
 def freeze(model: Transformer, trainable: list[str]) -> int:
     """Let only the parameters of the `trainable` groups change ("all": every one; []: none);
     returns how many parameters may change. A frozen learned router also stops its
     auxiliary-loss-free bias (Transformer.after_optimizer_step)."""
-    tables = {id(t) for layer in model.memory_modules() for t in layer.tables()}
+    groups = model.parameter_groups()
     count = 0
     for name, p in model.named_parameters():
-        p.requires_grad_("all" in trainable or bool(parameter_groups(name, p, tables) & set(trainable)))
+        p.requires_grad_("all" in trainable or bool(groups[name] & set(trainable)))
         count += p.numel() if p.requires_grad else 0
     return count
 

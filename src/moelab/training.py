@@ -66,12 +66,12 @@ def learning_rate(step: int, steps: int, cfg: TrainConfig) -> float:
     return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def lr_multiplier(name: str, cfg: TrainConfig) -> float:
+def lr_multiplier(groups: frozenset[str], cfg: TrainConfig) -> float:
     """train.router_lr_mult for router weights, train.expert_lr_mult for routed and shared experts
-    (memory tables get train.memory_lr_mult in make_optimizer)."""
-    if ".router." in name:
+    (memory tables get train.memory_lr_mult in make_optimizer); `groups` from Transformer.parameter_groups."""
+    if "routers" in groups:
         return cfg.router_lr_mult
-    if ".experts." in name or ".shared." in name:
+    if "experts" in groups:
         return cfg.expert_lr_mult
     return 1.0
 
@@ -113,6 +113,7 @@ def make_optimizer(model: Transformer, cfg: TrainConfig, device: torch.device) -
         tables += [t for t in layer.tables() if t.requires_grad]
     table_ids = {id(p) for p in tables}
     groups: dict[tuple[float, float], dict] = {}
+    parameter_groups = model.parameter_groups()
     for name, p in model.named_parameters():
         if not p.requires_grad:  # frozen for continued training: no update, no decay, no moments
             continue
@@ -121,7 +122,7 @@ def make_optimizer(model: Transformer, cfg: TrainConfig, device: torch.device) -
                 continue
             key = (0.0, cfg.memory_lr_mult)
         else:
-            key = (cfg.weight_decay if p.dim() >= 2 else 0.0, lr_multiplier(name, cfg))
+            key = (cfg.weight_decay if p.dim() >= 2 else 0.0, lr_multiplier(parameter_groups[name], cfg))
         groups.setdefault(key, {"params": [], "weight_decay": key[0], "lr_mult": key[1]})["params"].append(p)
     groups = sorted(groups.values(), key=lambda g: (g["weight_decay"] == 0.0, g["lr_mult"] != 1.0))
     # Fused AdamW is 3-8x faster than the default on CPU (docs/design.md).

@@ -39,10 +39,10 @@ def quantize_tensor(weight: torch.Tensor, bits: int, reduce_dim: int, group_size
     return q.reshape(*q.shape[:-2], width).movedim(-1, reduce_dim)
 
 
-def input_dim(name: str, weight: torch.Tensor) -> int:
+def input_dim(groups: frozenset[str], weight: torch.Tensor) -> int:
     """The axis a channel's scale spans: nn.Linear weights are [out, in], expert stacks [E, in, out]
     (used as x @ w), embeddings [vocab, d] (one scale per token row)."""
-    return -2 if ".experts.w_" in f".{name}" else -1
+    return -2 if "experts" in groups and weight.dim() == 3 else -1
 
 
 def quantize_model(model: Transformer, bits: int, keep_embeddings: bool = False, group_size: int = 0) -> Transformer:
@@ -52,11 +52,12 @@ def quantize_model(model: Transformer, bits: int, keep_embeddings: bool = False,
     if not 2 <= bits <= 16:
         raise ValueError(f"bits = {bits}: use 2 to 16")
     quantized = copy.deepcopy(model)
+    groups = quantized.parameter_groups()
     with torch.no_grad():
         for name, p in quantized.named_parameters():
-            if p.dim() >= 2 and not (keep_embeddings and name.startswith(("embed.", "lm_head."))):
+            if p.dim() >= 2 and not (keep_embeddings and "embeddings" in groups[name]):
                 try:
-                    p.copy_(quantize_tensor(p, bits, input_dim(name, p), group_size))
+                    p.copy_(quantize_tensor(p, bits, input_dim(groups[name], p), group_size))
                 except ValueError as err:
                     raise ValueError(f"{name}: {err}") from None
     return quantized

@@ -185,6 +185,31 @@ class Transformer(nn.Module):
                 memory.output_table().zero_()
                 block.added_memory = memory
 
+    def parameter_groups(self) -> dict[str, frozenset[str]]:
+        """Each parameter's groups, by the module that holds it (never by its name): "embeddings"
+        (the token embedding and an untied head), "attention", "norms", "mlp" (dense feed-forward),
+        "routers" (every router part), "experts" (routed and shared experts), "memory" (memory slot
+        tables; their queries and sub-keys are "memory_retrieval"), and "new" for everything added
+        for continued training. The one answer the optimizer's learning-rate multipliers, freezing,
+        quantization and export use."""
+        groups: dict[str, frozenset[str]] = {}
+        tables = {id(t) for layer in self.memory_modules() for t in layer.tables()}
+
+        def visit(module: nn.Module, prefix: str, inherited: frozenset[str]) -> None:
+            own = inherited | {group for kind, group in MODULE_GROUPS if isinstance(module, kind)}
+            if "moe" in inherited and isinstance(module, MLP):
+                own = own - {"mlp"} | {"experts"}  # a MoE's shared experts
+            for name, p in module.named_parameters(recurse=False):
+                extra = {"memory"} if id(p) in tables else {"memory_retrieval"} if "memory_layer" in own else set()
+                groups.setdefault(prefix + name, frozenset(own - {"memory_layer", "moe"} | extra))
+            for name, child in module.named_children():
+                added = {"new"} if name in ("added_experts", "added_memory") else set()
+                visit(child, f"{prefix}{name}.", own | added)
+
+        visit(self, "", frozenset())
+        groups["embed.weight"] = groups["lm_head.weight"] = frozenset({"embeddings"})  # tied or not
+        return groups
+
     def routers(self) -> list[Router]:
         return [m for m in self.modules() if isinstance(m, Router)]
 
@@ -207,3 +232,10 @@ class Transformer(nn.Module):
 
     def routed_expert_modules(self) -> list[Experts]:
         return [m for m in self.modules() if isinstance(m, Experts)]
+
+
+# The group a module's own parameters belong to (Transformer.parameter_groups); the token embedding
+# and the output head are named there (a memory table or a token router may be an nn.Embedding too).
+MODULE_GROUPS = ((Attention, "attention"), (nn.RMSNorm, "norms"),
+                 (MLP, "mlp"), (Router, "routers"), (Experts, "experts"), (MemoryLayer, "memory_layer"),
+                 (MoE, "moe"))
