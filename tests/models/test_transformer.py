@@ -1,3 +1,4 @@
+"""The decoder itself: which group each parameter belongs to."""
 
 
 def test_parameter_groups_come_from_the_modules_and_cover_every_parameter():
