@@ -33,3 +33,24 @@ def test_parameter_groups_come_from_the_modules_and_cover_every_parameter():
     names = {id(p): n for n, p in model.named_parameters()}
     assert all(groups[names[id(t)]] == {"memory"} for t in layer.tables())
     assert any(g == {"memory_retrieval"} for g in groups.values())  # queries and sub-keys
+
+
+def test_generate_is_greedy_reports_each_choices_probability_and_stops_when_asked():
+    import torch
+
+    from moelab.models import Transformer
+    from tests.conftest import small_config
+
+    torch.manual_seed(0)
+    model = Transformer(small_config().model, 30).eval()
+    prompts = torch.randint(0, 30, (3, 5))
+    tokens, probabilities = model.generate(prompts, 4)
+    assert tokens.shape == (3, 9) and probabilities.shape == (3, 4) and probabilities.dtype == torch.float64
+    assert torch.equal(tokens[:, :5], prompts)
+    logits, _ = model(tokens[:, :-1])
+    for t in range(4):  # each new token is the argmax after everything before it, with its probability
+        step = logits[:, 4 + t].float()
+        assert torch.equal(tokens[:, 5 + t], step.argmax(-1))
+        torch.testing.assert_close(probabilities[:, t], step.softmax(-1).max(-1).values.double())
+    short, chosen = model.generate(prompts, 4, stop=lambda new: new.shape[1] == 2)
+    assert short.shape == (3, 7) and chosen.shape == (3, 2) and torch.equal(short, tokens[:, :7])

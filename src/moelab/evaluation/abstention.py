@@ -38,14 +38,10 @@ def greedy_answers(model: Transformer, prompts: torch.Tensor, length: int, unkno
     model.eval()
     tokens, probs = [], []
     for start in range(0, len(prompts), batch_size):
-        seq = prompts[start:start + batch_size].to(device)
+        seq, chosen = model.generate(prompts[start:start + batch_size].to(device), length)
         p = torch.ones(len(seq), device=device, dtype=torch.float64)
-        for _ in range(length):
-            logits, _ = model(seq)
-            step = logits[:, -1].float().softmax(-1)
-            best = step.max(-1)
-            p = p * best.values.double()
-            seq = torch.cat([seq, best.indices[:, None]], dim=1)
+        for step in chosen.unbind(1):  # multiplied step by step, in order
+            p = p * step
         tokens.append(seq[:, prompts.shape[1]:].cpu())
         probs.append(p.cpu())
     answers = torch.cat(tokens).numpy()

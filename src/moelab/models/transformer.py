@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -157,6 +158,25 @@ class Transformer(nn.Module):
             x, block_aux = block(x, cos, sin, tokens)
             aux = aux + block_aux
         return self.lm_head(self.norm(x)), aux
+
+    @torch.no_grad()
+    def generate(self, tokens: torch.Tensor, max_new_tokens: int,
+                 stop: Callable[[torch.Tensor], bool] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy continuation of prompts `tokens` [B, P]: (tokens [B, P + n], the probability of
+        each chosen token [B, n] in float64), n <= max_new_tokens; it ends early once
+        `stop(new tokens [B, t])` is true. The one decoder of the lab (abstention, the probe)."""
+        prompt = tokens.shape[1]
+        chosen: list[torch.Tensor] = []
+        for _ in range(max_new_tokens):
+            logits, _ = self(tokens)
+            step = logits[:, -1].float()
+            best = step.argmax(-1, keepdim=True)
+            chosen.append(step.softmax(-1).gather(-1, best).double())
+            tokens = torch.cat([tokens, best], dim=1)
+            if stop is not None and stop(tokens[:, prompt:]):
+                break
+        probabilities = torch.cat(chosen, dim=1) if chosen else tokens.new_zeros(len(tokens), 0, dtype=torch.float64)
+        return tokens, probabilities
 
     @torch.no_grad()
     def add_experts(self, n_experts: int) -> None:

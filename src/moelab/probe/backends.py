@@ -133,12 +133,8 @@ class LabBackend:
             r = requests[group[0]]
             tokens = torch.tensor([encoded[i] for i in group], device=self.device)
             prompt_len = tokens.shape[1]
-            for _ in range(r.max_tokens):
-                logits, _ = self.model(tokens)
-                tokens = torch.cat([tokens, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-                rows = tokens[:, prompt_len:].tolist()
-                if all(cut_at_stop(row, eos, self.decode, r.stop)[2] for row in rows):
-                    break
+            tokens, _ = self.model.generate(tokens, r.max_tokens, stop=lambda new, r=r: all(
+                cut_at_stop(row, eos, self.decode, r.stop)[2] for row in new.tolist()))
             for i, row in zip(group, tokens[:, prompt_len:].tolist()):
                 text, used, _ = cut_at_stop(row, eos, self.decode, r.stop)
                 on_done(i, Completion(text, used, prompt_tokens=prompt_len))
