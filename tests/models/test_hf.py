@@ -21,6 +21,20 @@ CASES = {
 
 
 @pytest.mark.slow
+def train_export_and_compare(cfg, tmp_path, rows: int = 64):
+    """Train `cfg`, export it with the CLI, load it with transformers and check equal logits on
+    `rows` recall questions; returns the knowledge base and the question tokens."""
+    execute(resolve(cfg), tmp_path / "run")
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--hf", str(tmp_path / "hf")])
+    assert result.exit_code == 0, result.output
+    _, kb, model = load_run(tmp_path / "run")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    tokens = kb.probes()["value"].tokens[:rows]
+    with torch.no_grad():
+        torch.testing.assert_close(hf(tokens).logits, model(tokens)[0], rtol=1e-5, atol=1e-5)
+    return kb, tokens
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_exported_model_loads_and_matches_logits(case, tmp_path):
     cfg = small_config(**CASES[case])
@@ -28,17 +42,7 @@ def test_exported_model_loads_and_matches_logits(case, tmp_path):
     cfg.model.n_layers = 3
     cfg.model.tie_embeddings = case != "dense"  # both tied and untied heads
     cfg.train.exposures = 3
-    execute(resolve(cfg), tmp_path / "run")
-    result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--hf", str(tmp_path / "hf")])
-    assert result.exit_code == 0, result.output
-
-    _, kb, model = load_run(tmp_path / "run")
-    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
-    tokens = kb.probes()["value"].tokens[:64]
-    with torch.no_grad():
-        ours, _ = model(tokens)
-        theirs = hf(tokens).logits
-    torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
+    kb, tokens = train_export_and_compare(cfg, tmp_path)
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
     text = " ".join(kb.vocab.decode(tokens[0].tolist()))
@@ -112,11 +116,4 @@ def test_the_readme_export_preset_goes_from_train_to_transformers_with_equal_log
 
     cfg = load_preset("tiny-moe-qwen")
     cfg.train.exposures, cfg.data.n_people = 2, 200  # the preset's shape, trained briefly
-    execute(resolve(cfg), tmp_path / "run")
-    result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--hf", str(tmp_path / "hf")])
-    assert result.exit_code == 0, result.output
-    _, kb, model = load_run(tmp_path / "run")
-    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
-    tokens = kb.probes()["value"].tokens[:32]
-    with torch.no_grad():
-        torch.testing.assert_close(hf(tokens).logits, model(tokens)[0], rtol=1e-5, atol=1e-5)
+    train_export_and_compare(cfg, tmp_path, rows=32)
