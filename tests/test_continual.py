@@ -118,12 +118,12 @@ def test_a_continued_run_trains_its_missing_parent_beside_it_once(tmp_path, monk
     metrics = execute(child, tmp_path / run_key(child))
     assert metrics["continual"]["replay_rows_per_exposure"] == 10
     assert (tmp_path / run_key(cfg) / "metrics.json").exists()
-    calls = []
-    real = moelab.run.execute_plain
-    monkeypatch.setattr(moelab.run, "execute_plain", lambda *a, **k: calls.append(a) or real(*a, **k))
+    trained = []
+    real = moelab.run.run_pipeline
+    monkeypatch.setattr(moelab.run, "run_pipeline", lambda c, *a, **k: trained.append(c) or real(c, *a, **k))
     again = continued(cfg, replay_fraction=0.25, lr=1e-3)
     execute(again, tmp_path / run_key(again))
-    assert calls == []  # the second child found its parent finished
+    assert [c.continual.active for c in trained] == [True]  # the second child found its parent finished
 
 
 def test_freeze_counts_what_may_change():

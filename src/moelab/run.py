@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import safetensors
@@ -53,6 +53,19 @@ def build(cfg: RunConfig, device: torch.device) -> tuple[KnowledgeBase, Transfor
     return kb, model
 
 
+@dataclass
+class Plan:
+    """What a kind of run trains and measures (`plain_plan`, `continued_plan`); `run_pipeline` does
+    the rest, the same for every run."""
+
+    model: Transformer
+    data: KnowledgeBase  # what it trains on (for a continued run, B with A replayed)
+    train_cfg: TrainConfig
+    counts: ParamCount
+    vocab_size: int
+    measure: Callable[[TrainResult], tuple[Capacity, dict]]  # after training: knowledge, and the kind's own metrics
+
+
 def execute(cfg: RunConfig, out_dir: str | Path, on_step: Callable[[int, int, float], None] | None = None) -> dict:
     """Train and measure one run (a continued one too), write its folder, and return its metrics.
     The folder is locked meanwhile, so no two processes train it at once."""
@@ -60,26 +73,27 @@ def execute(cfg: RunConfig, out_dir: str | Path, on_step: Callable[[int, int, fl
     if world()[1] > 1:  # torchrun: rank 0 owns the folder, every rank trains (moelab/distributed.py)
         if cfg.continual.active:
             raise MoelabError("continued runs train in one process; run them without torchrun")
-        return execute_plain(cfg, out_dir, on_step if is_main() else None)
+        return run_pipeline(cfg, out_dir, on_step if is_main() else None)
     with folder_lock(out_dir):
-        return (execute_continued if cfg.continual.active else execute_plain)(cfg, out_dir, on_step)
+        return run_pipeline(cfg, out_dir, on_step)
 
 
-def execute_plain(cfg: RunConfig, out_dir: Path, on_step: Callable[[int, int, float], None] | None = None) -> dict:
+def run_pipeline(cfg: RunConfig, out_dir: Path, on_step: Callable[[int, int, float], None] | None = None) -> dict:
+    """Every run's one pipeline: prepare its plan, train it (or resume it from its final or its
+    mid-run checkpoint), measure it, write metrics.json."""
     start = time.perf_counter()
     torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
-    kb, model = build(cfg, device)
-    counts = checked_counts(cfg, model, len(kb.vocab))
-
-    result = resume_checkpoint(cfg, model, out_dir, device)
+    plan = (continued_plan if cfg.continual.active else plain_plan)(cfg, out_dir, device, on_step)
+    result = resume_checkpoint(cfg, plan.model, out_dir, device)
     if result is None:
         if is_main():
             save_config(cfg, out_dir / "config.toml")
         checkpointer = Checkpointer(out_dir, run_key(cfg), cfg.train.checkpoint_minutes, writer=is_main())
-        result = train(model, kb, cfg.train, cfg.seed, device, on_step=on_step, checkpointer=checkpointer)
+        result = train(plan.model, plan.data, plan.train_cfg, cfg.seed, device, on_step=on_step,
+                       checkpointer=checkpointer)
         if is_main():
-            save_checkpoint(model, result, out_dir)
+            save_checkpoint(plan.model, result, out_dir)
         checkpointer.remove()
     if not is_main():  # the other torchrun ranks are done once rank 0 has measured and written
         if any_rank(False):
@@ -87,46 +101,52 @@ def execute_plain(cfg: RunConfig, out_dir: Path, on_step: Callable[[int, int, fl
         return {}
     eval_start = time.perf_counter()
     try:
-        capacity = measure_capacity(model, kb, cfg.train.eval_batch_size, device)
-        routing, memory_usage = routing_diagnostics(model, kb, DIAGNOSTIC_PARAGRAPHS, cfg.seed + 1,
-                                                    cfg.train.eval_batch_size, device)
-        abstention = (abstention_metrics(model, kb, cfg.train.eval_batch_size, device)
-                      if hasattr(kb, "held_out_names") else None)
+        capacity, measured = plan.measure(result)
     except BaseException:
         any_rank(True)  # tell the waiting ranks at once, rather than at the process group's timeout
         raise
-    eval_seconds = time.perf_counter() - eval_start
-
-    metrics = run_metrics(cfg, cfg.train, counts, result, len(kb.vocab)) | capacity_metrics(capacity, counts) | {
-        "n_people": kb.n_people,
-        "routing": routing,
-        "memory": memory_usage,
-        "abstention": abstention,
-        "unknown_rows_per_exposure": kb.unknown_per_exposure,
-        "omniscience_index": abstention["omniscience_index"] if abstention else None,
-        "hallucination_rate": abstention["hallucination_rate"] if abstention else None,
-        "eval_seconds": eval_seconds,
-        "wall_seconds": time.perf_counter() - start,
-    } | environment(device) | {"processes": world()[1]}
+    metrics = (run_metrics(cfg, plan.train_cfg, plan.counts, result, plan.vocab_size)
+               | capacity_metrics(capacity, plan.counts) | measured
+               | {"eval_seconds": time.perf_counter() - eval_start, "wall_seconds": time.perf_counter() - start}
+               | environment(device) | {"processes": world()[1]})
     atomic_write_json(out_dir / "metrics.json", metrics)
     any_rank(False)  # the other ranks wait for this: measured and written
     return metrics
 
 
-def execute_continued(cfg: RunConfig, out_dir: Path,
-                      on_step: Callable[[int, int, float], None] | None = None) -> dict:
+def plain_plan(cfg: RunConfig, out_dir: Path, device: torch.device, on_step) -> Plan:
+    """A run from scratch on its knowledge base: measured for bits, routing, memory use and abstention."""
+    kb, model = build(cfg, device)
+    batch = cfg.train.eval_batch_size
+
+    def measure(result: TrainResult) -> tuple[Capacity, dict]:
+        capacity = measure_capacity(model, kb, batch, device)
+        routing, memory_usage = routing_diagnostics(model, kb, DIAGNOSTIC_PARAGRAPHS, cfg.seed + 1, batch, device)
+        abstention = abstention_metrics(model, kb, batch, device) if hasattr(kb, "held_out_names") else None
+        return capacity, {
+            "n_people": kb.n_people,
+            "routing": routing,
+            "memory": memory_usage,
+            "abstention": abstention,
+            "unknown_rows_per_exposure": kb.unknown_per_exposure,
+            "omniscience_index": abstention["omniscience_index"] if abstention else None,
+            "hallucination_rate": abstention["hallucination_rate"] if abstention else None,
+            "continual": None,
+        }
+
+    return Plan(model, kb, cfg.train, checked_counts(cfg, model, len(kb.vocab)), len(kb.vocab), measure)
+
+
+def continued_plan(cfg: RunConfig, out_dir: Path, device: torch.device, on_step) -> Plan:
     """A continued run (docs/science.md §5): its parent (the run without [continual]) is found
     finished in the folder beside this one named by its run key, or trained there first; then
     the parent's model, grown and frozen as asked, trains on knowledge base B, and A and B are
     measured before and after."""
-    start = time.perf_counter()
     c = cfg.continual
     parent = cfg.parent()
     parent_dir = out_dir.parent / run_key(parent)
     with folder_lock(parent_dir):
-        parent_metrics = finished_metrics(parent, parent_dir) or execute_plain(parent, parent_dir, on_step)
-    torch.set_num_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device)
+        parent_metrics = finished_metrics(parent, parent_dir) or run_pipeline(parent, parent_dir, on_step)
     kb_a, model = build(parent, device)
     load_checkpoint(model, parent_dir / "model.safetensors", device)
     kb_b = kb_a.new_people(c.new_people, c.data_seed)
@@ -137,55 +157,41 @@ def execute_continued(cfg: RunConfig, out_dir: Path,
     grow(model, c)
     counts = checked_counts(cfg, model, len(kb_a.vocab))
     trainable = freeze(model, c.trainable)
-    train_cfg = phase_b_train(cfg.train, c)
     rows = Replay(kb_a, kb_b, replay_per_exposure(c.new_people, c.replay_fraction))
-    result = resume_checkpoint(cfg, model, out_dir, device)
-    if result is None:
-        save_config(cfg, out_dir / "config.toml")
-        checkpointer = Checkpointer(out_dir, run_key(cfg), cfg.train.checkpoint_minutes)
-        result = train(model, rows, train_cfg, cfg.seed, device, on_step=on_step, checkpointer=checkpointer)
-        save_checkpoint(model, result, out_dir)
-        checkpointer.remove()
-    eval_start = time.perf_counter()
-    after = {"a": measure_capacity(model, kb_a, batch, device), "b": measure_capacity(model, kb_b, batch, device)}
-    routing, memory_usage = routing_diagnostics(model, rows, DIAGNOSTIC_PARAGRAPHS, cfg.seed + 1, batch, device)
-    eval_seconds = time.perf_counter() - eval_start
 
-    people = {"a": kb_a.n_people, "b": kb_b.n_people}
-    both = Capacity(  # the knowledge held over A and B together: A's terms plus B's names and values
-        losses={}, bit_terms={f"{kb}.{term}": v for kb in after for term, v in after[kb].bit_terms.items()},
-        information_terms={f"{kb}.{term}": v for kb in after for term, v in after[kb].information_terms.items()},
-        accuracy=sum(after[kb].accuracy * n for kb, n in people.items()) / sum(people.values()),
-        accuracy_per_attribute={})
-    continual = {
-        "parent_key": run_key(parent),
-        "parent_bits": parent_metrics["bits"],
-        "new_people": c.new_people,
-        "replay_rows_per_exposure": rows.replay,
-        "trainable": c.trainable,
-        "trainable_params": trainable,
-        "added_params": counts.total - count_params(cfg.model, len(kb_a.vocab)).total,
-        "steps": result.steps,
-        **{f"bits_{kb}_{when}": m[kb].bits for when, m in (("before", before), ("after", after)) for kb in m},
-        **{f"recall_{kb}_{when}": m[kb].accuracy for when, m in (("before", before), ("after", after)) for kb in m},
-        "information_bits_a": after["a"].information_bits,
-        "information_bits_b": after["b"].information_bits,
-        "bits_gained_b": after["b"].bits - before["b"].bits,
-        "bits_lost_a": before["a"].bits - after["a"].bits,
-        "forgetting": forgetting(before["a"].bits, after["a"].bits),
-        "losses_a": after["a"].losses,
-        "losses_b": after["b"].losses,
-    }
-    metrics = run_metrics(cfg, train_cfg, counts, result, len(kb_a.vocab)) | capacity_metrics(both, counts) | {
-        "n_people": kb_a.n_people + kb_b.n_people,
-        "routing": routing,
-        "memory": memory_usage,
-        "continual": continual,
-        "eval_seconds": eval_seconds,
-        "wall_seconds": time.perf_counter() - start,
-    } | environment(device)
-    atomic_write_json(out_dir / "metrics.json", metrics)
-    return metrics
+    def measure(result: TrainResult) -> tuple[Capacity, dict]:
+        after = {"a": measure_capacity(model, kb_a, batch, device), "b": measure_capacity(model, kb_b, batch, device)}
+        routing, memory_usage = routing_diagnostics(model, rows, DIAGNOSTIC_PARAGRAPHS, cfg.seed + 1, batch, device)
+        people = {"a": kb_a.n_people, "b": kb_b.n_people}
+        both = Capacity(  # the knowledge held over A and B together: A's terms plus B's names and values
+            losses={}, bit_terms={f"{kb}.{term}": v for kb in after for term, v in after[kb].bit_terms.items()},
+            information_terms={f"{kb}.{term}": v for kb in after for term, v in after[kb].information_terms.items()},
+            accuracy=sum(after[kb].accuracy * n for kb, n in people.items()) / sum(people.values()),
+            accuracy_per_attribute={})
+        continual = {
+            "parent_key": run_key(parent),
+            "parent_bits": parent_metrics["bits"],
+            "new_people": c.new_people,
+            "replay_rows_per_exposure": rows.replay,
+            "trainable": c.trainable,
+            "trainable_params": trainable,
+            "added_params": counts.total - count_params(cfg.model, len(kb_a.vocab)).total,
+            "steps": result.steps,
+            **{f"bits_{kb}_{when}": m[kb].bits for when, m in (("before", before), ("after", after)) for kb in m},
+            **{f"recall_{kb}_{when}": m[kb].accuracy for when, m in (("before", before), ("after", after)) for kb in m},
+            "information_bits_a": after["a"].information_bits,
+            "information_bits_b": after["b"].information_bits,
+            "bits_gained_b": after["b"].bits - before["b"].bits,
+            "bits_lost_a": before["a"].bits - after["a"].bits,
+            "forgetting": forgetting(before["a"].bits, after["a"].bits),
+            "losses_a": after["a"].losses,
+            "losses_b": after["b"].losses,
+        }
+        return both, {"n_people": kb_a.n_people + kb_b.n_people, "routing": routing, "memory": memory_usage,
+                      "abstention": None, "unknown_rows_per_exposure": kb_a.unknown_per_exposure,
+                      "omniscience_index": None, "hallucination_rate": None, "continual": continual}
+
+    return Plan(model, rows, phase_b_train(cfg.train, c), counts, len(kb_a.vocab), measure)
 
 
 def checked_counts(cfg: RunConfig, model: Transformer, vocab_size: int) -> ParamCount:
