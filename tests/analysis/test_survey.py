@@ -133,7 +133,7 @@ def test_unseen_labs_are_covered_at_the_nominal_rate_on_synthetic_data():
     for seed in (1, 3, 4):
         train = sv.size_points(synthetic_rows(n_dev=200, lab_sd=0.3, seed=seed), "AA-Omniscience")
         model = SizeModel(Candidate("accuracy", reasoning=True, developer=True)).fit(train)
-        _, low, high = model.predict(test, known_developers=False)
+        low, high = model.predict_interval(test, known_developers=False)
         coverage.append(np.mean((low <= truth) & (truth <= high)))
     assert abs(np.mean(coverage) - 0.8) <= 0.03
 
@@ -223,3 +223,21 @@ def test_survey_json_is_strict_json_with_null_for_undefined_statistics(tmp_path)
 
     document = json.loads(result.stdout, parse_constant=refuse)
     assert "null" in result.stdout and document["benchmarks"]
+
+
+def test_the_size_model_follows_scikit_learns_conventions():
+    """Choices in the constructor, every fitted attribute made by fit, predict returns the
+    prediction and predict_interval its interval, widened by the scales it was built with."""
+    from moelab.analysis.size import Candidate, Scales, SizeModel
+
+    points = sv.size_points(synthetic_rows(), "AA-Omniscience")
+    plain = SizeModel(Candidate("accuracy", reasoning=True, developer=True))
+    assert not hasattr(plain, "fit_") and not hasattr(plain, "points_")
+    assert plain.fit(points) is plain and hasattr(plain, "fit_") and hasattr(plain, "points_")
+    centre = plain.predict(points[:5])
+    assert centre.shape == (5,)
+    low, high = plain.predict_interval(points[:5])
+    wide_low, wide_high = SizeModel(plain.candidate, Scales(unseen=2.0, known=2.0)).fit(points).predict_interval(
+        points[:5])
+    np.testing.assert_allclose(high - centre, (wide_high - centre) / 2)
+    np.testing.assert_allclose(centre - low, (centre - wide_low) / 2)

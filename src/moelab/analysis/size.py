@@ -152,33 +152,35 @@ class Scales:
 
 @dataclass
 class SizeModel:
-    """A fitted candidate. `predict` gives log10 total (billions) with an interval; `scales_`
-    widens the predictive spread, one factor for labs the fit never saw and one for labs it saw
-    (a known lab's later models drift from its estimated effect); both 1 until calibrated."""
+    """A size model in scikit-learn's conventions: `SizeModel(candidate, scales)` holds the choices
+    (the predictors; how much to widen intervals, one factor for labs the fit never saw and one
+    for labs it saw, since a known lab's later models drift from its estimated effect; 1 until
+    calibrated), `fit(points)` returns self and makes every fitted attribute (`points_`, `fit_`),
+    `predict` returns log10 total (billions) and `predict_interval` its interval."""
 
     candidate: Candidate
-    points_: list[SizePoint] = field(default_factory=list, init=False)
-    fit_: RandomInterceptFit | LinearFit | None = field(default=None, init=False)
-    scales_: Scales = field(default_factory=lambda: Scales(), init=False)
+    scales: Scales = field(default_factory=Scales)
 
     def fit(self, points: list[SizePoint]) -> SizeModel:
-        self.points_ = [p for p in points if p.total_b is not None and self.candidate.usable(p)]
-        if len(self.points_) < MIN_POINTS:
-            raise ValueError(f"{len(self.points_)} usable points; a size model needs {MIN_POINTS}")
-        X = np.array([self.candidate.features(p) for p in self.points_])
-        y = np.log10([p.total_b for p in self.points_])
+        points_ = [p for p in points if p.total_b is not None and self.candidate.usable(p)]
+        if len(points_) < MIN_POINTS:
+            raise ValueError(f"{len(points_)} usable points; a size model needs {MIN_POINTS}")
+        X = np.array([self.candidate.features(p) for p in points_])
+        y = np.log10([p.total_b for p in points_])
         if self.candidate.developer:
-            self.fit_ = RandomInterceptFit().fit(X, y, [p.developer for p in self.points_])
+            self.fit_ = RandomInterceptFit().fit(X, y, [p.developer for p in points_])
         else:
             self.fit_ = LinearFit().fit(X, y)
+        self.points_ = points_
         return self
 
-    def predict(self, points: list[SizePoint], known_developers: bool = True,
-                level: float = LEVEL) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(log10 centre, low, high) per point; with `known_developers` false every developer is
-        treated as unseen (leave-one-developer-out does this by construction)."""
-        if self.fit_ is None:
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "fit_"):
             raise NotFittedError(f"SizeModel {self.candidate.name} is not fitted yet; call fit(points) first")
+
+    def _centre_and_interval(self, points: list[SizePoint], known_developers: bool,
+                             level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self._check_fitted()
         X = np.array([self.candidate.features(p) for p in points], dtype=float)
         if isinstance(self.fit_, RandomInterceptFit):
             groups = [p.developer for p in points] if known_developers else None
@@ -187,14 +189,24 @@ class SizeModel:
             centre = self.fit_.predict(X)
             low, high = self.fit_.prediction_interval(X, level)
         seen = {p.developer for p in self.points_}
-        scale = np.array([self.scales_.known if known_developers and p.developer in seen else self.scales_.unseen
+        scale = np.array([self.scales.known if known_developers and p.developer in seen else self.scales.unseen
                           for p in points])
         return centre, centre - scale * (centre - low), centre + scale * (high - centre)
 
+    def predict(self, points: list[SizePoint], known_developers: bool = True) -> np.ndarray:
+        """log10 total (billions) per point; with `known_developers` false every developer is
+        treated as unseen (leave-one-developer-out does this by construction)."""
+        return self._centre_and_interval(points, known_developers, LEVEL)[0]
+
+    def predict_interval(self, points: list[SizePoint], known_developers: bool = True,
+                         level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) of log10 total per point at `level`, widened by `scales`."""
+        _, low, high = self._centre_and_interval(points, known_developers, level)
+        return low, high
+
     def coefficients(self, level: float = 0.95) -> dict[str, Estimate]:
         """Each predictor's coefficient (decades of total per unit) with its interval."""
-        if self.fit_ is None:
-            raise NotFittedError(f"SizeModel {self.candidate.name} is not fitted yet; call fit(points) first")
+        self._check_fitted()
         names = self.candidate.name.split(" | ")[0].split(" + ")
         if isinstance(self.fit_, RandomInterceptFit):
             t = t_quantile(level, self.fit_.dof_)
@@ -205,6 +217,7 @@ class SizeModel:
 
     def extrapolation(self, estimate_b: float) -> float:
         """Decades outside the totals the fit saw (0 inside)."""
+        self._check_fitted()
         low, high = min(p.total_b for p in self.points_), max(p.total_b for p in self.points_)
         if estimate_b > high:
             return math.log10(estimate_b / high)
@@ -244,11 +257,11 @@ def leave_one_developer_out(candidate: Candidate, points: list[SizePoint], scale
     for developer in sorted({p.developer for p in points}):
         test = [p for p in points if p.developer == developer]
         try:
-            model = SizeModel(candidate).fit([p for p in points if p.developer != developer])
+            model = SizeModel(candidate, scales).fit([p for p in points if p.developer != developer])
         except ValueError:
             continue
-        model.scales_ = scales
-        for p, c, lo, hi in zip(test, *model.predict(test, known_developers=False)):
+        centre = model.predict(test, known_developers=False)
+        for p, c, lo, hi in zip(test, centre, *model.predict_interval(test, known_developers=False)):
             scores.add(math.log10(p.total_b), c, lo, hi)
     return scores
 
@@ -261,11 +274,10 @@ def time_split(candidate: Candidate, points: list[SizePoint], cut: date, scales:
     if len(test) < MIN_TEST:
         return scores
     try:
-        model = SizeModel(candidate).fit(train)
+        model = SizeModel(candidate, scales).fit(train)
     except ValueError:
         return scores
-    model.scales_ = scales
-    for p, c, lo, hi in zip(test, *model.predict(test)):
+    for p, c, lo, hi in zip(test, model.predict(test), *model.predict_interval(test)):
         scores.add(math.log10(p.total_b), c, lo, hi)
     return scores
 
@@ -341,8 +353,7 @@ def select(points: list[SizePoint]) -> SizeSelection | None:
         return None
     best = min(results, key=lambda r: r.score)
     scales = calibration_scales(best.candidate, common)
-    chosen = SizeModel(best.candidate).fit(points)
-    chosen.scales_ = scales
+    chosen = SizeModel(best.candidate, scales).fit(points)
     return SizeSelection(results, chosen, evaluate(best.candidate, common, scales))
 
 
@@ -355,8 +366,6 @@ def fallback(selection: SizeSelection, point: SizePoint, points: list[SizePoint]
         if r.candidate.usable(point):
             if r.candidate not in selection.fallbacks:
                 common = [p for p in points if p.total_b is not None and r.candidate.usable(p)]
-                model = SizeModel(r.candidate).fit(common)
-                model.scales_ = selection.chosen.scales_
-                selection.fallbacks[r.candidate] = model
+                selection.fallbacks[r.candidate] = SizeModel(r.candidate, selection.chosen.scales).fit(common)
             return selection.fallbacks[r.candidate]
     return None

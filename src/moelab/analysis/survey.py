@@ -321,7 +321,8 @@ class BenchmarkSurvey:
         model = size.fallback(self.selection, point, self.points)
         if model is None:
             return None
-        centre, low, high = (float(v[0]) for v in model.predict([point]))
+        centre = float(model.predict([point])[0])
+        low, high = (float(v[0]) for v in model.predict_interval([point]))
         decades = model.extrapolation(10**centre)
         return SizeEstimate(row.model, row.developer, row.benchmark, row.variant, row.accuracy_pct,
                             row.reasoning, 10**centre, 10**low, 10**high, decades > 0, decades,
@@ -464,7 +465,7 @@ def results_json(results: list[BenchmarkSurvey], rows: list[ModelRow]) -> dict:
                 "chosen_model": chosen.candidate.name,
                 "chosen_validation_calibrated": {"leave_one_developer_out": b.selection.chosen_result.lodo,
                                                  "time_split": b.selection.chosen_result.time},
-                "interval_scales": {"unseen_labs": chosen.scales_.unseen, "known_labs": chosen.scales_.known},
+                "interval_scales": {"unseen_labs": chosen.scales.unseen, "known_labs": chosen.scales.known},
                 "coefficients": {k: _estimate_json(e) for k, e in chosen.coefficients().items()},
                 "developer_effect_sd_decades": math.sqrt(chosen.fit_.tau2_) if chosen.candidate.developer else None,
                 "fit_points": len(chosen.points_),

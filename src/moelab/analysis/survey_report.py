@@ -51,7 +51,9 @@ def survey_figure(b, rows) -> bytes:
     chosen = b.selection.chosen
     accuracies = np.linspace(1, 70, 140)
     for reasoning in (False, True) if chosen.candidate.reasoning else (False,):
-        centre, band_lo, band_hi = chosen.predict(curve_points(chosen, accuracies, reasoning), known_developers=False)
+        curve = curve_points(chosen, accuracies, reasoning)
+        centre = chosen.predict(curve, known_developers=False)
+        band_lo, band_hi = chosen.predict_interval(curve, known_developers=False)
         colour = "tab:red" if reasoning else "tab:grey"
         name = f"size model{' (reasoning)' if reasoning else ''}, other covariates at their medians"
         axes[0].plot(10**centre, accuracies, color=colour, lw=1.2, label=name)

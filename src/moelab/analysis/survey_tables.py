@@ -49,7 +49,7 @@ def benchmark_renderables(b, rows) -> list:
         cells = [_validation_cells(v) for v in ((b.selection.chosen_result if used else r).lodo,
                                                 (b.selection.chosen_result if used else r).time)]
         table.add_row(r.candidate.name, *cells[0], *cells[1],
-                      f"<- used (intervals x{chosen.scales_.unseen:.2f} unseen labs, x{chosen.scales_.known:.2f} known)" if used else "")
+                      f"<- used (intervals x{chosen.scales.unseen:.2f} unseen labs, x{chosen.scales.known:.2f} known)" if used else "")
     out.append(table)
     coefficients = chosen.coefficients()
     out.append(Text("chosen size model, decades of total parameters per unit (95%): " + "; ".join(
