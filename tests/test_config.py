@@ -57,3 +57,22 @@ def test_presets_load_and_unknown_preset_lists_the_known_ones():
     assert dense.data == moe.data and dense.train == moe.train  # the same experiment but the FFN
     with pytest.raises(ConfigError, match="tiny-dense"):
         load_preset("nope")
+
+
+def test_run_key_membership_is_the_fields_own_metadata():
+    """A field says itself how it enters a run key; a new field needs no list elsewhere."""
+    import dataclasses
+
+    from moelab.config import IF_SET, NEVER, KEY_FIELDS_IF_SET, NOT_IN_RUN_KEY, RUN_KEY_FIELDS, field_types, key_membership
+
+    assert set(key_membership()) == set(field_types())  # every field is classified, once
+    assert "train.checkpoint_minutes" in NOT_IN_RUN_KEY and "model.moe.gate" in KEY_FIELDS_IF_SET
+    assert "model.moe.router" in RUN_KEY_FIELDS
+
+    @dataclasses.dataclass
+    class Extended:
+        kept: int = 1
+        optional: float = dataclasses.field(default=0.0, metadata=IF_SET)
+        where: str = dataclasses.field(default="here", metadata=NEVER)
+
+    assert key_membership(Extended) == {"kept": "always", "optional": "if_set", "where": "never"}

@@ -29,6 +29,14 @@ from typing import Any
 
 from moelab.errors import ConfigError
 
+# How a config field takes part in a run's key (`run_key`), as the field's metadata; a field
+# without it is in every key. IF_SET: fields added after stores held runs, whose defaults reproduce
+# what runs did before them: in the key only when set to something else, so earlier runs keep their
+# keys (these defaults are pinned: changing one needs KEY_SCHEMA + 1). NEVER: where and how a run
+# executes, or what it is called, but not what it computes.
+IF_SET = {"run_key": "if_set"}
+NEVER = {"run_key": "never"}
+
 
 @dataclass
 class DataConfig:
@@ -79,11 +87,11 @@ class MoEConfig:
     bias_update_rate: float = 0.0  # DeepSeek-V3 auxiliary-loss-free bias step gamma; 0 = off
     first_dense_layers: int = 0  # leading layers that keep a dense MLP
     router: str = "learned"  # how experts are chosen: one of ROUTERS (models/moe.py, Router)
-    gate: str = "score"  # the selected experts' weight: "score" (the router's score) or "unit" (1, straight-through)
-    router_dim: int = 8  # the "token" and "stable" routers' embedding width, the "cosine" router's projection
-    freeze_fraction: float = 0.0  # routing frozen after this fraction of the steps (0 = never; "stable": stage 1)
-    balance: str = "none"  # "none", or "base": balanced top-1 assignment in training, greedy at evaluation
-    capacity_factor: float = 0.0  # > 0: each expert takes at most cf * tokens * k / E in training, the rest are dropped
+    gate: str = field(default="score", metadata=IF_SET)  # the selected experts' weight: "score" (the router's score) or "unit" (1, straight-through)
+    router_dim: int = field(default=8, metadata=IF_SET)  # the "token" and "stable" routers' embedding width, the "cosine" router's projection
+    freeze_fraction: float = field(default=0.0, metadata=IF_SET)  # routing frozen after this fraction of the steps (0 = never; "stable": stage 1)
+    balance: str = field(default="none", metadata=IF_SET)  # "none", or "base": balanced top-1 assignment in training, greedy at evaluation
+    capacity_factor: float = field(default=0.0, metadata=IF_SET)  # > 0: each expert takes at most cf * tokens * k / E in training, the rest are dropped
 
 
 MEMORY_KINDS = ("none", "pkm", "peer")
@@ -157,18 +165,18 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.98
     grad_clip: float = 1.0  # 0 = off
-    threads: int = 1  # torch threads for this run; tiny models are fastest single-threaded
-    device: str = "cpu"  # "cpu", "cuda" or "auto"
-    eval_batch_size: int = 1024
-    log_every: int = 100  # steps between history records
+    threads: int = field(default=1, metadata=NEVER)  # torch threads for this run; tiny models are fastest single-threaded
+    device: str = field(default="cpu", metadata=NEVER)  # "cpu", "cuda" or "auto"
+    eval_batch_size: int = field(default=1024, metadata=NEVER)
+    log_every: int = field(default=100, metadata=NEVER)  # steps between history records
     router_lr_mult: float = 1.0  # the routers' learning rate is lr times this
     expert_lr_mult: float = 1.0  # the routed and shared experts' learning rate is lr times this
     memory_lr_mult: float = 1.0  # the memory tables' (PKM values, PEER experts) learning rate is lr times this
     memory_optimizer: str = "sparse"  # memory tables: "sparse" (sparse gradients, lazy Adam on the rows read) or "dense" (AdamW)
-    dtype: str = "fp32"  # "fp32", or "bf16": autocast matrix products, fp32 weights, optimizer state, loss and bits
-    compile: bool = False  # torch.compile attention and dense MLPs (routed experts stay eager)
-    pack: int = 1  # paragraphs per training row: > 1 puts paragraphs after other text (training.pack_rows)
-    checkpoint_minutes: float = 10.0  # a resumable mid-run checkpoint at most this often (0 = none; checkpoint.py)
+    dtype: str = field(default="fp32", metadata=IF_SET)  # "fp32", or "bf16": autocast matrix products, fp32 weights, optimizer state, loss and bits
+    compile: bool = field(default=False, metadata=IF_SET)  # torch.compile attention and dense MLPs (routed experts stay eager)
+    pack: int = field(default=1, metadata=IF_SET)  # paragraphs per training row: > 1 puts paragraphs after other text (training.pack_rows)
+    checkpoint_minutes: float = field(default=10.0, metadata=NEVER)  # a resumable mid-run checkpoint at most this often (0 = none; checkpoint.py)
 
 
 TRAINABLE_GROUPS = ("all", "embeddings", "attention", "experts", "routers", "memory", "new")
@@ -181,18 +189,18 @@ class ContinualConfig:
     run's named by its run key; then it trains on knowledge base B: `new_people` people who are not
     in A, with A's attributes and value sets and values drawn with B's own seed."""
 
-    new_people: int = 0  # people in B; 0 = a plain run, not a continued one
-    data_seed: int = 1  # B's names and values
-    exposures: int = 100  # passes over B
-    lr: float = 3e-3  # peak learning rate on B (warmup, then cosine decay, as train.*)
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1
-    replay_fraction: float = 0.0  # share of B's training rows that are paragraphs about A's people
+    new_people: int = field(default=0, metadata=IF_SET)  # people in B; 0 = a plain run, not a continued one
+    data_seed: int = field(default=1, metadata=IF_SET)  # B's names and values
+    exposures: int = field(default=100, metadata=IF_SET)  # passes over B
+    lr: float = field(default=3e-3, metadata=IF_SET)  # peak learning rate on B (warmup, then cosine decay, as train.*)
+    warmup_steps: int = field(default=100, metadata=IF_SET)
+    min_lr_ratio: float = field(default=0.1, metadata=IF_SET)
+    replay_fraction: float = field(default=0.0, metadata=IF_SET)  # share of B's training rows that are paragraphs about A's people
     # Parameter groups that may change: "all", or any of "embeddings", "attention", "experts"
     # (routed and shared), "routers", "memory" (the slot tables), "new" (added experts or memory); [] = none.
-    trainable: list[str] = field(default_factory=lambda: ["all"])
-    add_experts: int = 0  # fresh experts in every MoE layer, a routed group of their own (outputs 0 at first)
-    add_memory: bool = False  # a fresh memory of the same size beside every memory layer (outputs 0 at first)
+    trainable: list[str] = field(default_factory=lambda: ["all"], metadata=IF_SET)
+    add_experts: int = field(default=0, metadata=IF_SET)  # fresh experts in every MoE layer, a routed group of their own (outputs 0 at first)
+    add_memory: bool = field(default=False, metadata=IF_SET)  # a fresh memory of the same size beside every memory layer (outputs 0 at first)
 
     @property
     def active(self) -> bool:
@@ -201,7 +209,7 @@ class ContinualConfig:
 
 @dataclass
 class RunConfig:
-    name: str = "run"
+    name: str = field(default="run", metadata=NEVER)
     seed: int = 0  # model initialisation and data order
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -280,41 +288,29 @@ def field_types(cls: type = RunConfig, prefix: str = "") -> dict[str, Any]:
 # run keys
 
 # A run is identified by a hash of the fields that change its results, and of this schema number.
-# Every config field is in exactly one of the two lists below (a test checks it). A new field that
-# changes results joins RUN_KEY_FIELDS and KEY_SCHEMA goes up by one: stores re-key themselves from
-# their stored configs on open (sweeps/store.py), so finished runs keep being found.
+# Each field says how it takes part (IF_SET and NEVER metadata above; the rest always do). A new
+# field that changes results of runs already stored, at its default, joins the key as it is and
+# KEY_SCHEMA goes up by one: stores re-key themselves from their stored configs on open
+# (sweeps/store.py), so finished runs keep being found; a field whose default reproduces earlier
+# runs is IF_SET and needs no new schema.
 KEY_SCHEMA = 5
-RUN_KEY_FIELDS = (
-    "seed",
-    "data.kind", "data.n_people", "data.name_slots", "data.name_vocab", "data.n_attributes",
-    "data.value_chunks", "data.chunk_length", "data.diversity", "data.value_vocab", "data.seed",
-    "data.graph_nodes", "data.graph_hops", "data.list_length", "data.junk_fraction", "data.domain_token",
-    "data.unknown_fraction",
-    "model.d_model", "model.n_layers", "model.n_heads", "model.d_ff", "model.mlp", "model.tie_embeddings",
-    "model.qk_norm", "model.rope_theta",
-    "model.moe.n_experts", "model.moe.top_k", "model.moe.expert_width", "model.moe.n_shared_experts",
-    "model.moe.score", "model.moe.renormalize", "model.moe.aux_loss_weight", "model.moe.z_loss_weight",
-    "model.moe.bias_update_rate", "model.moe.first_dense_layers", "model.moe.router",
-    "model.memory.kind", "model.memory.layers", "model.memory.placement", "model.memory.n_keys",
-    "model.memory.heads", "model.memory.top_k", "model.memory.key_dim",
-    "train.exposures", "train.batch_size", "train.lr", "train.min_lr_ratio", "train.warmup_steps",
-    "train.weight_decay", "train.beta1", "train.beta2", "train.grad_clip", "train.router_lr_mult",
-    "train.expert_lr_mult", "train.memory_lr_mult", "train.memory_optimizer",
-)
-# Fields added after stores held runs, whose defaults reproduce what runs did before them: each
-# is in the key only when set to something other than its default, so earlier runs keep their
-# keys (a plain run has no continual part in its key). These defaults are pinned: changing one
-# needs KEY_SCHEMA + 1.
-KEY_FIELDS_IF_SET = (
-    "continual.new_people", "continual.data_seed", "continual.exposures", "continual.lr",
-    "continual.warmup_steps", "continual.min_lr_ratio", "continual.replay_fraction", "continual.trainable",
-    "continual.add_experts", "continual.add_memory", "train.dtype", "train.compile", "train.pack",
-    "model.moe.gate", "model.moe.router_dim", "model.moe.freeze_fraction", "model.moe.balance",
-    "model.moe.capacity_factor",
-)
-# Where and how a run executes, or what it is called, but not what it computes.
-NOT_IN_RUN_KEY = ("name", "train.threads", "train.device", "train.eval_batch_size", "train.log_every",
-                  "train.checkpoint_minutes")
+
+
+def key_membership(cls: type = RunConfig, prefix: str = "") -> dict[str, str]:
+    """Every leaf field as a dotted path mapped to how it enters a run key: 'always', 'if_set' or 'never'."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, str] = {}
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update(key_membership(hints[f.name], f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = f.metadata.get("run_key", "always")
+    return out
+
+
+RUN_KEY_FIELDS = tuple(path for path, how in key_membership().items() if how == "always")
+KEY_FIELDS_IF_SET = tuple(path for path, how in key_membership().items() if how == "if_set")
+NOT_IN_RUN_KEY = tuple(path for path, how in key_membership().items() if how == "never")
 
 
 def get_path(data: dict[str, Any], path: str) -> Any:
