@@ -63,6 +63,37 @@ class DataConfig:
     domain_token: bool = False  # mark useful paragraphs (and probes) with a <useful> token after <bos> (bioD)
     unknown_fraction: float = 0.0  # share of training paragraphs about people not in the base, every value <unknown> (bioD)
 
+    def validate(self) -> None:
+        """This section's fields and their cross-field rules (a ConfigError names the first at fault)."""
+        require(self.kind in KINDS, f"data.kind = {self.kind!r}: use one of {', '.join(KINDS)}")
+        if self.kind == "sort":
+            require(self.list_length >= 2, f"data.list_length = {self.list_length}: need at least 2 numbers to sort")
+        if self.kind == "twohop":
+            require(self.graph_nodes >= 3, f"data.graph_nodes = {self.graph_nodes}: need at least 3 nodes")
+            require(self.graph_hops >= 1, f"data.graph_hops = {self.graph_hops}: must be at least 1")
+        for name in ("n_people", "name_slots", "name_vocab", "n_attributes", "value_chunks",
+                     "chunk_length", "diversity", "value_vocab"):
+            value = getattr(self, name)
+            require(value >= 1, f"data.{name} = {value}: must be a positive integer")
+        n0 = self.name_vocab**self.name_slots
+        require(self.kind in REASONING_KINDS or self.n_people <= n0 // 2,
+                 f"data.n_people = {self.n_people} needs at least twice as many possible names "
+                 f"(name_vocab ** name_slots = {n0}); raise data.name_vocab or data.name_slots")
+        require(0.0 <= self.junk_fraction < 1.0, f"data.junk_fraction = {self.junk_fraction}: must be in [0, 1)")
+        require(0.0 <= self.unknown_fraction < 1.0, f"data.unknown_fraction = {self.unknown_fraction}: must be in [0, 1)")
+        require(self.junk_fraction + self.unknown_fraction < 1.0,
+                f"data.junk_fraction + data.unknown_fraction = {self.junk_fraction + self.unknown_fraction}: "
+                "together they must leave room for the real people (below 1)")
+        if self.kind != "biod":
+            require(self.junk_fraction == 0.0 and not self.domain_token and self.unknown_fraction == 0.0,
+                     "data.junk_fraction, data.domain_token and data.unknown_fraction are implemented for bioD only "
+                     f"(data.kind = {self.kind!r})")
+        if self.kind == "biod":
+            require(self.diversity <= self.value_vocab**self.chunk_length,
+                     f"data.diversity = {self.diversity} exceeds the {self.value_vocab ** self.chunk_length} "
+                     "distinct chunks value_vocab ** chunk_length allows; lower data.diversity")
+            require(self.diversity >= 2, f"data.diversity = {self.diversity}: need at least 2 values")
+
 
 KINDS = ("biod", "bios", "sort", "twohop")
 ROUTERS = ("learned", "hash", "hash_gated", "token", "cosine", "stable")
@@ -92,6 +123,54 @@ class MoEConfig:
     freeze_fraction: float = field(default=0.0, metadata=IF_SET)  # routing frozen after this fraction of the steps (0 = never; "stable": stage 1)
     balance: str = field(default="none", metadata=IF_SET)  # "none", or "base": balanced top-1 assignment in training, greedy at evaluation
     capacity_factor: float = field(default=0.0, metadata=IF_SET)  # > 0: each expert takes at most cf * tokens * k / E in training, the rest are dropped
+
+    def validate(self, n_layers: int) -> None:
+        """This section's fields given the model's layer count."""
+        require(self.n_experts >= 0, f"model.moe.n_experts = {self.n_experts}: must be >= 0 (0 = dense)")
+        if self.n_experts > 0:
+            require(1 <= self.top_k <= self.n_experts,
+                     f"model.moe.top_k = {self.top_k} must be between 1 and model.moe.n_experts = "
+                     f"{self.n_experts}; lower top_k or add experts")
+            require(self.expert_width >= 0,
+                     f"model.moe.expert_width = {self.expert_width}: must be >= 0 (0 = model.d_ff)")
+            require(self.n_shared_experts >= 0,
+                     f"model.moe.n_shared_experts = {self.n_shared_experts}: must be >= 0")
+            require(self.score in ("softmax", "sigmoid"),
+                     f"model.moe.score = {self.score!r}: use 'softmax' or 'sigmoid'")
+            require(not (self.renormalize and self.top_k == 1),
+                     "model.moe.renormalize = true with top_k = 1 makes every gate exactly 1, so the "
+                     "router gets no gradient from the task; set renormalize = false for top-1")
+            for name in ("aux_loss_weight", "z_loss_weight", "bias_update_rate"):
+                value = getattr(self, name)
+                require(value >= 0 and math.isfinite(value),
+                         f"model.moe.{name} = {value}: must be a finite number >= 0")
+            require(self.router in ROUTERS, f"model.moe.router = {self.router!r}: use one of {', '.join(ROUTERS)}")
+            if self.router in ("hash", "hash_gated", "stable"):
+                require(self.top_k == 1, f"model.moe.router = {self.router!r} sends each token to one expert; set "
+                                        f"model.moe.top_k = 1 (not {self.top_k})")
+            if self.router == "hash":
+                require(self.bias_update_rate == 0 and self.aux_loss_weight == 0 and self.z_loss_weight == 0,
+                        "model.moe.router = 'hash' has no router to balance: set model.moe.aux_loss_weight, "
+                        "z_loss_weight and bias_update_rate to 0")
+                require(self.gate == "score" and self.freeze_fraction == 0 and self.balance == "none",
+                        "model.moe.router = 'hash' has no router: its gate is 1 and its routing never changes; leave "
+                        "model.moe.gate, freeze_fraction and balance at their defaults (or use router = 'hash_gated')")
+            require(self.gate in ROUTER_GATES, f"model.moe.gate = {self.gate!r}: use one of {', '.join(ROUTER_GATES)}")
+            require(self.router_dim >= 1, f"model.moe.router_dim = {self.router_dim}: must be a positive integer")
+            require(0 <= self.freeze_fraction < 1, f"model.moe.freeze_fraction = {self.freeze_fraction}: must be in [0, 1) "
+                                                  "(0 = never frozen)")
+            require(self.router != "stable" or self.freeze_fraction > 0,
+                    "model.moe.router = 'stable' learns its routing for a first stage, then freezes it: set "
+                    "model.moe.freeze_fraction to that stage's share of the steps (StableMoE: 0.1)")
+            require(self.balance in BALANCES, f"model.moe.balance = {self.balance!r}: use one of {', '.join(BALANCES)}")
+            require(self.balance == "none" or (self.top_k == 1 and self.router in ("learned", "cosine", "token")),
+                    f"model.moe.balance = {self.balance!r} assigns each token one expert chosen by its router: use it with "
+                    "top_k = 1 and router 'learned', 'cosine' or 'token'")
+            require(self.capacity_factor == 0 or self.capacity_factor >= 1,
+                    f"model.moe.capacity_factor = {self.capacity_factor}: 0 (dropless) or at least 1")
+            require(0 <= self.first_dense_layers < n_layers,
+                     f"model.moe.first_dense_layers = {self.first_dense_layers}: must be below "
+                     f"model.n_layers = {n_layers} (use n_experts = 0 for a dense model)")
 
 
 MEMORY_KINDS = ("none", "pkm", "peer")
@@ -151,6 +230,22 @@ class ModelConfig:
         replaced = set(self.memory_layers()) if self.memory.placement == "replace" else set()
         return [i for i in range(self.n_layers) if i not in replaced]
 
+    def validate(self) -> None:
+        """This section's fields, its experts' (MoEConfig.validate) and its memory's."""
+        for name in ("d_model", "n_layers", "n_heads", "d_ff"):
+            value = getattr(self, name)
+            require(value >= 1, f"model.{name} = {value}: must be a positive integer")
+        require(self.d_model % self.n_heads == 0,
+                 f"model.d_model = {self.d_model} is not divisible by model.n_heads = {self.n_heads}; "
+                 "pick n_heads that divides d_model")
+        require((self.d_model // self.n_heads) % 2 == 0,
+                 f"model.d_model / model.n_heads = {self.d_model // self.n_heads}: RoPE needs an even head "
+                 "dimension; change d_model or n_heads")
+        require(self.mlp in ("gelu", "swiglu"), f"model.mlp = {self.mlp!r}: use 'gelu' or 'swiglu'")
+        require(self.rope_theta > 0, f"model.rope_theta = {self.rope_theta}: must be positive")
+        self.moe.validate(self.n_layers)
+        validate_memory(self)
+
 
 @dataclass
 class TrainConfig:
@@ -177,6 +272,31 @@ class TrainConfig:
     compile: bool = field(default=False, metadata=IF_SET)  # torch.compile attention and dense MLPs (routed experts stay eager)
     pack: int = field(default=1, metadata=IF_SET)  # paragraphs per training row: > 1 puts paragraphs after other text (training.pack_rows)
     checkpoint_minutes: float = field(default=10.0, metadata=NEVER)  # a resumable mid-run checkpoint at most this often (0 = none; checkpoint.py)
+
+    def validate(self) -> None:
+        """This section's fields."""
+        for name in ("exposures", "batch_size", "threads", "eval_batch_size", "log_every", "pack"):
+            value = getattr(self, name)
+            require(value >= 1, f"train.{name} = {value}: must be a positive integer")
+        require(self.batch_size % self.pack == 0, f"train.batch_size = {self.batch_size} is not a multiple of train.pack = "
+                                            f"{self.pack}: a step packs its paragraphs {self.pack} to a row")
+        require(self.warmup_steps >= 0, f"train.warmup_steps = {self.warmup_steps}: must be >= 0")
+        require(self.lr > 0 and math.isfinite(self.lr), f"train.lr = {self.lr}: must be a positive number")
+        require(0 <= self.min_lr_ratio <= 1, f"train.min_lr_ratio = {self.min_lr_ratio}: must be in [0, 1]")
+        require(self.weight_decay >= 0, f"train.weight_decay = {self.weight_decay}: must be >= 0")
+        require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1,
+                 f"train.beta1/beta2 = {self.beta1}/{self.beta2}: each must be in [0, 1)")
+        require(self.grad_clip >= 0, f"train.grad_clip = {self.grad_clip}: must be >= 0 (0 = off)")
+        require(self.checkpoint_minutes >= 0 and math.isfinite(self.checkpoint_minutes),
+                f"train.checkpoint_minutes = {self.checkpoint_minutes}: must be a number of minutes >= 0 (0 = no mid-run checkpoints)")
+        for name in ("router_lr_mult", "expert_lr_mult", "memory_lr_mult"):
+            value = getattr(self, name)
+            require(value > 0 and math.isfinite(value), f"train.{name} = {value}: must be a positive number")
+        require(self.device in ("cpu", "cuda", "auto"),
+                 f"train.device = {self.device!r}: use 'cpu', 'cuda' or 'auto'")
+        require(self.dtype in DTYPES, f"train.dtype = {self.dtype!r}: use one of {', '.join(DTYPES)}")
+        require(self.memory_optimizer in ("sparse", "dense"),
+                f"train.memory_optimizer = {self.memory_optimizer!r}: use 'sparse' or 'dense'")
 
 
 TRAINABLE_GROUPS = ("all", "embeddings", "attention", "experts", "routers", "memory", "new")
@@ -351,125 +471,14 @@ def resolve(cfg: RunConfig) -> RunConfig:
 
 
 def validate(cfg: RunConfig) -> None:
-    """Check every field and cross-field rule; a ConfigError names the first field at fault.
-    Pure: `cfg` is never changed (see `resolve`)."""
-    d, m, t = cfg.data, cfg.model, cfg.train
-    moe = m.moe
-
-    for name, value in (("seed", cfg.seed), ("data.seed", d.seed)):  # NumPy's generators take seeds >= 0
+    """Check every field and cross-field rule, section by section (each section's own `validate`);
+    a ConfigError names the first field at fault. Pure: `cfg` is never changed (see `resolve`)."""
+    for name, value in (("seed", cfg.seed), ("data.seed", cfg.data.seed)):  # NumPy's generators take seeds >= 0
         require(0 <= value < 2**63, f"{name} = {value}: must be an integer from 0 to 2**63 - 1")
-    require(d.kind in KINDS, f"data.kind = {d.kind!r}: use one of {', '.join(KINDS)}")
-    if d.kind == "sort":
-        require(d.list_length >= 2, f"data.list_length = {d.list_length}: need at least 2 numbers to sort")
-    if d.kind == "twohop":
-        require(d.graph_nodes >= 3, f"data.graph_nodes = {d.graph_nodes}: need at least 3 nodes")
-        require(d.graph_hops >= 1, f"data.graph_hops = {d.graph_hops}: must be at least 1")
-    for name in ("n_people", "name_slots", "name_vocab", "n_attributes", "value_chunks",
-                 "chunk_length", "diversity", "value_vocab"):
-        value = getattr(d, name)
-        require(value >= 1, f"data.{name} = {value}: must be a positive integer")
-    n0 = d.name_vocab**d.name_slots
-    require(d.kind in REASONING_KINDS or d.n_people <= n0 // 2,
-             f"data.n_people = {d.n_people} needs at least twice as many possible names "
-             f"(name_vocab ** name_slots = {n0}); raise data.name_vocab or data.name_slots")
-    require(0.0 <= d.junk_fraction < 1.0, f"data.junk_fraction = {d.junk_fraction}: must be in [0, 1)")
-    require(0.0 <= d.unknown_fraction < 1.0, f"data.unknown_fraction = {d.unknown_fraction}: must be in [0, 1)")
-    require(d.junk_fraction + d.unknown_fraction < 1.0,
-            f"data.junk_fraction + data.unknown_fraction = {d.junk_fraction + d.unknown_fraction}: "
-            "together they must leave room for the real people (below 1)")
-    if d.kind != "biod":
-        require(d.junk_fraction == 0.0 and not d.domain_token and d.unknown_fraction == 0.0,
-                 "data.junk_fraction, data.domain_token and data.unknown_fraction are implemented for bioD only "
-                 f"(data.kind = {d.kind!r})")
-    if d.kind == "biod":
-        require(d.diversity <= d.value_vocab**d.chunk_length,
-                 f"data.diversity = {d.diversity} exceeds the {d.value_vocab ** d.chunk_length} "
-                 "distinct chunks value_vocab ** chunk_length allows; lower data.diversity")
-        require(d.diversity >= 2, f"data.diversity = {d.diversity}: need at least 2 values")
-
-    for name in ("d_model", "n_layers", "n_heads", "d_ff"):
-        value = getattr(m, name)
-        require(value >= 1, f"model.{name} = {value}: must be a positive integer")
-    require(m.d_model % m.n_heads == 0,
-             f"model.d_model = {m.d_model} is not divisible by model.n_heads = {m.n_heads}; "
-             "pick n_heads that divides d_model")
-    require((m.d_model // m.n_heads) % 2 == 0,
-             f"model.d_model / model.n_heads = {m.d_model // m.n_heads}: RoPE needs an even head "
-             "dimension; change d_model or n_heads")
-    require(m.mlp in ("gelu", "swiglu"), f"model.mlp = {m.mlp!r}: use 'gelu' or 'swiglu'")
-    require(m.rope_theta > 0, f"model.rope_theta = {m.rope_theta}: must be positive")
-
-    require(moe.n_experts >= 0, f"model.moe.n_experts = {moe.n_experts}: must be >= 0 (0 = dense)")
-    if moe.n_experts > 0:
-        require(1 <= moe.top_k <= moe.n_experts,
-                 f"model.moe.top_k = {moe.top_k} must be between 1 and model.moe.n_experts = "
-                 f"{moe.n_experts}; lower top_k or add experts")
-        require(moe.expert_width >= 0,
-                 f"model.moe.expert_width = {moe.expert_width}: must be >= 0 (0 = model.d_ff)")
-        require(moe.n_shared_experts >= 0,
-                 f"model.moe.n_shared_experts = {moe.n_shared_experts}: must be >= 0")
-        require(moe.score in ("softmax", "sigmoid"),
-                 f"model.moe.score = {moe.score!r}: use 'softmax' or 'sigmoid'")
-        require(not (moe.renormalize and moe.top_k == 1),
-                 "model.moe.renormalize = true with top_k = 1 makes every gate exactly 1, so the "
-                 "router gets no gradient from the task; set renormalize = false for top-1")
-        for name in ("aux_loss_weight", "z_loss_weight", "bias_update_rate"):
-            value = getattr(moe, name)
-            require(value >= 0 and math.isfinite(value),
-                     f"model.moe.{name} = {value}: must be a finite number >= 0")
-        require(moe.router in ROUTERS, f"model.moe.router = {moe.router!r}: use one of {', '.join(ROUTERS)}")
-        if moe.router in ("hash", "hash_gated", "stable"):
-            require(moe.top_k == 1, f"model.moe.router = {moe.router!r} sends each token to one expert; set "
-                                    f"model.moe.top_k = 1 (not {moe.top_k})")
-        if moe.router == "hash":
-            require(moe.bias_update_rate == 0 and moe.aux_loss_weight == 0 and moe.z_loss_weight == 0,
-                    "model.moe.router = 'hash' has no router to balance: set model.moe.aux_loss_weight, "
-                    "z_loss_weight and bias_update_rate to 0")
-            require(moe.gate == "score" and moe.freeze_fraction == 0 and moe.balance == "none",
-                    "model.moe.router = 'hash' has no router: its gate is 1 and its routing never changes; leave "
-                    "model.moe.gate, freeze_fraction and balance at their defaults (or use router = 'hash_gated')")
-        require(moe.gate in ROUTER_GATES, f"model.moe.gate = {moe.gate!r}: use one of {', '.join(ROUTER_GATES)}")
-        require(moe.router_dim >= 1, f"model.moe.router_dim = {moe.router_dim}: must be a positive integer")
-        require(0 <= moe.freeze_fraction < 1, f"model.moe.freeze_fraction = {moe.freeze_fraction}: must be in [0, 1) "
-                                              "(0 = never frozen)")
-        require(moe.router != "stable" or moe.freeze_fraction > 0,
-                "model.moe.router = 'stable' learns its routing for a first stage, then freezes it: set "
-                "model.moe.freeze_fraction to that stage's share of the steps (StableMoE: 0.1)")
-        require(moe.balance in BALANCES, f"model.moe.balance = {moe.balance!r}: use one of {', '.join(BALANCES)}")
-        require(moe.balance == "none" or (moe.top_k == 1 and moe.router in ("learned", "cosine", "token")),
-                f"model.moe.balance = {moe.balance!r} assigns each token one expert chosen by its router: use it with "
-                "top_k = 1 and router 'learned', 'cosine' or 'token'")
-        require(moe.capacity_factor == 0 or moe.capacity_factor >= 1,
-                f"model.moe.capacity_factor = {moe.capacity_factor}: 0 (dropless) or at least 1")
-        require(0 <= moe.first_dense_layers < m.n_layers,
-                 f"model.moe.first_dense_layers = {moe.first_dense_layers}: must be below "
-                 f"model.n_layers = {m.n_layers} (use n_experts = 0 for a dense model)")
-
-    validate_memory(m)
+    cfg.data.validate()
+    cfg.model.validate()
     validate_continual(cfg)
-
-    for name in ("exposures", "batch_size", "threads", "eval_batch_size", "log_every", "pack"):
-        value = getattr(t, name)
-        require(value >= 1, f"train.{name} = {value}: must be a positive integer")
-    require(t.batch_size % t.pack == 0, f"train.batch_size = {t.batch_size} is not a multiple of train.pack = "
-                                        f"{t.pack}: a step packs its paragraphs {t.pack} to a row")
-    require(t.warmup_steps >= 0, f"train.warmup_steps = {t.warmup_steps}: must be >= 0")
-    require(t.lr > 0 and math.isfinite(t.lr), f"train.lr = {t.lr}: must be a positive number")
-    require(0 <= t.min_lr_ratio <= 1, f"train.min_lr_ratio = {t.min_lr_ratio}: must be in [0, 1]")
-    require(t.weight_decay >= 0, f"train.weight_decay = {t.weight_decay}: must be >= 0")
-    require(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1,
-             f"train.beta1/beta2 = {t.beta1}/{t.beta2}: each must be in [0, 1)")
-    require(t.grad_clip >= 0, f"train.grad_clip = {t.grad_clip}: must be >= 0 (0 = off)")
-    require(t.checkpoint_minutes >= 0 and math.isfinite(t.checkpoint_minutes),
-            f"train.checkpoint_minutes = {t.checkpoint_minutes}: must be a number of minutes >= 0 (0 = no mid-run checkpoints)")
-    for name in ("router_lr_mult", "expert_lr_mult", "memory_lr_mult"):
-        value = getattr(t, name)
-        require(value > 0 and math.isfinite(value), f"train.{name} = {value}: must be a positive number")
-    require(t.device in ("cpu", "cuda", "auto"),
-             f"train.device = {t.device!r}: use 'cpu', 'cuda' or 'auto'")
-    require(t.dtype in DTYPES, f"train.dtype = {t.dtype!r}: use one of {', '.join(DTYPES)}")
-    require(t.memory_optimizer in ("sparse", "dense"),
-            f"train.memory_optimizer = {t.memory_optimizer!r}: use 'sparse' or 'dense'")
+    cfg.train.validate()
 
 
 def validate_continual(cfg: RunConfig) -> None:
