@@ -17,15 +17,24 @@ from moelab.analysis.html import estimate_cells, img, png, save_png, table, writ
 from moelab.probe.metrics import level_order
 
 def context_rot_figure(rot: list[dict]) -> bytes:
-    """Accuracy against prompt length, one line per needle depth, with 95% Wilson intervals."""
+    """Accuracy against prompt length with 95% Wilson intervals: the closed-book point (every
+    question at 0 words), one line per needle depth, and one for the questions that have no passage
+    to find (invented people, padded all the same); three kinds of series, never joined."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
-    for depth in sorted({r["depth"] for r in rot}, key=lambda d: (d is None, d or 0)):
-        rows = sorted((r for r in rot if r["depth"] == depth), key=lambda r: r["context_words"])
+    series = [("closed book (0 words, all questions)", [r for r in rot if r["context_words"] == 0])]
+    series += [(f"needle at depth {depth:g}", [r for r in rot if r["depth"] == depth and r["context_words"] > 0])
+               for depth in sorted({r["depth"] for r in rot if r["depth"] is not None})]
+    series.append(("no passage to find (invented people)",
+                   [r for r in rot if r["depth"] is None and r["context_words"] > 0]))
+    for label, rows in series:
+        if not rows:
+            continue
+        rows = sorted(rows, key=lambda r: r["context_words"])
         x = np.array([r["prompt_words"] for r in rows])
         y = np.array([r["accuracy"] for r in rows])
         err = np.abs(np.array([r["accuracy_interval"] for r in rows]).T - y)
-        label = "no needle placed (all questions at 0 words)" if depth is None else f"needle at depth {depth:g}"
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)
+        ax.errorbar(x, y, yerr=err, marker="s" if label.startswith("closed") else "o", capsize=3, label=label,
+                    linestyle=":" if label.startswith("no passage") else "-")
     ax.set_xscale("symlog", linthresh=10)
     ax.set_xlabel("prompt length (words)")
     ax.set_ylabel("accuracy")
