@@ -25,9 +25,28 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from moelab.errors import ConfigError
+
+# The values a string field may take, one Literal each: the annotation, and the tuple validation
+# checks and names in its message.
+DataKind = Literal["biod", "bios", "sort", "twohop"]
+MLPKind = Literal["gelu", "swiglu"]
+ScoreFunction = Literal["softmax", "sigmoid"]
+RouterKind = Literal["learned", "hash", "hash_gated", "token", "cosine", "stable"]
+RouterGate = Literal["score", "unit"]
+Balance = Literal["none", "base"]
+MemoryKind = Literal["none", "pkm", "peer"]
+MemoryPlacement = Literal["replace", "beside"]
+DeviceName = Literal["cpu", "cuda", "auto"]
+DType = Literal["fp32", "bf16"]
+MemoryOptimizer = Literal["sparse", "dense"]
+TrainableGroup = Literal["all", "embeddings", "attention", "experts", "routers", "memory", "new"]
+KINDS, MLPS, SCORES, ROUTERS = get_args(DataKind), get_args(MLPKind), get_args(ScoreFunction), get_args(RouterKind)
+ROUTER_GATES, BALANCES, MEMORY_KINDS = get_args(RouterGate), get_args(Balance), get_args(MemoryKind)
+MEMORY_PLACEMENTS, DEVICES, DTYPES = get_args(MemoryPlacement), get_args(DeviceName), get_args(DType)
+MEMORY_OPTIMIZERS, TRAINABLE_GROUPS = get_args(MemoryOptimizer), get_args(TrainableGroup)
 
 # How a config field takes part in a run's key (`run_key`), as the field's metadata; a field
 # without it is in every key. IF_SET: fields added after stores held runs, whose defaults reproduce
@@ -46,7 +65,7 @@ class DataConfig:
     have fixed value sets). Names are `name_slots` tokens, each from `name_vocab` symbols.
     """
 
-    kind: str = "biod"  # "biod" (compact, default), "bios" (templated sentences); reasoning: "sort", "twohop"
+    kind: DataKind = "biod"  # "biod" (compact, default), "bios" (templated sentences); reasoning: "sort", "twohop"
     n_people: int = 2000  # N
     name_slots: int = 3  # tokens per name
     name_vocab: int = 64  # symbols per name slot: N0 = name_vocab ** name_slots
@@ -95,10 +114,6 @@ class DataConfig:
             require(self.diversity >= 2, f"data.diversity = {self.diversity}: need at least 2 values")
 
 
-KINDS = ("biod", "bios", "sort", "twohop")
-ROUTERS = ("learned", "hash", "hash_gated", "token", "cosine", "stable")
-ROUTER_GATES = ("score", "unit")
-BALANCES = ("none", "base")
 REASONING_KINDS = ("sort", "twohop")  # tasks with no facts to store: fresh examples, held-out accuracy
 
 
@@ -111,17 +126,17 @@ class MoEConfig:
     top_k: int = 1  # experts per token k
     expert_width: int = 0  # hidden width of one expert; 0 = model.d_ff (coarse experts)
     n_shared_experts: int = 0  # always-active experts of expert_width each (DeepSeekMoE)
-    score: str = "softmax"  # router score function: "softmax" or "sigmoid"
+    score: ScoreFunction = "softmax"  # router score function: "softmax" or "sigmoid"
     renormalize: bool = False  # renormalise gates over the selected experts (only for top_k >= 2)
     aux_loss_weight: float = 0.0  # Switch load-balancing loss E * sum_i f_i P_i
     z_loss_weight: float = 0.0  # router z-loss mean(logsumexp(logits)^2)
     bias_update_rate: float = 0.0  # DeepSeek-V3 auxiliary-loss-free bias step gamma; 0 = off
     first_dense_layers: int = 0  # leading layers that keep a dense MLP
-    router: str = "learned"  # how experts are chosen: one of ROUTERS (models/moe.py, Router)
-    gate: str = field(default="score", metadata=IF_SET)  # the selected experts' weight: "score" (the router's score) or "unit" (1, straight-through)
+    router: RouterKind = "learned"  # how experts are chosen: one of ROUTERS (models/moe.py, Router)
+    gate: RouterGate = field(default="score", metadata=IF_SET)  # the selected experts' weight: "score" (the router's score) or "unit" (1, straight-through)
     router_dim: int = field(default=8, metadata=IF_SET)  # the "token" and "stable" routers' embedding width, the "cosine" router's projection
     freeze_fraction: float = field(default=0.0, metadata=IF_SET)  # routing frozen after this fraction of the steps (0 = never; "stable": stage 1)
-    balance: str = field(default="none", metadata=IF_SET)  # "none", or "base": balanced top-1 assignment in training, greedy at evaluation
+    balance: Balance = field(default="none", metadata=IF_SET)  # "none", or "base": balanced top-1 assignment in training, greedy at evaluation
     capacity_factor: float = field(default=0.0, metadata=IF_SET)  # > 0: each expert takes at most cf * tokens * k / E in training, the rest are dropped
 
     def validate(self, n_layers: int) -> None:
@@ -135,7 +150,7 @@ class MoEConfig:
                      f"model.moe.expert_width = {self.expert_width}: must be >= 0 (0 = model.d_ff)")
             require(self.n_shared_experts >= 0,
                      f"model.moe.n_shared_experts = {self.n_shared_experts}: must be >= 0")
-            require(self.score in ("softmax", "sigmoid"),
+            require(self.score in SCORES,
                      f"model.moe.score = {self.score!r}: use 'softmax' or 'sigmoid'")
             require(not (self.renormalize and self.top_k == 1),
                      "model.moe.renormalize = true with top_k = 1 makes every gate exactly 1, so the "
@@ -173,9 +188,6 @@ class MoEConfig:
                      f"model.n_layers = {n_layers} (use n_experts = 0 for a dense model)")
 
 
-MEMORY_KINDS = ("none", "pkm", "peer")
-DTYPES = ("fp32", "bf16")
-MEMORY_PLACEMENTS = ("replace", "beside")
 
 
 @dataclass
@@ -187,9 +199,9 @@ class MemoryConfig:
     sub-keys and reads its `top_k` best slots.
     """
 
-    kind: str = "none"  # "none", "pkm" or "peer"
+    kind: MemoryKind = "none"  # "none", "pkm" or "peer"
     layers: list[int] = field(default_factory=list)  # layers with a memory; empty = every layer
-    placement: str = "replace"  # "replace" the layer's feed-forward, or add the memory "beside" it
+    placement: MemoryPlacement = "replace"  # "replace" the layer's feed-forward, or add the memory "beside" it
     n_keys: int = 32  # sub-keys per half: N = n_keys ** 2 slots
     heads: int = 4  # retrieval heads (their slot reads are summed)
     top_k: int = 8  # slots each head reads per token
@@ -208,7 +220,7 @@ class ModelConfig:
     n_layers: int = 2
     n_heads: int = 4
     d_ff: int = 192  # dense MLP hidden width
-    mlp: str = "gelu"  # "gelu" or "swiglu"
+    mlp: MLPKind = "gelu"  # "gelu" or "swiglu"
     tie_embeddings: bool = True
     qk_norm: bool = False  # RMSNorm on queries and keys per head (Qwen3)
     rope_theta: float = 10000.0
@@ -241,7 +253,7 @@ class ModelConfig:
         require((self.d_model // self.n_heads) % 2 == 0,
                  f"model.d_model / model.n_heads = {self.d_model // self.n_heads}: RoPE needs an even head "
                  "dimension; change d_model or n_heads")
-        require(self.mlp in ("gelu", "swiglu"), f"model.mlp = {self.mlp!r}: use 'gelu' or 'swiglu'")
+        require(self.mlp in MLPS, f"model.mlp = {self.mlp!r}: use 'gelu' or 'swiglu'")
         require(self.rope_theta > 0, f"model.rope_theta = {self.rope_theta}: must be positive")
         self.moe.validate(self.n_layers)
         validate_memory(self)
@@ -261,14 +273,14 @@ class TrainConfig:
     beta2: float = 0.98
     grad_clip: float = 1.0  # 0 = off
     threads: int = field(default=1, metadata=NEVER)  # torch threads for this run; tiny models are fastest single-threaded
-    device: str = field(default="cpu", metadata=NEVER)  # "cpu", "cuda" or "auto"
+    device: DeviceName = field(default="cpu", metadata=NEVER)  # "cpu", "cuda" or "auto"
     eval_batch_size: int = field(default=1024, metadata=NEVER)
     log_every: int = field(default=100, metadata=NEVER)  # steps between history records
     router_lr_mult: float = 1.0  # the routers' learning rate is lr times this
     expert_lr_mult: float = 1.0  # the routed and shared experts' learning rate is lr times this
     memory_lr_mult: float = 1.0  # the memory tables' (PKM values, PEER experts) learning rate is lr times this
-    memory_optimizer: str = "sparse"  # memory tables: "sparse" (sparse gradients, lazy Adam on the rows read) or "dense" (AdamW)
-    dtype: str = field(default="fp32", metadata=IF_SET)  # "fp32", or "bf16": autocast matrix products, fp32 weights, optimizer state, loss and bits
+    memory_optimizer: MemoryOptimizer = "sparse"  # memory tables: "sparse" (sparse gradients, lazy Adam on the rows read) or "dense" (AdamW)
+    dtype: DType = field(default="fp32", metadata=IF_SET)  # "fp32", or "bf16": autocast matrix products, fp32 weights, optimizer state, loss and bits
     compile: bool = field(default=False, metadata=IF_SET)  # torch.compile attention and dense MLPs (routed experts stay eager)
     pack: int = field(default=1, metadata=IF_SET)  # paragraphs per training row: > 1 puts paragraphs after other text (training.pack_rows)
     checkpoint_minutes: float = field(default=10.0, metadata=NEVER)  # a resumable mid-run checkpoint at most this often (0 = none; checkpoint.py)
@@ -292,14 +304,13 @@ class TrainConfig:
         for name in ("router_lr_mult", "expert_lr_mult", "memory_lr_mult"):
             value = getattr(self, name)
             require(value > 0 and math.isfinite(value), f"train.{name} = {value}: must be a positive number")
-        require(self.device in ("cpu", "cuda", "auto"),
+        require(self.device in DEVICES,
                  f"train.device = {self.device!r}: use 'cpu', 'cuda' or 'auto'")
         require(self.dtype in DTYPES, f"train.dtype = {self.dtype!r}: use one of {', '.join(DTYPES)}")
-        require(self.memory_optimizer in ("sparse", "dense"),
+        require(self.memory_optimizer in MEMORY_OPTIMIZERS,
                 f"train.memory_optimizer = {self.memory_optimizer!r}: use 'sparse' or 'dense'")
 
 
-TRAINABLE_GROUPS = ("all", "embeddings", "attention", "experts", "routers", "memory", "new")
 
 
 @dataclass
@@ -318,7 +329,7 @@ class ContinualConfig:
     replay_fraction: float = field(default=0.0, metadata=IF_SET)  # share of B's training rows that are paragraphs about A's people
     # Parameter groups that may change: "all", or any of "embeddings", "attention", "experts"
     # (routed and shared), "routers", "memory" (the slot tables), "new" (added experts or memory); [] = none.
-    trainable: list[str] = field(default_factory=lambda: ["all"], metadata=IF_SET)
+    trainable: list[TrainableGroup] = field(default_factory=lambda: ["all"], metadata=IF_SET)
     add_experts: int = field(default=0, metadata=IF_SET)  # fresh experts in every MoE layer, a routed group of their own (outputs 0 at first)
     add_memory: bool = field(default=False, metadata=IF_SET)  # a fresh memory of the same size beside every memory layer (outputs 0 at first)
 
@@ -351,6 +362,8 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check `value` against the annotation `tp`; ints are accepted for floats, bools never for numbers."""
+    if typing.get_origin(tp) is Literal:  # the type here; which values, `validate`, naming them
+        tp = type(get_args(tp)[0])
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table of fields, got {value!r}")
