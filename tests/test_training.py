@@ -129,7 +129,8 @@ def test_a_measurement_before_training_leaves_the_trained_weights_unchanged():
         kb, model = build(cfg, device)
         if measure_first:
             measure_capacity(model, kb, 256, device)
-            assert any(r.load.sum() > 0 for r in model.routers())  # the measurement did count loads
+            assert all(r.load.sum() == 0 for r in model.routers())  # evaluation counts apart from training
+            assert any(r.eval_load.sum() > 0 for r in model.routers())
         train(model, kb, cfg.train, cfg.seed, device)
         weights.append({k: v.clone() for k, v in model.state_dict().items()})
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

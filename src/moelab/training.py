@@ -78,10 +78,16 @@ def lr_multiplier(groups: frozenset[str], cfg: TrainConfig) -> float:
 
 class Optimizer:
     """AdamW over the model, plus SparseAdam over memory tables that have sparse gradients: one
-    list of parameter groups (each with its `lr_mult`), one `step`, one `zero_grad`."""
+    list of parameter groups (each with its `lr_mult`), one `step`, one `zero_grad`; `step` then
+    runs the hooks registered with `after_step` (the MoE balancing, as torchtitan does), also on a
+    step with nothing to train."""
 
     def __init__(self, optimizers: list[torch.optim.Optimizer]):
         self.optimizers = optimizers
+        self.hooks: list[Callable[[], None]] = []
+
+    def after_step(self, hook: Callable[[], None]) -> None:
+        self.hooks.append(hook)
 
     @property
     def param_groups(self) -> list[dict]:
@@ -94,6 +100,8 @@ class Optimizer:
     def step(self) -> None:
         for o in self.optimizers:
             o.step()
+        for hook in self.hooks:
+            hook()
 
 
 def make_optimizer(model: Transformer, cfg: TrainConfig, device: torch.device) -> Optimizer:
@@ -132,7 +140,10 @@ def make_optimizer(model: Transformer, cfg: TrainConfig, device: torch.device) -
     if sparse and tables:
         optimizers.append(torch.optim.SparseAdam([{"params": tables, "lr_mult": cfg.memory_lr_mult}],
                                                  lr=cfg.lr, betas=(cfg.beta1, cfg.beta2)))
-    return Optimizer(optimizers)
+    optimizer = Optimizer(optimizers)
+    if model.routers():
+        optimizer.after_step(model.after_optimizer_step)  # the bias update from this step's loads
+    return optimizer
 
 
 def clip_gradients(parameters: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
@@ -271,6 +282,11 @@ def train(
                 f"training loss became {loss_value} at step {step + 1}/{steps} (lr {lr:.3g}); "
                 "lower train.lr, raise train.warmup_steps or keep train.grad_clip on"
             )
+        if ranks > 1:  # loads of the global batch, for the bias and the record
+            for router in model.routers():
+                sum_over_ranks_(router.load)
+        logged = (step + 1) % cfg.log_every == 0 or step + 1 == steps
+        diagnostics = [r.diagnostics() for r in model.routers()] if logged else []  # before the step clears the loads
         if parameters:  # with every parameter frozen the run only measures B's loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -279,17 +295,13 @@ def train(
                     clip_gradients(parameters, cfg.grad_clip)
                 else:
                     torch.nn.utils.clip_grad_norm_(parameters, cfg.grad_clip)
-            optimizer.step()
-        if ranks > 1:  # loads of the global batch, for the bias and the record
-            for router in model.routers():
-                sum_over_ranks_(router.load)
+        optimizer.step()  # and its hooks: the auxiliary-loss-free bias update, the loads cleared
 
         state.recent.append(mean_over_ranks(lm_loss).item())
         last_loss = state.recent[-1]
-        if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
+        if logged:
             record = {"step": step + 1, "lr": lr, "loss": sum(state.recent) / len(state.recent),
                       "aux_loss": aux_loss.item()}
-            diagnostics = [r.diagnostics() for r in model.routers()]
             if diagnostics:
                 record["max_violation"] = max(d["max_violation"] for d in diagnostics)
             if any("assignment_agreement" in d for d in diagnostics):
@@ -305,7 +317,6 @@ def train(
             state.history.append(record)
             state.final_loss = record["loss"]
             state.recent = []
-        model.after_optimizer_step()
         if on_step is not None:
             on_step(step + 1, steps, last_loss)
         if checkpointer is not None and step + 1 < steps and any_rank(checkpointer.due()):

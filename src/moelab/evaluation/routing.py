@@ -45,10 +45,10 @@ def top1_experts(model: Transformer, tokens: torch.Tensor) -> list[torch.Tensor]
     """Each MoE layer's first-choice expert for every token of `tokens` [B, S], as [B*S] tensors:
     the choice at evaluation (greedy, where training assigns by balanced assignment).
 
-    The routers' running statistics (the loads the auxiliary-loss-free bias follows, the entropy)
-    are restored afterwards, and so is the training mode, so measuring changes nothing about training."""
+    It runs in eval mode, which never touches the loads the auxiliary-loss-free bias follows; the
+    evaluation counters it moves are restored, and so is the training mode."""
     routers = model.routers()
-    saved = [(r.load.clone(), r.entropy_sum.clone(), r.tokens_seen.clone(), r.agreed.clone()) for r in routers]
+    saved = [(r.eval_load.clone(), r.entropy_sum.clone(), r.tokens_seen.clone()) for r in routers]
     chosen: list[torch.Tensor] = []
     hooks = [r.register_forward_hook(lambda module, args, routing: chosen.append(routing.experts[:, 0].clone()))
              for r in routers]
@@ -60,11 +60,10 @@ def top1_experts(model: Transformer, tokens: torch.Tensor) -> list[torch.Tensor]
         model.train(training)
         for hook in hooks:
             hook.remove()
-        for r, (load, entropy, seen, agreed) in zip(routers, saved):
-            r.load.copy_(load)
+        for r, (load, entropy, seen) in zip(routers, saved):
+            r.eval_load.copy_(load)
             r.entropy_sum.copy_(entropy)
             r.tokens_seen.copy_(seen)
-            r.agreed.copy_(agreed)
     return chosen
 
 

@@ -144,9 +144,11 @@ class Router(nn.Module):
     score's gradient still reaches the router (straight-through). `balance = "base"` assigns
     tokens by BASE's balanced assignment in training, by the greedy top-1 at evaluation.
 
-    Keeps running routing statistics for the bias update and for diagnostics: assignments per
-    expert always, and the summed score entropy over the tokens seen in eval mode only (it costs
-    a few passes over [T, E] per step); `reset_stats` clears them.
+    Keeps running routing statistics: assignments per expert in training (`load`, which the
+    auxiliary-loss-free bias follows; the optimizer's step hook updates the bias and clears them,
+    Transformer.after_optimizer_step) and, apart, in evaluation (`eval_load`, with the summed
+    score entropy: diagnostics only), so measuring a model never moves its training; `reset_stats`
+    clears them all.
     """
 
     def __init__(self, d_model: int, cfg: MoEConfig, vocab_size: int = 0):
@@ -159,7 +161,8 @@ class Router(nn.Module):
         self.register_buffer("expert_bias", torch.zeros(cfg.n_experts))  # selection only
         if cfg.freeze_fraction > 0:  # saved with the weights: a finished run routes as it ended
             self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
-        self.register_buffer("load", torch.zeros(cfg.n_experts), persistent=False)
+        self.register_buffer("load", torch.zeros(cfg.n_experts), persistent=False)  # training's, for the bias
+        self.register_buffer("eval_load", torch.zeros(cfg.n_experts), persistent=False)  # evaluation's, for diagnostics
         self.register_buffer("entropy_sum", torch.zeros(()), persistent=False)
         self.register_buffer("tokens_seen", torch.zeros(()), persistent=False)
         self.register_buffer("agreed", torch.zeros(()), persistent=False)  # balanced = greedy choice (balance)
@@ -228,8 +231,10 @@ class Router(nn.Module):
             gates = gates + (1 - gates).detach()  # 1 forward, the score's gradient backward
         counts = torch.bincount(experts.flatten(), minlength=E)
         with torch.no_grad():
-            self.load += counts
-            if not self.training:  # the entropy is a diagnostic (evaluation/routing.py); training needs only loads
+            if self.training:  # the bias follows training's loads only: a measurement never moves it
+                self.load += counts
+            else:  # diagnostics (evaluation/routing.py) count on their own
+                self.eval_load += counts
                 p = scores / scores.sum(-1, keepdim=True)
                 self.entropy_sum += -(p * p.clamp_min(1e-12).log()).sum()
                 self.tokens_seen += x.shape[0]
@@ -243,14 +248,16 @@ class Router(nn.Module):
 
     def reset_stats(self) -> None:
         self.load.zero_()
+        self.eval_load.zero_()
         self.entropy_sum.zero_()
         self.tokens_seen.zero_()
         self.agreed.zero_()
 
     def diagnostics(self) -> dict:
         """Load fraction per expert, max violation (max/mean load - 1), dead experts, entropy, and
-        (balanced assignment in training) the share of tokens it sent where the greedy top-1 would."""
-        load = self.load.double()
+        (balanced assignment in training) the share of tokens it sent where the greedy top-1 would;
+        of the tokens seen in training, or in evaluation when the router is in eval mode."""
+        load = (self.load if self.training else self.eval_load).double()
         total = load.sum().item()
         fraction = (load / total).tolist() if total else [0.0] * len(load)
         mean = load.mean().item()
