@@ -235,8 +235,6 @@ def train(
         forward = DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None)
     sparse_tables = any(layer.sparse for layer in model.memory_modules())
     model.train()
-    for router in model.routers():  # the bias follows training's loads only, never a measurement's
-        router.reset_stats()
     # Routing churn: a fixed batch of paragraphs (its own random stream, so training's is untouched)
     # whose tokens' first-choice experts are compared from one history record to the next.
     # Fact churn: the same for the positions that predict a value token of a fixed sample of facts.
