@@ -113,12 +113,13 @@ def test_the_chosen_size_model_recovers_known_coefficients_with_developer_effect
     rows = synthetic_rows(n_dev=30, lab_sd=0.3)
     result = sv.survey_benchmark(rows, "AA-Omniscience", n_boot=200)
     chosen = result.selection.chosen
-    assert chosen.candidate.developer and chosen.candidate.reasoning and chosen.candidate.measure == "accuracy"
-    model = SizeModel(Candidate("accuracy", reasoning=True, developer=True)).fit(result.points)
+    assert chosen.candidate.developer != "none" and chosen.candidate.reasoning and chosen.candidate.measure == "accuracy"
+    model = SizeModel(Candidate("accuracy", reasoning=True, developer="random")).fit(result.points)
     c = model.coefficients()
     # the reasoning row is the same weights 5 points higher: -0.06 x 5 = -0.3 decades
     assert c["accuracy"].low < 0.06 < c["accuracy"].high and c["reasoning"].low < -0.3 < c["reasoning"].high
     assert 0.15 < math.sqrt(model.fit_.tau2_) < 0.45  # the lab effects' spread, 0.3
+    assert result.selection.validation == "leave one developer out"  # no release dates: no rolling origin
     assert all(r.lodo["median_abs_error_decades"] < 0.5 for r in result.selection.results)
 
 
@@ -132,7 +133,7 @@ def test_unseen_labs_are_covered_at_the_nominal_rate_on_synthetic_data():
     coverage = []
     for seed in (1, 3, 4):
         train = sv.size_points(synthetic_rows(n_dev=200, lab_sd=0.3, seed=seed), "AA-Omniscience")
-        model = SizeModel(Candidate("accuracy", reasoning=True, developer=True)).fit(train)
+        model = SizeModel(Candidate("accuracy", reasoning=True, developer="random")).fit(train)
         low, high = model.predict_interval(test, known_developers=False)
         coverage.append(np.mean((low <= truth) & (truth <= high)))
     assert abs(np.mean(coverage) - 0.8) <= 0.03
@@ -166,11 +167,12 @@ def test_a_small_user_table_says_why_it_has_no_estimates(tmp_path):
 
 @pytest.mark.slow
 def test_survey_on_bundled_data_prints_what_the_issue_asks():
-    result = CliRunner().invoke(app, ["survey", "--benchmark", "AA-Omniscience", "--n-boot", "200"])
+    result = CliRunner().invoke(app, ["survey", "--benchmark", "AA-Omniscience", "--n-boot", "200"],
+                                env={"COLUMNS": "300"})
     assert result.exit_code == 0, result.output
-    for text in ("r(total)", "r(active)", "partial r(total | active)", "gamma", "unseen labs and later months",
-                 "LODO |error|", "time cover", "closed models", "beyond open models?", "two modes",
-                 "include 5-10T", "lab effects spread"):
+    for text in ("r(total)", "r(active)", "partial r(total | active)", "gamma", "chosen by rolling origin",
+                 "7-12 months ahead", "survey v2", "80% coverage", "closed models", "months after fit",
+                 "decades outside sizes", "two modes", "include 5-10T", "per month after its newest release"):
         assert text in result.output, text
 
 
@@ -231,7 +233,7 @@ def test_the_size_model_follows_scikit_learns_conventions():
     from moelab.analysis.size import Candidate, Scales, SizeModel
 
     points = sv.size_points(synthetic_rows(), "AA-Omniscience")
-    plain = SizeModel(Candidate("accuracy", reasoning=True, developer=True))
+    plain = SizeModel(Candidate("accuracy", reasoning=True, developer="random"))
     assert not hasattr(plain, "fit_") and not hasattr(plain, "points_")
     assert plain.fit(points) is plain and hasattr(plain, "fit_") and hasattr(plain, "points_")
     centre = plain.predict(points[:5])

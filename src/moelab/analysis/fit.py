@@ -16,6 +16,7 @@ Ordinary least squares y = a + b u with Gaussian residuals:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ import numpy as np
 # worker and CLI call imports this module for the lab's intervals.
 
 
+@functools.lru_cache(maxsize=4096)  # held-out scoring asks for the same few (level, dof) thousands of times
 def t_quantile(level: float, dof: float) -> float:
     """The two-sided Student t multiplier: the (1 + level) / 2 quantile with `dof` degrees of freedom."""
     from scipy import stats
@@ -97,25 +99,32 @@ class LinearFit:
     the others, returning the set where a new observation's prediction interval contains y0.
     """
 
-    def fit(self, X, y) -> LinearFit:
+    def fit(self, X, y, sample_weight=None) -> LinearFit:
+        """Least squares, weighted when `sample_weight` is given (weighted least squares: a row of
+        weight w counts as if its residual variance were sigma^2 / w; sigma is then the spread of
+        a row of weight 1, which is what the prediction interval of a new row uses)."""
         X = np.atleast_2d(np.asarray(X, dtype=float).T).T  # [n] -> [n, 1]
         X, y = _as_arrays(X, y)
         n, p = X.shape
         if n < p + 2:
             raise ValueError(f"need at least {p + 2} points to fit {p} predictor(s) with an interval, got {n}")
+        w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=float)
+        if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w <= 0):
+            raise ValueError("sample_weight must hold one positive finite weight per row")
         design = np.column_stack([np.ones(n), X])
-        gram_inv = np.linalg.pinv(design.T @ design)
+        gram_inv = np.linalg.pinv(design.T @ (design * w[:, None]))
         if np.linalg.matrix_rank(design) < p + 1:
             raise ValueError("predictors are constant or collinear; nothing to fit against")
-        self.coef_ = gram_inv @ design.T @ y  # [p + 1], intercept first
+        self.coef_ = gram_inv @ design.T @ (w * y)  # [p + 1], intercept first
         residuals = y - design @ self.coef_
         self.n_, self.dof_ = n, n - p - 1
-        self.residual_std_ = float(math.sqrt((residuals**2).sum() / self.dof_))
+        self.residual_std_ = float(math.sqrt((w * residuals**2).sum() / self.dof_))
         self.gram_inv_ = gram_inv
         self.residuals_ = residuals
-        self.hat_ = np.einsum("ij,jk,ik->i", design, gram_inv, design)
-        total = float(((y - y.mean()) ** 2).sum())
-        self.r2_ = 1.0 - float((residuals**2).sum()) / total if total else 1.0
+        self.hat_ = w * np.einsum("ij,jk,ik->i", design, gram_inv, design)
+        mean = float(np.average(y, weights=w))
+        total = float((w * (y - mean) ** 2).sum())
+        self.r2_ = 1.0 - float((w * residuals**2).sum()) / total if total else 1.0
         return self
 
     def _check_fitted(self) -> None:
@@ -139,13 +148,18 @@ class LinearFit:
         value = float(self.coef_[index])
         return Estimate(value, value - t * se, value + t * se, level)
 
+    def predict_sd(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """(centre, sd) of a new observation at X: residual spread plus parameter uncertainty;
+        a `level` interval is centre +- t(level, dof_) sd."""
+        design = self._design(X)
+        spread = np.sqrt(1 + np.einsum("ij,jk,ik->i", design, self.gram_inv_, design))
+        return design @ self.coef_, self.residual_std_ * spread
+
     def prediction_interval(self, X, level: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
         """Interval for a new observation at X: parameter uncertainty plus residual spread."""
-        design = self._design(X)
+        centre, sd = self.predict_sd(X)
         t = t_quantile(level, self.dof_)
-        spread = np.sqrt(1 + np.einsum("ij,jk,ik->i", design, self.gram_inv_, design))
-        centre = design @ self.coef_
-        return centre - t * self.residual_std_ * spread, centre + t * self.residual_std_ * spread
+        return centre - t * sd, centre + t * sd
 
     def inverse(self, y0: float, column: int = 0, others=(), level: float = 0.8) -> Estimate:
         """The value of predictor `column` at which the fit predicts y0, the other predictors held
@@ -185,7 +199,7 @@ class RandomInterceptFit:
     I + lambda 11' inverts as I - c_g 11' with c_g = lambda / (1 + n_g lambda); lambda is found by a
     bounded search on the restricted likelihood, so a fit takes about a millisecond.
 
-    Fitted: coef_ (intercept first), cov_ (of coef_), sigma2_, tau2_, dof_, effects_ (the BLUP of
+    Fitted: coef_ (intercept first), cov_ (of coef_), sigma2_, tau2_, ratio_, dof_, effects_ (the BLUP of
     each group's intercept) and effect_var_ (its conditional variance tau2 / (1 + n_g lambda)).
     """
 
@@ -229,6 +243,7 @@ class RandomInterceptFit:
         self.dof_ = n - p - 1
         self.sigma2_ = quad / self.dof_
         self.tau2_ = lam * self.sigma2_
+        self.ratio_ = lam  # tau2 / sigma2: how far one point moves its group's effect
         self.coef_ = coef
         self.cov_ = self.sigma2_ * np.linalg.inv(a)
         group_residual = sum_y - sum_x @ coef
@@ -236,10 +251,10 @@ class RandomInterceptFit:
         self.effect_var_ = dict(zip(labels.tolist(), (self.tau2_ / (1 + sizes * lam)).tolist()))
         return self
 
-    def predict(self, X, groups=None, level: float = 0.8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(centre, low, high) for new observations at X: a group the fit saw gets its effect and
-        that effect's remaining uncertainty; an unseen group (or None) gets the spread tau2 of all
-        group effects. Parameter uncertainty and the residual spread are always included."""
+    def predict_sd(self, X, groups=None) -> tuple[np.ndarray, np.ndarray]:
+        """(centre, sd) for new observations at X: a group the fit saw gets its effect and that
+        effect's remaining uncertainty; an unseen group (or None) gets the spread tau2 of all group
+        effects. Parameter uncertainty and the residual spread are always included."""
         if not hasattr(self, "coef_"):
             raise NotFittedError("this RandomInterceptFit is not fitted yet; call fit(X, y, groups) first")
         X = np.atleast_2d(np.asarray(X, dtype=float).T).T
@@ -248,7 +263,11 @@ class RandomInterceptFit:
         effect = np.array([self.effects_.get(g, 0.0) for g in groups])
         effect_var = np.array([self.effect_var_.get(g, self.tau2_) for g in groups])
         centre = design @ self.coef_ + effect
-        sd = np.sqrt(self.sigma2_ + effect_var + np.einsum("ij,jk,ik->i", design, self.cov_, design))
+        return centre, np.sqrt(self.sigma2_ + effect_var + np.einsum("ij,jk,ik->i", design, self.cov_, design))
+
+    def predict(self, X, groups=None, level: float = 0.8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(centre, low, high) at `level`: `predict_sd` with the t multiplier of the fit's dof."""
+        centre, sd = self.predict_sd(X, groups)
         t = t_quantile(level, self.dof_)
         return centre, centre - t * sd, centre + t * sd
 

@@ -24,10 +24,11 @@ Data: a CSV with the columns of the bundled `moelab/data/knowledge_vs_params.csv
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import date
 from importlib import resources
 from pathlib import Path
@@ -69,19 +70,72 @@ class ModelRow:
     source: str
     as_of: str
     release_date: date | None = None
+    reasoning: bool | None = field(default=None, compare=False)  # None: not known (see `row_mode`)
+    mode_source: str = field(default="", compare=False)
 
-    @property
-    def reasoning(self) -> bool:
-        """Whether the row scores a reasoning/thinking setting, read from its variant and name."""
-        text = f"{self.variant} {self.model}".lower()
-        if any(word in text for word in ("non-reasoning", "non-thinking", "w/o extended thinking")):
-            return False
-        return "reasoning" in text or "thinking" in text
+    def __post_init__(self):
+        if not self.mode_source:
+            reasoning, source = row_mode(self.variant, self.model)
+            object.__setattr__(self, "reasoning", reasoning)
+            object.__setattr__(self, "mode_source", source)
 
     @property
     def is_moe(self) -> bool:
         return self.architecture == "moe" or (self.active_b is not None and self.total_b is not None
                                               and self.active_b < self.total_b)
+
+
+# ---------------------------------------------------------------------------------------------
+# the mode a row was scored in
+
+_NOT_REASONING = re.compile(r"non-reasoning|non-thinking|w/o extended thinking|thinking\s*=\s*false|\binstruct\b"
+                            r"|\(minimal\)", re.I)
+_REASONING = re.compile(r"reasoning|thinking|\bthink(er)?\b|\((low|medium|high|xhigh|max)\)|effort", re.I)
+_NO_FLAG = re.compile(r"^\s*unspecified|no reasoning flag", re.I)
+
+
+def mode_from_name(name: str) -> bool | None:
+    """A model's mode where its name says it: "(Non-reasoning)", "Instruct" and "(minimal)" (the
+    lowest effort, which AA flags as non-reasoning) say no; "(Reasoning)", "Thinking", "Think",
+    "Thinker" and an effort ("(low)", "(medium)", "(high)", "(xhigh)", "(max)") say yes; else None.
+    Checked against AA's own flag in tests/analysis/test_survey.py."""
+    if _NOT_REASONING.search(name):
+        return False
+    if _REASONING.search(name):
+        return True
+    return None
+
+
+def row_mode(variant: str, model: str) -> tuple[bool | None, str]:
+    """(reasoning, how it is known) from a row alone: "flag" when the variant states the mode,
+    "name" when a capture without a flag leaves it to the model's name, "unknown" when neither
+    says, and "default" for sources without mode words (model cards, base-model tables), read as
+    non-reasoning."""
+    if _NO_FLAG.search(variant):
+        mode = mode_from_name(model)
+        return (None, "unknown") if mode is None else (mode, "name")
+    mode = mode_from_name(variant)
+    if mode is not None:
+        return mode, "name" if "from the model name" in variant.lower() else "flag"
+    mode = mode_from_name(model)
+    return (False, "default") if mode is None else (mode, "name")
+
+
+def assign_modes(rows: list[ModelRow]) -> list[ModelRow]:
+    """Rows whose mode is unknown take the other mode from a sibling: when a developer lists
+    "X (Non-reasoning)" beside a plain "X" on the same benchmark, the plain row is X's reasoning
+    mode (and the reverse), AA's way of naming a model's non-default mode."""
+    named = {(r.developer, r.benchmark, _mode_free(r.model)): r.reasoning for r in rows if r.reasoning is not None
+             and _mode_free(r.model) != r.model.lower()}
+    out = []
+    for r in rows:
+        other = named.get((r.developer, r.benchmark, r.model.lower())) if r.reasoning is None else None
+        out.append(replace(r, reasoning=not other, mode_source="sibling") if other is not None else r)
+    return out
+
+
+def _mode_free(name: str) -> str:
+    return " ".join(re.sub(r"\((non-)?reasoning[^)]*\)", "", name, flags=re.I).split()).lower()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,7 +231,7 @@ def parse_rows(path: str | Path, allow_missing_params: bool = True) -> tuple[lis
                                  open_text == "true", record["architecture"], total, active,
                                  record["benchmark"], record["variant"], accuracy, index, hallucination,
                                  record["source"], record["as_of"], released))
-    return rows, problems
+    return assign_modes(rows), problems
 
 
 def load_inputs(path: str | Path | None, benchmarks: list[str] | None, predict: str | Path | None,
@@ -292,7 +346,7 @@ class SizeEstimate:
     benchmark: str
     variant: str
     accuracy_pct: float
-    reasoning: bool
+    reasoning: bool | None
     estimate_b: float
     low_b: float
     high_b: float
@@ -301,6 +355,8 @@ class SizeEstimate:
     size_model: str = ""
     line: int | None = None
     true_b: float | None = None  # the row's own total, when it has one (a held-out check)
+    months_ahead: float = 0.0  # months between the fit's newest release and this model's
+    mode_source: str = ""  # how the row's mode is known (`row_mode`)
 
 
 @dataclass
@@ -313,20 +369,22 @@ class BenchmarkSurvey:
     note: str = ""  # why there are no estimates, when there are none
 
     def estimate_row(self, row: ModelRow) -> SizeEstimate | None:
-        """The row's total from its score (its own parameter cells ignored), or None when no
+        """The row's total from its score (its own parameter cells hidden), or None when no
         validated size model can use the row."""
         if self.selection is None:
             return None
-        point = size.size_point(row)
+        point = size.size_point(row, hide_counts=True)
         model = size.fallback(self.selection, point, self.points)
         if model is None:
             return None
-        centre = float(model.predict([point])[0])
-        low, high = (float(v[0]) for v in model.predict_interval([point]))
+        forecast = model.forecasts([point])[0]
+        half = forecast.half_width(model.scales)
+        centre = forecast.centre
         decades = model.extrapolation(10**centre)
         return SizeEstimate(row.model, row.developer, row.benchmark, row.variant, row.accuracy_pct,
-                            row.reasoning, 10**centre, 10**low, 10**high, decades > 0, decades,
-                            model.candidate.name, row.line, row.total_b)
+                            row.reasoning, 10**centre, 10 ** (centre - half), 10 ** (centre + half),
+                            decades > 0, decades, model.candidate.name, row.line, row.total_b,
+                            forecast.months, row.mode_source)
 
 
 def survey_benchmark(rows: list[ModelRow], benchmark: str, n_boot: int = 2000) -> BenchmarkSurvey | None:
@@ -366,7 +424,7 @@ def mode_agreement(result: BenchmarkSurvey, rows: list[ModelRow]) -> list[dict]:
         return []
     by_group: dict[tuple, dict[bool, SizeEstimate]] = {}
     for r in rows:
-        if r.benchmark != result.benchmark or r.accuracy_pct is None:
+        if r.benchmark != result.benchmark or r.accuracy_pct is None or r.reasoning is None:
             continue
         e = result.estimate_row(r)
         if e is None:
@@ -383,10 +441,13 @@ def held_out_check(estimates: list[SizeEstimate]) -> dict:
     """Median |log10 error|, share within 2x and 80% coverage over estimates of rows that carry
     their true total (`moelab survey --predict` on a table with parameter counts)."""
     known = [e for e in estimates if e.true_b is not None]
-    scores = size.Scores()
-    for e in known:
-        scores.add(math.log10(e.true_b), math.log10(e.estimate_b), math.log10(e.low_b), math.log10(e.high_b))
-    return scores.summary()
+    if not known:
+        return {"n": 0, "median_abs_error_decades": math.nan, "within_2x": math.nan, "coverage": math.nan}
+    errors = np.array([math.log10(e.estimate_b / e.true_b) for e in known])
+    covered = [e.low_b <= e.true_b <= e.high_b for e in known]
+    return {"n": len(known), "median_abs_error_decades": float(np.median(np.abs(errors))),
+            "within_2x": float(np.mean(np.abs(errors) <= math.log10(2))), "coverage": float(np.mean(covered)),
+            "median_error_decades": float(np.median(errors))}
 
 
 FRONTIER_RANGE_B = (5_000, 10_000)  # the seed's "5-10T"
@@ -437,13 +498,27 @@ def _estimate_json(e: Estimate | None) -> dict | None:
 
 def estimate_json(e: SizeEstimate) -> dict:
     return {"model": e.model, "developer": e.developer, "benchmark": e.benchmark, "variant": e.variant,
-            "accuracy_pct": e.accuracy_pct, "reasoning": e.reasoning, "size_model": e.size_model,
+            "accuracy_pct": e.accuracy_pct, "reasoning": e.reasoning, "mode_source": e.mode_source,
+            "size_model": e.size_model, "months_ahead": e.months_ahead,
             "true_b": e.true_b,
             "estimate_b": e.estimate_b if math.isfinite(e.estimate_b) else None,
             "low_b": e.low_b, "high_b": e.high_b if math.isfinite(e.high_b) else None,
             "interval_level": LEVEL, "extrapolated": e.extrapolated,
             "extrapolation_decades": e.extrapolation_decades if math.isfinite(e.extrapolation_decades) else None,
             "line": e.line}
+
+
+def held_out_models(selection: size.SizeSelection) -> dict[str, tuple]:
+    """The chosen model and the reference ones, each as (candidate, scales, held-out forecasts)."""
+    chosen = selection.chosen
+    return {"chosen": (chosen.candidate, chosen.scales, selection.forecasts), **selection.reference}
+
+
+def held_out_json(scales: size.Scales, forecasts: list[size.Forecast]) -> dict:
+    first = size.within(forecasts)
+    return {f"within {size.HORIZON_MONTHS} months": size.summarise(first, scales),
+            "by_months_ahead": size.by_horizon(forecasts, scales),
+            f"by_size_within {size.HORIZON_MONTHS} months": size.by_size(first, scales)}
 
 
 def results_json(results: list[BenchmarkSurvey], rows: list[ModelRow]) -> dict:
@@ -459,17 +534,21 @@ def results_json(results: list[BenchmarkSurvey], rows: list[ModelRow]) -> dict:
         if b.selection is not None:
             chosen = b.selection.chosen
             entry |= {
-                "validation": [{"model": r.candidate.name, "leave_one_developer_out": r.lodo,
-                                "time_split": r.time, "time_split_by_cut": r.time_by_cut, "score": r.score}
-                               for r in b.selection.results],
+                "validation": [{"model": r.candidate.name, "rolling_origin": r.rolling,
+                                "leave_one_developer_out": r.lodo, "score": r.score}
+                               for r in sorted(b.selection.results, key=lambda r: r.score)],
+                "chosen_by": b.selection.validation,
                 "chosen_model": chosen.candidate.name,
-                "chosen_validation_calibrated": {"leave_one_developer_out": b.selection.chosen_result.lodo,
-                                                 "time_split": b.selection.chosen_result.time},
-                "interval_scales": {"unseen_labs": chosen.scales.unseen, "known_labs": chosen.scales.known},
+                "held_out": {name: held_out_json(scales, forecasts)
+                             for name, (_, scales, forecasts) in held_out_models(b.selection).items()},
+                "interval_scales": dataclasses.asdict(chosen.scales),
                 "coefficients": {k: _estimate_json(e) for k, e in chosen.coefficients().items()},
-                "developer_effect_sd_decades": math.sqrt(chosen.fit_.tau2_) if chosen.candidate.developer else None,
+                "developer_effect_sd_decades": (math.sqrt(chosen.fit_.tau2_) if chosen.candidate.developer != "none"
+                                                else None),
+                "sparsity_effect": _estimate_json(size.sparsity_effect(b.selection, b.points)),
                 "fit_points": len(chosen.points_),
-                "open_total_range_b": [min(p.total_b for p in chosen.points_), max(p.total_b for p in chosen.points_)],
+                "newest_release": chosen.newest_.isoformat() if chosen.newest_ else None,
+                "open_total_range_b": list(chosen.total_range_),
                 "mode_agreement": mode_agreement(b, rows),
                 "frontier_claim": frontier_claim(b)[1],
             }

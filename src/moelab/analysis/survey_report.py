@@ -14,70 +14,120 @@ import numpy as np
 from matplotlib.ticker import NullFormatter
 
 from moelab.analysis.html import estimate_cells, img, png, save_png, table, write_page
-from moelab.analysis.size import SizePoint
-from moelab.analysis.survey import fit_points
+from moelab.analysis import size
+from moelab.analysis.size import SizeModel, SizePoint
+from moelab.analysis.survey import held_out_models
 
-def curve_points(model, accuracies, reasoning: bool) -> list:
-    """Points along accuracy for drawing a size model: attempt rate and release date at the fit's
-    medians, dense (active = total), an unseen developer."""
+def curve_points(model, accuracies, reasoning: bool, released=None) -> list:
+    """Points along accuracy for drawing a size model: attempt rate at the fit's median, release
+    date `released` (default: the fit's median), dense, an unseen developer."""
     pts = model.points_
     attempt = float(np.median([p.attempt_rate for p in pts if p.attempt_rate is not None] or [1.0]))
-    dates = sorted(p.released for p in pts if p.released is not None)
-    released = dates[len(dates) // 2] if dates else None
-    return [SizePoint("curve", "", 1.0, 1.0, float(a), float(a) / attempt if attempt else None,
+    if released is None:
+        dates = sorted(p.released for p in pts if p.released is not None)
+        released = dates[len(dates) // 2] if dates else None
+    return [SizePoint("curve", "", None, None, float(a), float(a) / attempt if attempt else None,
                       attempt, reasoning, released) for a in accuracies]
 
 
+def _year_fits(b) -> dict[int, SizeModel]:
+    """The chosen candidate refitted on each release year's points alone (years with enough)."""
+    out = {}
+    for year in sorted({p.released.year for p in b.points if p.released is not None}):
+        try:
+            out[year] = SizeModel(b.selection.chosen.candidate).fit(
+                [p for p in b.points if p.released is not None and p.released.year == year])
+        except ValueError:
+            continue
+    return out
+
+
 def survey_figure(b, rows) -> bytes:
-    """Accuracy vs total and vs active parameters for one benchmark: open models as points (dense
-    circles, MoE triangles), the fit with its 80% prediction band, closed models as horizontal
-    bands over their estimated 80% range (clipped, with an arrow, past 100x the largest open model)."""
-    points = fit_points(rows, b.benchmark, by_reasoning=False)
-    lo = min(p.total_b for p in points)
-    hi = max(p.total_b for p in points)
+    """Left: accuracy against total parameters, open models coloured by release year, the chosen
+    size model refitted on each year's releases (non-reasoning mode; the drift the estimator must
+    follow), the fit on every year with its 80% band, and closed models as horizontal bands over
+    their estimated 80% range (clipped, with an arrow, past 100x the largest open model). Right:
+    held-out error and 80% coverage against months ahead, the chosen model and the references."""
+    points = [p for p in b.points if p.total_b is not None]
+    lo, hi = b.selection.chosen.total_range_
     x_max = hi * 100
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
-    for ax, key, label in ((axes[0], "total_b", "total parameters (B)"), (axes[1], "active_b", "active parameters (B)")):
-        for is_moe, marker, name in ((False, "o", "open dense"), (True, "^", "open MoE")):
-            sel = [p for p in points if p.is_moe == is_moe and getattr(p, key) is not None]
-            ax.scatter([getattr(p, key) for p in sel], [p.accuracy_pct for p in sel], marker=marker, s=30,
-                       facecolors="none" if not is_moe else "tab:blue", edgecolors="black" if not is_moe else "tab:blue",
-                       label=name, zorder=3)
-        ax.set_xscale("log")
-        ax.set_xlabel(label)
-        ax.grid(alpha=0.3, which="both")
-        ax.xaxis.set_minor_formatter(NullFormatter())
-    grid = np.logspace(math.log10(lo) - 0.3, math.log10(x_max), 200)
-    chosen = b.selection.chosen
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1.6, 1]})
+    ax = axes[0]
+    years = sorted({p.released.year for p in points if p.released is not None})
+    colours = dict(zip(years, plt.cm.viridis(np.linspace(0.1, 0.85, max(len(years), 1)))))
     accuracies = np.linspace(1, 70, 140)
-    for reasoning in (False, True) if chosen.candidate.reasoning else (False,):
-        curve = curve_points(chosen, accuracies, reasoning)
-        centre = chosen.predict(curve, known_developers=False)
-        band_lo, band_hi = chosen.predict_interval(curve, known_developers=False)
-        colour = "tab:red" if reasoning else "tab:grey"
-        name = f"size model{' (reasoning)' if reasoning else ''}, other covariates at their medians"
-        axes[0].plot(10**centre, accuracies, color=colour, lw=1.2, label=name)
-        axes[0].fill_betweenx(accuracies, 10**band_lo, 10**band_hi, color=colour, alpha=0.12)
+    fits = _year_fits(b)
+    for year in years:
+        mine = [p for p in points if p.released is not None and p.released.year == year]
+        ax.scatter([p.total_b for p in mine], [p.accuracy_pct for p in mine], s=18, color=colours[year], alpha=0.8,
+                   label=f"open, released {year} ({len(mine)} points)", zorder=3)
+        if year not in fits:
+            continue
+        model = fits[year]
+        middle = sorted(p.released for p in mine)[len(mine) // 2]
+        centre = model.predict(curve_points(model, accuracies, False, middle), known_developers=False)
+        ax.plot(10**centre, accuracies, color=colours[year], lw=1.5, label=f"size model fitted on {year}'s releases")
+    undated = [p for p in points if p.released is None]
+    if undated:
+        ax.scatter([p.total_b for p in undated], [p.accuracy_pct for p in undated], s=18, color="grey",
+                   label="open, release date unknown", zorder=3)
+    chosen = b.selection.chosen
+    curve = curve_points(chosen, accuracies, False)
+    centre = chosen.predict(curve, known_developers=False)
+    band_lo, band_hi = chosen.predict_interval(curve, known_developers=False)
+    ax.plot(10**centre, accuracies, color="black", lw=1, ls="--", label="chosen size model, all years (80% band)")
+    ax.fill_betweenx(accuracies, 10**band_lo, 10**band_hi, color="black", alpha=0.07)
     for e in b.estimates:
         if not math.isfinite(e.estimate_b):
             continue
-        if e.low_b < x_max:  # the part of the range inside the plot
-            left, right = max(e.low_b, grid[0]), min(e.high_b, x_max)
-            axes[0].plot([left, right], [e.accuracy_pct] * 2, color="tab:orange", lw=2, alpha=0.35)
+        if e.low_b < x_max:
+            ax.plot([max(e.low_b, lo / 2), min(e.high_b, x_max)], [e.accuracy_pct] * 2, color="tab:orange", lw=2,
+                    alpha=0.3)
         if e.high_b > x_max:
-            axes[0].annotate("", xy=(x_max, e.accuracy_pct), xytext=(x_max / 2, e.accuracy_pct),
-                             arrowprops=dict(arrowstyle="->", color="tab:orange", alpha=0.6))
-    axes[0].plot([], [], color="tab:orange", lw=2, alpha=0.5, label="closed: estimated 80% range")
-    axes[0].axvspan(hi, x_max, color="grey", alpha=0.06)
-    axes[0].set_xlim(grid[0], x_max * 1.3)
+            ax.annotate("", xy=(x_max, e.accuracy_pct), xytext=(x_max / 2, e.accuracy_pct),
+                        arrowprops=dict(arrowstyle="->", color="tab:orange", alpha=0.6))
+    ax.plot([], [], color="tab:orange", lw=2, alpha=0.5, label="closed: estimated 80% range")
+    ax.axvspan(hi, x_max, color="grey", alpha=0.06)
     shown = [p.accuracy_pct for p in points] + [e.accuracy_pct for e in b.estimates]
-    axes[0].set_ylim(min(shown) - 5, max(shown) + 3)
-    axes[0].text(hi * 1.2, max(shown) + 2, "beyond open models:\nextrapolation", fontsize=8, color="grey", va="top")
-    axes[0].set_ylabel("accuracy (%)")
-    axes[0].legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"{b.benchmark}: accuracy against total and active parameters", fontsize=12)
+    ax.set_xscale("log")
+    ax.set_xlim(lo / 2, x_max * 1.3)
+    ax.set_ylim(min(shown) - 3, max(shown) + 3)
+    ax.text(hi * 1.2, max(shown) + 2, "beyond open models:\nextrapolation", fontsize=8, color="grey", va="top")
+    ax.set_xlabel("total parameters (B)")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3, which="both")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(f"{b.benchmark}: accuracy against total parameters", fontsize=10)
+    _horizon_panel(axes[1], b)
     fig.tight_layout()
     return png(fig, dpi=100)
+
+
+def _horizon_panel(ax, b) -> None:
+    labels = [size.horizon_label(low, high).replace(" ahead", "") for low, high in size.HORIZON_BANDS]
+    x = np.arange(len(labels))
+    cover = ax.twinx()
+    for (name, (_, scales, forecasts)), colour in zip(held_out_models(b.selection).items(), ("black", "tab:red", "tab:blue")):
+        summary = size.by_horizon(forecasts, scales)
+        chosen = name == "chosen"  # drawn wide and last: a reference with the same centre hides under it
+        ax.plot(x, [v["median_abs_error_decades"] for v in summary.values()], "o-", color=colour,
+                lw=3 if chosen else 1.2, alpha=0.5 if chosen else 1, zorder=1 if chosen else 2,
+                label=f"{name}: median |error|")
+        cover.plot(x, [v["coverage"] for v in summary.values()], "s--", color=colour, alpha=0.6,
+                   label=f"{name}: 80% coverage")
+    cover.axhspan(0.75, 0.85, color="tab:green", alpha=0.1)
+    cover.set_ylim(0.4, 1.0)
+    cover.set_ylabel("share of true sizes inside the 80% interval")
+    ax.set_ylim(0, None)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_xlabel("months between the fit's data and the model's release")
+    ax.set_ylabel("median |log10 error| (decades)")
+    ax.grid(alpha=0.3)
+    lines = ax.get_legend_handles_labels()
+    more = cover.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="lower left")
+    ax.set_title(f"{b.selection.validation}: error against horizon", fontsize=10)
 
 
 def write_survey_report(results, rows, folder: str | Path) -> Path:
@@ -86,7 +136,9 @@ def write_survey_report(results, rows, folder: str | Path) -> Path:
     parts = ["<h1>moelab survey: knowledge against total and active parameters</h1>",
              "<p class=note>One point per open weights group (its best variant). Correlations on log10 "
              "parameter counts with 95% bootstrap intervals; size estimates with 80% calibration "
-             "intervals from the fit chosen by leave-one-developer-out error.</p>"]
+             "intervals from the size model chosen by rolling-origin error (fit on the models released before a "
+             "month, predict the next three), calibrated so that 80% of held-out sizes fall inside at every "
+             "horizon.</p>"]
 
     for b in results:
         if b.selection is None:
@@ -102,16 +154,24 @@ def write_survey_report(results, rows, folder: str | Path) -> Path:
                             [[a.subset, a.n_groups, *(c for k in ("r_total", "r_active", "partial_total", "gamma")
                                                       for c in estimate_cells(a.stats.get(k)))] for a in b.attribution]))
         chosen = b.selection.chosen
-        parts.append(table(["size model", "LODO median |error| (decades)", "LODO within 2x", "LODO 80% coverage",
-                            "time-split median |error|", "time-split within 2x", "time-split 80% coverage"],
-                           [[r.candidate.name + (" (used)" if r.candidate == chosen.candidate else ""),
-                             r.lodo["median_abs_error_decades"], r.lodo["within_2x"], r.lodo["coverage"],
-                             r.time["median_abs_error_decades"], r.time["within_2x"], r.time["coverage"]]
+        parts.append(table([f"size model ({b.selection.validation})", "median |error| (decades)", "within 2x",
+                            "median signed error"],
+                           [[r.candidate.name + (" (chosen)" if r.candidate == chosen.candidate else ""),
+                             *((r.rolling if b.selection.validation == "rolling origin" else r.lodo)[k]
+                               for k in ("median_abs_error_decades", "within_2x", "median_error_decades"))]
                             for r in sorted(b.selection.results, key=lambda r: r.score)]))
+        rows_ = []
+        for name, (_, scales, forecasts) in held_out_models(b.selection).items():
+            for label, v in size.by_horizon(forecasts, scales).items():
+                rows_.append([name, label, v["n"], v["median_abs_error_decades"], v["within_2x"], v["coverage"],
+                              v["median_error_decades"]])
+        parts.append(table(["size model", "horizon", "forecasts", "median |error|", "within 2x", "80% coverage",
+                            "median signed error"], rows_))
         if b.estimates:
-            parts.append(table(["closed model", "variant", "accuracy %", "estimate (B)", "80% low (B)",
-                                 "80% high (B)", "decades beyond open models"],
-                                [[e.model, e.variant.split(";")[0], e.accuracy_pct, e.estimate_b, e.low_b,
-                                  e.high_b, e.extrapolation_decades]
+            parts.append(table(["closed model", "mode", "accuracy %", "estimate (B)", "80% low (B)",
+                                 "80% high (B)", "months after the fit's data", "decades beyond open models"],
+                                [[e.model, {True: "reasoning", False: "non-reasoning", None: "unknown"}[e.reasoning],
+                                  e.accuracy_pct, e.estimate_b, e.low_b, e.high_b, e.months_ahead,
+                                  e.extrapolation_decades]
                                  for e in sorted(b.estimates, key=lambda e: -e.accuracy_pct)]))
     return write_page(folder / "report.html", "moelab survey", parts)

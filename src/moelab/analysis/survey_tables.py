@@ -37,24 +37,33 @@ def benchmark_renderables(b, rows) -> list:
         out.append(Text(b.note))
         return out
     chosen = b.selection.chosen
-    lo, hi = min(p.total_b for p in chosen.points_), max(p.total_b for p in chosen.points_)
-    out.append(Text(f"{len(chosen.points_)} open-weights points ({billions(lo)}B to {billions(hi)}B total), one per "
-                    "weights group and mode. Size models: log10 total from the knowledge score; held-out error in "
-                    "decades, share within 2x, coverage of the 80% interval."))
-    table = Table(title="size models, validated as they are used: unseen labs and later months", title_justify="left")
-    for column in ("size model", "LODO |error|", "LODO 2x", "LODO cover", "time |error|", "time 2x", "time cover", ""):
+    lo, hi = chosen.total_range_
+    newest = chosen.newest_.isoformat() if chosen.newest_ else "unknown"
+    out.append(Text(f"{len(chosen.points_)} open-weights points ({billions(lo)}B to {billions(hi)}B total, newest "
+                    f"released {newest}), one per weights group and mode. Size models: log10 total from the "
+                    f"knowledge score, chosen by {b.selection.validation}; held-out error in decades, share "
+                    "within 2x, coverage of the 80% interval, median signed error (+: sizes overestimated)."))
+    table = Table(title=f"size models by {b.selection.validation} (the best 10 of {len(b.selection.results)})",
+                  title_justify="left")
+    for column in ("size model", "|error|", "2x", "bias", ""):
         table.add_column(column, justify="left" if column in ("size model", "") else "right")
-    for r in sorted(b.selection.results, key=lambda r: r.score)[:12]:
-        used = r.candidate == chosen.candidate
-        cells = [_validation_cells(v) for v in ((b.selection.chosen_result if used else r).lodo,
-                                                (b.selection.chosen_result if used else r).time)]
-        table.add_row(r.candidate.name, *cells[0], *cells[1],
-                      f"<- used (intervals x{chosen.scales.unseen:.2f} unseen labs, x{chosen.scales.known:.2f} known)" if used else "")
+    for r in sorted(b.selection.results, key=lambda r: r.score)[:10]:
+        v = r.rolling if b.selection.validation == "rolling origin" else r.lodo
+        table.add_row(r.candidate.name, *_validation_cells(v, coverage=False),
+                      "<- chosen" if r.candidate == chosen.candidate else "")
     out.append(table)
+    out.append(held_out_table(b))
     coefficients = chosen.coefficients()
     out.append(Text("chosen size model, decades of total parameters per unit (95%): " + "; ".join(
         f"{name} {e.format('+.3f')}" for name, e in coefficients.items())
-        + (f"; lab effects spread {math.sqrt(chosen.fit_.tau2_):.2f} decades (sd)" if chosen.candidate.developer else "")))
+        + (f"; lab effects spread {math.sqrt(chosen.fit_.tau2_):.2f} decades (sd)" if chosen.candidate.developer != "none"
+           else "")))
+    scales = chosen.scales
+    out.append(Text(f"80% intervals: the fit's spread x{scales.known:.2f} (labs it saw) or x{scales.unseen:.2f} "
+                    f"(unseen labs), plus {scales.per_month:.3f} decades per month after its newest release and "
+                    f"{scales.per_decade:.2f} per decade above its largest size (in quadrature; "
+                    + ("calibrated" if scales.per_decade_calibrated else "a stated prior, too few held-out forecasts "
+                       "lie there to calibrate it") + "), the rest calibrated on the held-out forecasts"))
     agreement = mode_agreement(b, rows)
     if agreement:
         ratios = sorted(abs(math.log10(a["ratio"])) for a in agreement)
@@ -69,19 +78,53 @@ def benchmark_renderables(b, rows) -> list:
     return out
 
 
-def _validation_cells(v: dict) -> list[str]:
-    if not v["n"]:
-        return ["-", "-", "-"]
-    return [f"{v['median_abs_error_decades']:.2f}", f"{v['within_2x']:.0%}", f"{v['coverage']:.0%}"]
+def _validation_cells(v: dict, coverage: bool = True) -> list[str]:
+    if not v["n"] or not math.isfinite(v["median_abs_error_decades"]):
+        return ["-"] * (4 if coverage else 3)
+    cells = [f"{v['median_abs_error_decades']:.2f}", f"{v['within_2x']:.0%}"]
+    cells += [f"{v['coverage']:.0%}"] if coverage else []
+    return cells + [f"{v['median_error_decades']:+.2f}"]
+
+
+def held_out_table(b) -> Table:
+    """The chosen model and survey v2's side by side, with their own intervals, by months ahead
+    and by how far the true size lies above the fitted ones."""
+    from moelab.analysis import size
+    from moelab.analysis.survey import held_out_models
+
+    models = held_out_models(b.selection)
+    table = Table(title=f"held-out forecasts ({b.selection.validation}): median |error| (decades), within 2x, 80% "
+                        "coverage, median signed error, each model at its own interval widths", title_justify="left")
+    table.add_column("forecasts")
+    table.add_column("n", justify="right")
+    for name in models:
+        table.add_column(name, justify="right")
+    first = size.HORIZON_MONTHS
+    slices = [(f"all within {first} months", size.within)]
+    slices += [(size.horizon_label(lo, hi), lambda f, lo=lo, hi=hi: [x for x in f if lo <= x.ahead < hi])
+               for lo, hi in size.HORIZON_BANDS]
+    slices += [(f"{name} (within {first} months)",
+                lambda f, lo=lo, hi=hi: [x for x in size.within(f) if lo < x.truth_beyond <= hi
+                                         or (hi == 0 and x.truth_beyond == 0)])
+               for lo, hi, name in size.SIZE_BANDS]
+    for label, pick in slices:
+        cells = [" ".join(_validation_cells(size.summarise(pick(forecasts), scales)))
+                 for _, scales, forecasts in models.values()]
+        table.add_row(label, str(len(pick(next(iter(models.values()))[2]))), *cells)
+    return table
 
 
 def estimates_table(title: str, estimates) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("model", "variant", "accuracy %", "estimate (B)", "80% interval (B)", "beyond open models?"):
-        table.add_column(column, justify="left" if column in ("model", "variant", "beyond open models?") else "right",
-                         no_wrap=column == "model")
+    for column in ("model", "mode", "accuracy %", "estimate (B)", "80% interval (B)", "months after fit",
+                   "decades outside sizes"):
+        table.add_column(column, justify="left" if column in ("model", "mode") else "right",
+                         max_width=40 if column == "model" else None,
+                         min_width={"model": None, "mode": 19}.get(column, len(column)))
     for e in sorted(estimates, key=lambda e: -e.accuracy_pct):
-        flag = f"yes, +{e.extrapolation_decades:.1f} decades" if e.extrapolated else ""
-        table.add_row(e.model, e.variant.split(";")[0][:28], f"{e.accuracy_pct:.1f}", billions(e.estimate_b),
-                      f"{billions(e.low_b)} to {billions(e.high_b)}", flag)
+        mode = {True: "reasoning", False: "non-reasoning", None: "unknown"}[e.reasoning]
+        table.add_row(e.model, mode + (f" ({e.mode_source})" if e.mode_source in ("name", "sibling") else ""),
+                      f"{e.accuracy_pct:.1f}", billions(e.estimate_b), f"{billions(e.low_b)} to {billions(e.high_b)}",
+                      f"{e.months_ahead:.0f}" if e.months_ahead else "",
+                      f"+{e.extrapolation_decades:.1f}" if e.extrapolated else "")
     return table
