@@ -14,7 +14,8 @@ from moelab.continual import Replay, freeze
 from moelab.errors import ConfigError
 from moelab.knowledge import BioD, build_knowledge_base
 from moelab.models import Transformer, count_module, count_params
-from moelab.run import execute, load_run
+from moelab.run import execute
+from moelab.runs.weights import load_run
 from tests.conftest import small_config
 
 

@@ -33,14 +33,18 @@ MODULES = {module_name(p): p for p in SRC.rglob("*.py")}
 
 # a module of the first package may not import (anywhere in it) one of the second's
 FORBIDDEN = [
-    ("moelab.models", ("moelab.training", "moelab.run", "moelab.probe", "moelab.sweeps", "moelab.evaluation",
-                       "moelab.analysis", "moelab.cli", "moelab.continual", "moelab.checkpoint")),
-    ("moelab.knowledge", ("moelab.models", "moelab.training", "moelab.run", "moelab.probe", "moelab.evaluation")),
-    ("moelab.evaluation", ("moelab.run", "moelab.probe", "moelab.training", "moelab.sweeps", "moelab.cli")),
-    ("moelab.training", ("moelab.run", "moelab.probe", "moelab.sweeps", "moelab.cli")),
-    ("moelab.sweeps.store", ("moelab.run", "moelab.training", "moelab.models")),
+    ("moelab.models", ("moelab.training", "moelab.run", "moelab.runs.weights", "moelab.probe", "moelab.sweeps",
+                       "moelab.evaluation", "moelab.analysis", "moelab.cli", "moelab.continual", "moelab.checkpoint")),
+    ("moelab.knowledge", ("moelab.models", "moelab.training", "moelab.run", "moelab.runs.weights", "moelab.probe",
+                          "moelab.evaluation")),
+    ("moelab.evaluation", ("moelab.run", "moelab.runs.weights", "moelab.probe", "moelab.training", "moelab.sweeps", "moelab.cli")),
+    ("moelab.training", ("moelab.run", "moelab.runs.weights", "moelab.probe", "moelab.sweeps", "moelab.cli")),
+    ("moelab.sweeps.store", ("moelab.run", "moelab.runs.weights", "moelab.training", "moelab.models")),
     ("moelab.design", ("moelab.run", "moelab.training", "moelab.probe", "moelab.sweeps", "moelab.cli")),
     ("moelab.config", ("moelab.models", "moelab.training", "moelab.run")),
+    ("moelab.runs.folder", ("moelab.models", "moelab.training", "moelab.run", "moelab.runs.weights",
+                            "moelab.evaluation", "moelab.checkpoint")),
+    ("moelab.runs.weights", ("moelab.run", "moelab.probe", "moelab.sweeps", "moelab.cli", "moelab.evaluation")),
 ]
 
 

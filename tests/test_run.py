@@ -10,7 +10,9 @@ import torch
 import moelab.run
 from moelab.errors import MoelabError
 from moelab.evaluation import measure_capacity, score_probe
-from moelab.run import execute, load_run, read_metrics
+from moelab.run import execute
+from moelab.runs.weights import load_run
+from moelab.runs.folder import read_metrics
 from tests.conftest import small_config
 
 REQUIRED = ["p_total", "p_active", "p_total_nonembedding", "n_experts", "top_k", "exposures", "steps",
@@ -121,16 +123,6 @@ def test_a_checkpoint_of_another_config_is_not_resumed(trained_run, tmp_path):
     assert not result["resumed_from_checkpoint"] and result["steps"] < first["steps"]
 
 
-def test_damaged_metrics_are_refused_by_name(tmp_path):
-    path = tmp_path / "metrics.json"
-    path.write_text('{"bits": 12.5, "acc')
-    with pytest.raises(MoelabError, match=r"metrics.json: not valid JSON.*truncated"):
-        read_metrics(path)
-    path.write_text('{"bits": 12.5}')
-    with pytest.raises(MoelabError, match="not a moelab run's metrics"):
-        read_metrics(path)
-
-
 @pytest.mark.parametrize("damage", ["truncated", "random", "empty"])
 def test_damaged_checkpoint_is_refused_by_name(trained_run, tmp_path, damage):
     _, out, _ = trained_run
@@ -143,11 +135,11 @@ def test_damaged_checkpoint_is_refused_by_name(trained_run, tmp_path, damage):
 
 
 def test_checkpoint_of_another_architecture_is_refused_by_tensor(tmp_path):
-    from moelab.run import build, load_checkpoint
+    from moelab.runs.weights import build, load_weights
 
     small = small_config(n_experts=2, top_k=1)
     small.train.exposures = 1
     execute(small, tmp_path)
     _, other = build(small_config(n_experts=4, top_k=1), torch.device("cpu"))
     with pytest.raises(MoelabError, match=r"tensor '.*' is shape \[2, .* needs shape \[4, .*another run"):
-        load_checkpoint(other, tmp_path / "model.safetensors")
+        load_weights(other, tmp_path / "model.safetensors")

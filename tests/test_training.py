@@ -42,7 +42,7 @@ def test_nan_loss_stops_the_run_with_a_reason():
 
 
 def loss_curve(dtype: str, compile_backend: str | None = None, **moe) -> np.ndarray:
-    from moelab.run import build
+    from moelab.runs.weights import build
 
     cfg = small_config(**moe)
     cfg.train.dtype, cfg.train.exposures, cfg.train.log_every = dtype, 12, 10
@@ -99,7 +99,8 @@ def test_packed_rows_hold_the_same_paragraphs_and_targets():
 
 
 def test_packing_is_validated_and_trains():
-    from moelab.config import ConfigError, validate
+    from moelab.config import validate
+    from moelab.errors import ConfigError
 
     cfg = small_config()
     cfg.train.pack, cfg.train.exposures = 3, 5
@@ -117,7 +118,7 @@ def test_a_measurement_before_training_leaves_the_trained_weights_unchanged():
     import torch
 
     from moelab.evaluation import measure_capacity
-    from moelab.run import build
+    from moelab.runs.weights import build
     from moelab.training import train
     from tests.conftest import small_config
 

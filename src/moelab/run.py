@@ -1,6 +1,8 @@
 """One knowledge-capacity run end to end: knowledge base -> model -> train -> measure -> store.
 
-A run folder's files are listed in run_folder.py; every file is written atomically and fsynced.
+A run folder's files are listed in moelab/runs/__init__.py (the folder's record in runs/folder.py,
+its weights in runs/weights.py); every file is written atomically and fsynced. run.py holds the
+orchestration only.
 A run whose evaluation failed or was interrupted keeps its checkpoint: rerunning the same config in
 the same folder loads it and only evaluates; a run stopped while training resumes from its
 mid-run checkpoint (checkpoint.py).
@@ -15,15 +17,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-import safetensors
-import safetensors.torch
 import torch
 
 from moelab.checkpoint import Checkpointer
-from moelab.config import RunConfig, TrainConfig, load_config, run_key, save_config, to_dict
+from moelab.config import RunConfig, TrainConfig, run_key, save_config, to_dict
 from moelab.continual import Replay, forgetting, freeze, grow, phase_b_train, replay_per_exposure
 from moelab.distributed import any_rank, is_main, resolve_device, world
 from moelab.errors import MoelabError
@@ -31,26 +31,17 @@ from moelab.evaluation import measure_capacity, routing_diagnostics
 from moelab.evaluation.abstention import abstention_metrics
 from moelab.evaluation.capacity import Capacity
 from moelab.evaluation.quantization import quantized_capacity
-from moelab.io import atomic_write, atomic_write_json, folder_lock
-from moelab.knowledge import KnowledgeBase, build_knowledge_base
+from moelab.io import atomic_write_json, folder_lock
+from moelab.knowledge import KnowledgeBase
 from moelab.knowledge.base import VALUE_NORMALISATION
 from moelab.models import ParamCount, Transformer, count_module, count_params
 from moelab.models.moe import choose_dispatch
 from moelab.provenance import environment
-from moelab.run_folder import read_metrics
+from moelab.runs.folder import CONFIG, WEIGHTS, Metrics, finished_metrics, write_metrics
+from moelab.runs.weights import build, load_run, load_weights, resume_weights, save_weights
 from moelab.training import TrainResult, train
 
 DIAGNOSTIC_PARAGRAPHS = 1024
-
-
-def build(cfg: RunConfig, device: torch.device) -> tuple[KnowledgeBase, Transformer]:
-    """The knowledge base (A, for a continued run) and a freshly initialised model (seeded by
-    `cfg.seed`), with a continued run's added experts."""
-    kb = build_knowledge_base(cfg.data)
-    torch.manual_seed(cfg.seed)
-    model = Transformer(cfg.model, len(kb.vocab)).to(device)
-    grow(model, cfg.continual)
-    return kb, model
 
 
 @dataclass
@@ -66,7 +57,7 @@ class Plan:
     measure: Callable[[TrainResult], tuple[Capacity, dict]]  # after training: knowledge, and the kind's own metrics
 
 
-def execute(cfg: RunConfig, out_dir: str | Path, on_step: Callable[[int, int, float], None] | None = None) -> dict:
+def execute(cfg: RunConfig, out_dir: str | Path, on_step: Callable[[int, int, float], None] | None = None) -> Metrics:
     """Train and measure one run (a continued one too), write its folder, and return its metrics.
     The folder is locked meanwhile, so no two processes train it at once."""
     out_dir = Path(out_dir)
@@ -78,22 +69,22 @@ def execute(cfg: RunConfig, out_dir: str | Path, on_step: Callable[[int, int, fl
         return run_pipeline(cfg, out_dir, on_step)
 
 
-def run_pipeline(cfg: RunConfig, out_dir: Path, on_step: Callable[[int, int, float], None] | None = None) -> dict:
+def run_pipeline(cfg: RunConfig, out_dir: Path, on_step: Callable[[int, int, float], None] | None = None) -> Metrics:
     """Every run's one pipeline: prepare its plan, train it (or resume it from its final or its
     mid-run checkpoint), measure it, write metrics.json."""
     start = time.perf_counter()
     torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
     plan = (continued_plan if cfg.continual.active else plain_plan)(cfg, out_dir, device, on_step)
-    result = resume_checkpoint(cfg, plan.model, out_dir, device)
+    result = resume_weights(cfg, plan.model, out_dir, device)
     if result is None:
         if is_main():
-            save_config(cfg, out_dir / "config.toml")
+            save_config(cfg, out_dir / CONFIG)
         checkpointer = Checkpointer(out_dir, run_key(cfg), cfg.train.checkpoint_minutes, writer=is_main())
         result = train(plan.model, plan.data, plan.train_cfg, cfg.seed, device, on_step=on_step,
                        checkpointer=checkpointer)
         if is_main():
-            save_checkpoint(plan.model, result, out_dir)
+            save_weights(plan.model, result, out_dir)
         checkpointer.remove()
     if not is_main():  # the other torchrun ranks are done once rank 0 has measured and written
         if any_rank(False):
@@ -109,7 +100,7 @@ def run_pipeline(cfg: RunConfig, out_dir: Path, on_step: Callable[[int, int, flo
                | capacity_metrics(capacity, plan.counts) | measured
                | {"eval_seconds": time.perf_counter() - eval_start, "wall_seconds": time.perf_counter() - start}
                | environment(device) | {"processes": world()[1]})
-    atomic_write_json(out_dir / "metrics.json", metrics)
+    write_metrics(out_dir, metrics)
     any_rank(False)  # the other ranks wait for this: measured and written
     return metrics
 
@@ -148,7 +139,7 @@ def continued_plan(cfg: RunConfig, out_dir: Path, device: torch.device, on_step)
     with folder_lock(parent_dir):
         parent_metrics = finished_metrics(parent, parent_dir) or run_pipeline(parent, parent_dir, on_step)
     kb_a, model = build(parent, device)
-    load_checkpoint(model, parent_dir / "model.safetensors", device)
+    load_weights(model, parent_dir / WEIGHTS, device)
     kb_b = kb_a.new_people(c.new_people, c.data_seed)
     batch = cfg.train.eval_batch_size
     before = {"a": measure_capacity(model, kb_a, batch, device), "b": measure_capacity(model, kb_b, batch, device)}
@@ -200,21 +191,6 @@ def checked_counts(cfg: RunConfig, model: Transformer, vocab_size: int) -> Param
     if count_module(model) != (counts.total, counts.active):  # a bug here, never the user's
         raise AssertionError(f"accounting {counts.total, counts.active} != module {count_module(model)}")
     return counts
-
-
-def save_checkpoint(model: Transformer, result: TrainResult, out_dir: Path) -> None:
-    """The weights, then the training result: a folder with training.json holds a complete checkpoint."""
-    atomic_write(out_dir / "model.safetensors", lambda tmp: safetensors.torch.save_model(model, tmp))
-    atomic_write_json(out_dir / "training.json", asdict(result))
-
-
-def finished_metrics(cfg: RunConfig, out_dir: Path) -> dict | None:
-    """The metrics of a finished run of this very config in `out_dir`, or None."""
-    try:
-        metrics = read_metrics(out_dir / "metrics.json")
-    except MoelabError:
-        return None
-    return metrics if metrics.get("run_key") == run_key(cfg) and (out_dir / "model.safetensors").exists() else None
 
 
 def run_metrics(cfg: RunConfig, train_cfg: TrainConfig, counts: ParamCount, result: TrainResult, vocab_size: int) -> dict:
@@ -284,63 +260,6 @@ def capacity_metrics(capacity: Capacity, counts: ParamCount) -> dict:
         "accuracy": capacity.accuracy,
         "accuracy_per_attribute": capacity.accuracy_per_attribute,
     }
-
-
-def load_checkpoint(model: torch.nn.Module, path: str | Path, device: str | torch.device = "cpu") -> None:
-    """Load safetensors weights into `model`, refusing a damaged file or one of another shape by name."""
-    path = Path(path)
-    try:
-        with safetensors.safe_open(path, "pt") as f:
-            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
-    except FileNotFoundError:
-        raise MoelabError(f"{path}: no such file; is this a finished run folder?") from None
-    except (safetensors.SafetensorError, OSError) as err:
-        raise MoelabError(f"{path}: not a readable safetensors file ({err}); it is truncated or damaged: "
-                          "restore it or retrain the run") from None
-    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    for name in sorted(set(expected) & set(shapes)):
-        if shapes[name] != expected[name]:
-            raise MoelabError(f"{path}: tensor {name!r} is shape {list(shapes[name])} but the run's config.toml "
-                              f"needs shape {list(expected[name])}; the checkpoint belongs to another run "
-                              "(or the config was edited)")
-    try:  # tied weights are stored once, so names are checked by safetensors itself
-        safetensors.torch.load_model(model, path, device=str(device))
-    except RuntimeError as err:
-        raise MoelabError(f"{path}: does not fit the run's config.toml ({str(err).splitlines()[0]}); "
-                          "the checkpoint belongs to another run (or the config was edited)") from None
-
-
-def resume_checkpoint(cfg: RunConfig, model: Transformer, out_dir: Path,
-                      device: torch.device) -> TrainResult | None:
-    """The training result of a complete checkpoint of this very config in `out_dir`, with its
-    weights loaded into `model`; None when there is none to resume (then training starts afresh)."""
-    training, weights, config = out_dir / "training.json", out_dir / "model.safetensors", out_dir / "config.toml"
-    if not (training.exists() and weights.exists() and config.exists()):
-        return None
-    try:
-        same = run_key(load_config(config)) == run_key(cfg)
-        result = TrainResult(**json.loads(training.read_text()))
-    except (MoelabError, json.JSONDecodeError, TypeError):
-        return None  # a stale or damaged checkpoint: train again and overwrite it
-    if not same:
-        return None
-    load_checkpoint(model, weights, device)
-    result.resumed = True
-    return result
-
-
-def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, KnowledgeBase, Transformer]:
-    """A trained run's config, its (regenerated) knowledge base and its trained model."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.toml").exists():
-        raise MoelabError(f"{run_dir}: no config.toml; give a moelab run folder")
-    if not (run_dir / "model.safetensors").exists():
-        raise MoelabError(f"{run_dir}: no model.safetensors; is this a finished run folder?")
-    cfg = load_config(run_dir / "config.toml")
-    kb, model = build(cfg, torch.device(device))
-    load_checkpoint(model, run_dir / "model.safetensors", device)
-    model.eval()
-    return cfg, kb, model
 
 
 def quantize_run(run_dir: str | Path, bits_list: list[int], group_size: int = 0) -> tuple[Path, list[dict]]:

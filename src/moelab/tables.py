@@ -8,6 +8,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from moelab.config import REASONING_KINDS
+from moelab.runs.folder import Metrics
 
 
 def key_value_table(title: str, rows: list[tuple[str, str]]) -> Table:
@@ -19,13 +20,13 @@ def key_value_table(title: str, rows: list[tuple[str, str]]) -> Table:
     return table
 
 
-def architecture(m: dict) -> str:
+def architecture(m: Metrics) -> str:
     if not m["n_experts"]:
         return f"dense (d_ff {m['expert_width']})"
     return f"MoE E={m['n_experts']} k={m['top_k']} expert width {m['expert_width']}"
 
 
-def run_table(m: dict) -> Table:
+def run_table(m: Metrics) -> Table:
     """One run's metrics (`metrics.json`)."""
     reasoning = m["data_kind"] in REASONING_KINDS
     rows = [("model", architecture(m)),

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from moelab.evaluation.quantization import quantize_model, quantize_tensor, quantized_capacity
-from moelab.run import load_run
+from moelab.runs.weights import load_run
 
 
 def test_round_to_nearest_per_channel():

@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 from moelab.cli import app
 from moelab.config import ModelConfig, MoEConfig, RunConfig, resolve
 from moelab.models.moe import MoE
-from moelab.run import execute, load_run
+from moelab.run import execute
+from moelab.runs.weights import load_run
 from tests.conftest import small_config
 
 transformers = pytest.importorskip("transformers")

@@ -116,7 +116,8 @@ def test_with_ties_only_which_of_the_equal_slots_is_read_can_differ():
 def test_trained_queries_retrieve_the_exact_top_k(tmp_path):
     """On a trained model's own queries (float32, real paragraphs) the product search agrees with
     scoring every slot for every token and head."""
-    from moelab.run import execute, load_run
+    from moelab.run import execute
+    from moelab.runs.weights import load_run
 
     cfg = small_config()
     cfg.model.memory = memory_cfg(n_keys=16, heads=2, top_k=4, key_dim=16)
@@ -246,7 +247,8 @@ def test_a_memory_model_trains_and_reports_its_memory(tmp_path):
     from moelab.probe.backends import LabBackend
     from moelab.probe.runner import ProbeSettings, run_probe
     from moelab.probe.tasks import knowledge_task
-    from moelab.run import execute, load_run
+    from moelab.run import execute
+    from moelab.runs.weights import load_run
     from moelab.sweeps.grid import run_label
 
     cfg = small_config()

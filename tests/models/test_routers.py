@@ -8,7 +8,8 @@ import torch
 from moelab.config import MoEConfig, ModelConfig, resolve, RunConfig
 from moelab.models import Transformer, count_module, count_params
 from moelab.models.moe import MoE, Router, balanced_assignment, hash_experts, within_capacity
-from moelab.run import execute, load_run
+from moelab.run import execute
+from moelab.runs.weights import load_run
 from tests.conftest import small_config
 
 D, E, V = 16, 4, 30

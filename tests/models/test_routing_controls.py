@@ -15,14 +15,14 @@ from tests.conftest import small_config
 def test_hash_routing_never_changes_a_tokens_expert(tmp_path):
     cfg = small_config(n_experts=4, top_k=1, router="hash")
     cfg.train.exposures = 15
-    from moelab.run import build
+    from moelab.runs.weights import build
 
     kb, model = build(cfg, torch.device("cpu"))
     tokens = kb.training_batch(torch.arange(16).numpy(), __import__("numpy").random.default_rng(0)).inputs
     before = top1_experts(model, tokens)
     assert all(r.gate is None for r in model.routers())  # no router parameters at all
     metrics = execute(cfg, tmp_path)
-    from moelab.run import load_run
+    from moelab.runs.weights import load_run
 
     _, _, trained = load_run(tmp_path)
     after = top1_experts(trained, tokens)

@@ -21,7 +21,7 @@ def probe_run(tmp_path_factory):
 def probe_hf(probe_run, tmp_path_factory):
     pytest.importorskip("transformers")
     from moelab.models.hf import export_hf
-    from moelab.run import load_run
+    from moelab.runs.weights import load_run
 
     folder = tmp_path_factory.mktemp("probe-hf")
     cfg, kb, model = load_run(probe_run[0])

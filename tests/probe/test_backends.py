@@ -18,7 +18,7 @@ from moelab.errors import MoelabError
 from moelab.probe.backends import HFBackend, LabBackend, OpenAIBackend, Request, cut_at_stop
 from moelab.probe.runner import ProbeSettings, read_samples, run_probe
 from moelab.probe.tasks import knowledge_task
-from moelab.run import load_run
+from moelab.runs.weights import load_run
 
 WORDS = {1: "v1", 2: "v2", 3: "attr0", 9: "<eos>"}
 

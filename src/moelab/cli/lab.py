@@ -195,7 +195,7 @@ def export(
 ) -> None:
     """Export a lab checkpoint so AutoModelForCausalLM.from_pretrained loads it (Qwen3 / Qwen3-MoE)."""
     from moelab.models.hf import export_hf
-    from moelab.run import load_run
+    from moelab.runs.weights import load_run
 
     output_path(hf, "--hf", folder=True)
     try:

@@ -103,7 +103,7 @@ class LabBackend:
     chat = False
 
     def __init__(self, run_dir: str | Path, device: str = "cpu", batch_size: int = 64):
-        from moelab.run import load_run
+        from moelab.runs.weights import load_run
 
         self.spec, self.run_dir = f"lab:{run_dir}", Path(run_dir)
         self.cfg, self.kb, self.model = load_run(run_dir, device)
@@ -140,7 +140,7 @@ class LabBackend:
                 on_done(i, Completion(text, used, prompt_tokens=prompt_len))
 
     def describe(self) -> dict:
-        from moelab.run_folder import read_metrics
+        from moelab.runs.folder import read_metrics
 
         metrics_path = self.run_dir / "metrics.json"
         m = read_metrics(metrics_path) if metrics_path.exists() else {}

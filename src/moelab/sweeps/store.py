@@ -19,7 +19,7 @@ from pathlib import Path
 from moelab.config import KEY_SCHEMA, RunConfig, from_dict, resolve, run_key, to_dict
 from moelab.errors import MoelabError
 from moelab.io import atomic_write_json
-from moelab.run_folder import read_metrics
+from moelab.runs.folder import Metrics, read_metrics
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -150,7 +150,7 @@ class Store:
         self._write("UPDATE runs SET status = 'running', attempts = attempts + 1, updated = ? "
                     "WHERE key = ?", (time.time(), key))
 
-    def mark_done(self, key: str, metrics: dict) -> None:
+    def mark_done(self, key: str, metrics: Metrics) -> None:
         self._write("UPDATE runs SET status = 'done', reason = NULL, metrics = ?, updated = ? "
                     "WHERE key = ?", (json.dumps(metrics), time.time(), key))
 

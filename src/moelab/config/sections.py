@@ -1,33 +1,16 @@
-"""Run configuration: dataclasses, TOML load/save, and validation with field-naming errors.
-
-A run is described by one `RunConfig`; its TOML form mirrors the dataclasses:
-
-    seed = 0
-    [data]            # the synthetic knowledge base
-    [model]           # the decoder LM
-    [model.moe]       # its feed-forward: n_experts = 0 means dense
-    [model.memory]    # product-key memory layers (PKM or PEER), replacing or beside the feed-forward
-    [train]           # optimisation and exposures
-    [continual]       # optional: continue this run on a second knowledge base of new people
-
-Every error names the dotted field (e.g. `model.moe.top_k`) and what would fix it.
-"""
+"""The config's sections as dataclasses: every field with its default, its run-key membership
+(metadata IF_SET or NEVER) and its check (each section's `validate`), and the values a string
+field may take (one Literal each)."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import hashlib
-import json
 import math
-import tomllib
-import typing
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 from moelab.errors import ConfigError
+
 
 # The values a string field may take, one Literal each: the annotation, and the tuple validation
 # checks and names in its message.
@@ -55,6 +38,14 @@ MEMORY_OPTIMIZERS, TRAINABLE_GROUPS = get_args(MemoryOptimizer), get_args(Traina
 # executes, or what it is called, but not what it computes.
 IF_SET = {"run_key": "if_set"}
 NEVER = {"run_key": "never"}
+
+
+
+
+def require(ok: bool, message: str) -> None:
+    """A ConfigError with `message` unless `ok`: every config check, here and in the export."""
+    if not ok:
+        raise ConfigError(message)
 
 
 @dataclass
@@ -211,6 +202,29 @@ class MemoryConfig:
     def slots(self) -> int:
         return self.n_keys**2
 
+    def validate(self, m: ModelConfig) -> None:
+        """The memory layers' fields, against the model they sit in."""
+        mem = self
+        require(mem.kind in MEMORY_KINDS, f"model.memory.kind = {mem.kind!r}: use one of {', '.join(MEMORY_KINDS)}")
+        if mem.kind == "none":
+            return
+        require(mem.placement in MEMORY_PLACEMENTS,
+                f"model.memory.placement = {mem.placement!r}: use one of {', '.join(MEMORY_PLACEMENTS)}")
+        require(all(0 <= i < m.n_layers for i in mem.layers) and len(set(mem.layers)) == len(mem.layers),
+                f"model.memory.layers = {mem.layers}: give distinct layer indices in [0, {m.n_layers - 1}] "
+                "(or [] for every layer)")
+        for name in ("n_keys", "heads", "top_k", "key_dim"):
+            value = getattr(mem, name)
+            require(value >= 1, f"model.memory.{name} = {value}: must be a positive integer")
+        require(mem.top_k <= mem.n_keys,
+                f"model.memory.top_k = {mem.top_k} exceeds model.memory.n_keys = {mem.n_keys}: each half "
+                "keeps its top_k sub-keys, so raise n_keys or lower top_k")
+        require(mem.key_dim % 2 == 0,
+                f"model.memory.key_dim = {mem.key_dim}: must be even (the query splits into two halves)")
+        require(not m.is_moe, f"model.memory.kind = {mem.kind!r} with model.moe.n_experts = {m.moe.n_experts}: "
+                              "a model has memory layers or routed experts, not both; set one of them off")
+
+
 
 @dataclass
 class ModelConfig:
@@ -256,7 +270,7 @@ class ModelConfig:
         require(self.mlp in MLPS, f"model.mlp = {self.mlp!r}: use 'gelu' or 'swiglu'")
         require(self.rope_theta > 0, f"model.rope_theta = {self.rope_theta}: must be positive")
         self.moe.validate(self.n_layers)
-        validate_memory(self)
+        self.memory.validate(self)
 
 
 @dataclass
@@ -337,6 +351,45 @@ class ContinualConfig:
     def active(self) -> bool:
         return self.new_people > 0
 
+    def validate(self, data: DataConfig, m: ModelConfig) -> None:
+        """The continued run's fields, against the knowledge base and model it continues."""
+        c = self
+        if c == ContinualConfig():
+            return
+        require(c.new_people >= 1, f"continual.new_people = {c.new_people}: set the people of knowledge base B "
+                                   "(a positive integer) for a continued run, or remove the [continual] section")
+        require(data.kind == "biod", f"continual runs are implemented for bioD only (data.kind = {data.kind!r})")
+        free = data.name_vocab ** data.name_slots - data.n_people
+        require(c.new_people <= free // 4,
+                f"continual.new_people = {c.new_people}: only {free} names are free after A's people; use at most "
+                f"{free // 4}, or raise data.name_vocab")
+        require(c.exposures >= 1, f"continual.exposures = {c.exposures}: must be a positive integer")
+        require(c.lr > 0 and math.isfinite(c.lr), f"continual.lr = {c.lr}: must be a positive number")
+        require(c.warmup_steps >= 0, f"continual.warmup_steps = {c.warmup_steps}: must be >= 0")
+        require(0 <= c.min_lr_ratio <= 1, f"continual.min_lr_ratio = {c.min_lr_ratio}: must be in [0, 1]")
+        require(0 <= c.replay_fraction < 1, f"continual.replay_fraction = {c.replay_fraction}: must be in [0, 1)")
+        unknown = [g for g in c.trainable if g not in TRAINABLE_GROUPS]
+        require(not unknown, f"continual.trainable: unknown group {unknown[0] if unknown else ''!r}; "
+                             f"use any of {', '.join(TRAINABLE_GROUPS)} (or [] to train nothing)")
+        require("all" not in c.trainable or len(c.trainable) == 1,
+                f"continual.trainable = {c.trainable}: 'all' already includes every group; give it alone")
+        require(c.add_experts >= 0, f"continual.add_experts = {c.add_experts}: must be >= 0")
+        require(c.add_experts == 0 or m.is_moe,
+                f"continual.add_experts = {c.add_experts} needs an MoE model (model.moe.n_experts > 0)")
+        require(c.add_experts == 0 or c.add_experts >= m.moe.top_k,
+                f"continual.add_experts = {c.add_experts}: the added group routes each token to top_k = "
+                f"{m.moe.top_k} of its experts, so add at least that many")
+        require(not c.add_memory or m.memory.kind != "none",
+                "continual.add_memory = true needs a model with memory layers (model.memory.kind)")
+        missing = {"experts": (m.is_moe, "the model has no experts (model.moe.n_experts = 0)"),
+                   "routers": (m.is_moe and m.moe.router == "learned", "the model has no learned router"),
+                   "memory": (m.memory.kind != "none", "the model has no memory layer (model.memory.kind = 'none')"),
+                   "new": (c.add_experts > 0 or c.add_memory, "nothing is added (continual.add_experts = 0, add_memory = false)")}
+        for group in c.trainable:
+            present, why = missing.get(group, (True, ""))
+            require(present, f"continual.trainable includes {group!r} but {why}")
+
+
 
 @dataclass
 class RunConfig:
@@ -350,258 +403,3 @@ class RunConfig:
     def parent(self) -> RunConfig:
         """The run a continued run starts from: this config without its continual part."""
         return dataclasses.replace(self, continual=ContinualConfig())
-
-
-# ---------------------------------------------------------------------------------------------
-# dict <-> dataclass with type checks
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check `value` against the annotation `tp`; ints are accepted for floats, bools never for numbers."""
-    if typing.get_origin(tp) is Literal:  # the type here; which values, `validate`, naming them
-        tp = type(get_args(tp)[0])
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a table of fields, got {value!r}")
-        return from_dict(tp, value, where + ".")
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if typing.get_origin(tp) is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if tp in (bool, str):
-        if not isinstance(value, tp):
-            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config annotation {tp!r} at {where}")  # a bug in this module
-
-
-def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """Build dataclass `cls` from a (TOML) dict, rejecting unknown fields and wrong types."""
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        if key not in known:
-            raise ConfigError(
-                f"{prefix}{key}: unknown field; known fields here: {', '.join(sorted(known))}"
-            )
-        kwargs[key] = _coerce(value, hints[key], prefix + key)
-    return cls(**kwargs)
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
-def field_types(cls: type = RunConfig, prefix: str = "") -> dict[str, Any]:
-    """Every leaf field as a dotted path mapped to its type: {'model.moe.top_k': int, ...}."""
-    out: dict[str, Any] = {}
-    for name, tp in typing.get_type_hints(cls).items():
-        if dataclasses.is_dataclass(tp):
-            out.update(field_types(tp, f"{prefix}{name}."))
-        else:
-            out[prefix + name] = tp
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# run keys
-
-# A run is identified by a hash of the fields that change its results, and of this schema number.
-# Each field says how it takes part (IF_SET and NEVER metadata above; the rest always do). A new
-# field that changes results of runs already stored, at its default, joins the key as it is and
-# KEY_SCHEMA goes up by one: stores re-key themselves from their stored configs on open
-# (sweeps/store.py), so finished runs keep being found; a field whose default reproduces earlier
-# runs is IF_SET and needs no new schema.
-KEY_SCHEMA = 5
-
-
-def key_membership(cls: type = RunConfig, prefix: str = "") -> dict[str, str]:
-    """Every leaf field as a dotted path mapped to how it enters a run key: 'always', 'if_set' or 'never'."""
-    hints = typing.get_type_hints(cls)
-    out: dict[str, str] = {}
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            out.update(key_membership(hints[f.name], f"{prefix}{f.name}."))
-        else:
-            out[prefix + f.name] = f.metadata.get("run_key", "always")
-    return out
-
-
-RUN_KEY_FIELDS = tuple(path for path, how in key_membership().items() if how == "always")
-KEY_FIELDS_IF_SET = tuple(path for path, how in key_membership().items() if how == "if_set")
-NOT_IN_RUN_KEY = tuple(path for path, how in key_membership().items() if how == "never")
-
-
-def get_path(data: dict[str, Any], path: str) -> Any:
-    for part in path.split("."):
-        data = data[part]
-    return data
-
-
-def run_key(cfg: RunConfig) -> str:
-    """A short stable hash of the fields that change a run's results (RUN_KEY_FIELDS, and those
-    of KEY_FIELDS_IF_SET that are set)."""
-    data, defaults = to_dict(cfg), to_dict(RunConfig())
-    projection = {path: get_path(data, path) for path in RUN_KEY_FIELDS}
-    projection |= {path: get_path(data, path) for path in KEY_FIELDS_IF_SET
-                   if get_path(data, path) != get_path(defaults, path)}
-    text = json.dumps({"key_schema": KEY_SCHEMA, "fields": projection}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------------------------
-# validation
-
-
-def require(ok: bool, message: str) -> None:
-    """A ConfigError with `message` unless `ok`: every config check, here and in the export."""
-    if not ok:
-        raise ConfigError(message)
-
-
-def resolve(cfg: RunConfig) -> RunConfig:
-    """The config checked (`validate`) and with its defaults resolved, as a new object: the one
-    step every loader takes. Today's only default: model.moe.expert_width 0 means model.d_ff."""
-    validate(cfg)
-    out = copy.deepcopy(cfg)
-    if out.model.moe.n_experts and out.model.moe.expert_width == 0:
-        out.model.moe.expert_width = out.model.d_ff
-    return out
-
-
-def validate(cfg: RunConfig) -> None:
-    """Check every field and cross-field rule, section by section (each section's own `validate`);
-    a ConfigError names the first field at fault. Pure: `cfg` is never changed (see `resolve`)."""
-    for name, value in (("seed", cfg.seed), ("data.seed", cfg.data.seed)):  # NumPy's generators take seeds >= 0
-        require(0 <= value < 2**63, f"{name} = {value}: must be an integer from 0 to 2**63 - 1")
-    cfg.data.validate()
-    cfg.model.validate()
-    validate_continual(cfg)
-    cfg.train.validate()
-
-
-def validate_continual(cfg: RunConfig) -> None:
-    c, m = cfg.continual, cfg.model
-    if c == ContinualConfig():
-        return
-    require(c.new_people >= 1, f"continual.new_people = {c.new_people}: set the people of knowledge base B "
-                               "(a positive integer) for a continued run, or remove the [continual] section")
-    require(cfg.data.kind == "biod", f"continual runs are implemented for bioD only (data.kind = {cfg.data.kind!r})")
-    free = cfg.data.name_vocab ** cfg.data.name_slots - cfg.data.n_people
-    require(c.new_people <= free // 4,
-            f"continual.new_people = {c.new_people}: only {free} names are free after A's people; use at most "
-            f"{free // 4}, or raise data.name_vocab")
-    require(c.exposures >= 1, f"continual.exposures = {c.exposures}: must be a positive integer")
-    require(c.lr > 0 and math.isfinite(c.lr), f"continual.lr = {c.lr}: must be a positive number")
-    require(c.warmup_steps >= 0, f"continual.warmup_steps = {c.warmup_steps}: must be >= 0")
-    require(0 <= c.min_lr_ratio <= 1, f"continual.min_lr_ratio = {c.min_lr_ratio}: must be in [0, 1]")
-    require(0 <= c.replay_fraction < 1, f"continual.replay_fraction = {c.replay_fraction}: must be in [0, 1)")
-    unknown = [g for g in c.trainable if g not in TRAINABLE_GROUPS]
-    require(not unknown, f"continual.trainable: unknown group {unknown[0] if unknown else ''!r}; "
-                         f"use any of {', '.join(TRAINABLE_GROUPS)} (or [] to train nothing)")
-    require("all" not in c.trainable or len(c.trainable) == 1,
-            f"continual.trainable = {c.trainable}: 'all' already includes every group; give it alone")
-    require(c.add_experts >= 0, f"continual.add_experts = {c.add_experts}: must be >= 0")
-    require(c.add_experts == 0 or m.is_moe,
-            f"continual.add_experts = {c.add_experts} needs an MoE model (model.moe.n_experts > 0)")
-    require(c.add_experts == 0 or c.add_experts >= m.moe.top_k,
-            f"continual.add_experts = {c.add_experts}: the added group routes each token to top_k = "
-            f"{m.moe.top_k} of its experts, so add at least that many")
-    require(not c.add_memory or m.memory.kind != "none",
-            "continual.add_memory = true needs a model with memory layers (model.memory.kind)")
-    missing = {"experts": (m.is_moe, "the model has no experts (model.moe.n_experts = 0)"),
-               "routers": (m.is_moe and m.moe.router == "learned", "the model has no learned router"),
-               "memory": (m.memory.kind != "none", "the model has no memory layer (model.memory.kind = 'none')"),
-               "new": (c.add_experts > 0 or c.add_memory, "nothing is added (continual.add_experts = 0, add_memory = false)")}
-    for group in c.trainable:
-        present, why = missing.get(group, (True, ""))
-        require(present, f"continual.trainable includes {group!r} but {why}")
-
-
-def validate_memory(m: ModelConfig) -> None:
-    mem = m.memory
-    require(mem.kind in MEMORY_KINDS, f"model.memory.kind = {mem.kind!r}: use one of {', '.join(MEMORY_KINDS)}")
-    if mem.kind == "none":
-        return
-    require(mem.placement in MEMORY_PLACEMENTS,
-            f"model.memory.placement = {mem.placement!r}: use one of {', '.join(MEMORY_PLACEMENTS)}")
-    require(all(0 <= i < m.n_layers for i in mem.layers) and len(set(mem.layers)) == len(mem.layers),
-            f"model.memory.layers = {mem.layers}: give distinct layer indices in [0, {m.n_layers - 1}] "
-            "(or [] for every layer)")
-    for name in ("n_keys", "heads", "top_k", "key_dim"):
-        value = getattr(mem, name)
-        require(value >= 1, f"model.memory.{name} = {value}: must be a positive integer")
-    require(mem.top_k <= mem.n_keys,
-            f"model.memory.top_k = {mem.top_k} exceeds model.memory.n_keys = {mem.n_keys}: each half "
-            "keeps its top_k sub-keys, so raise n_keys or lower top_k")
-    require(mem.key_dim % 2 == 0,
-            f"model.memory.key_dim = {mem.key_dim}: must be even (the query splits into two halves)")
-    require(not m.is_moe, f"model.memory.kind = {mem.kind!r} with model.moe.n_experts = {m.moe.n_experts}: "
-                          "a model has memory layers or routed experts, not both; set one of them off")
-
-
-# ---------------------------------------------------------------------------------------------
-# files and presets
-
-
-def read_toml(path: str | Path, kind: str) -> dict[str, Any]:
-    """Parse a TOML file; a missing file or bad syntax is a ConfigError naming the `kind` of file."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{path}: a folder, not a {kind} file; give the path of a .toml file")
-    try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such {kind} file") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file; a {kind} file is TOML text") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML ({err})") from None
-
-
-def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a run config TOML file."""
-    data = read_toml(path, "config")
-    if not data:  # every field at its default is a run nobody described: say so rather than train it
-        raise ConfigError(f"{path}: the file is empty; set the fields that differ from the defaults "
-                          "(as the shipped presets do: moelab train --list-presets), or train a preset with --preset NAME")
-    try:
-        return resolve(from_dict(RunConfig, data))
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
-
-
-def save_config(cfg: RunConfig, path: str | Path) -> None:
-    from moelab.io import atomic_write_text, toml_dumps
-
-    atomic_write_text(path, toml_dumps(to_dict(cfg)))
-
-
-def preset_names() -> list[str]:
-    return sorted(p.name.removesuffix(".toml") for p in resources.files("moelab.presets").iterdir()
-                  if p.name.endswith(".toml"))
-
-
-def load_preset(name: str) -> RunConfig:
-    names = preset_names()
-    if name not in names:
-        raise ConfigError(f"--preset {name!r}: unknown preset; available: {', '.join(names)}")
-    text = resources.files("moelab.presets").joinpath(f"{name}.toml").read_text()
-    try:
-        return resolve(from_dict(RunConfig, tomllib.loads(text)))
-    except ConfigError as err:
-        raise ConfigError(f"preset {name}: {err}") from None
