@@ -12,7 +12,6 @@ from moelab.errors import MoelabError
 from moelab.evaluation import measure_capacity, score_probe
 from moelab.run import execute
 from moelab.runs.weights import load_run
-from moelab.runs.folder import read_metrics
 from tests.conftest import small_config
 
 REQUIRED = ["p_total", "p_active", "p_total_nonembedding", "n_experts", "top_k", "exposures", "steps",

@@ -16,7 +16,8 @@ import pytest
 
 from moelab.errors import MoelabError
 from moelab.probe.backends import HFBackend, LabBackend, OpenAIBackend, Request, cut_at_stop
-from moelab.probe.runner import ProbeSettings, read_samples, run_probe
+from moelab.probe.prompts import ProbeSettings
+from moelab.probe.runner import read_samples, run_probe
 from moelab.probe.tasks import knowledge_task
 from moelab.runs.weights import load_run
 

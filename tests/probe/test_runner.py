@@ -3,18 +3,10 @@ import re
 
 import pytest
 
-from moelab.analysis.survey import parse_rows
 from moelab.errors import MoelabError
 from moelab.probe.backends import Completion
-from moelab.probe.runner import (
-    ProbeSettings,
-    append_survey_row,
-    build_samples,
-    padded_prompt,
-    read_samples,
-    run_probe,
-    survey_row,
-)
+from moelab.probe.prompts import ProbeSettings, build_samples
+from moelab.probe.runner import read_samples, run_probe
 from moelab.probe.tasks import Question, Task
 
 CAPITALS = {"France": "Paris", "Japan": "Tokyo", "Peru": "Lima", "Kenya": "Nairobi"}
@@ -118,18 +110,6 @@ def test_provenance_names_the_backends_device_without_loading_the_trainer(tmp_pa
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 
-def test_padded_prompts_reach_the_length_and_place_the_needle():
-    q = capital_task().questions[0]
-    pool = capital_task().distractors
-    for depth, where in ((0.0, 0), (1.0, -2)):
-        passages = padded_prompt(q, 100, depth, pool, seed=0).split("\n\n")
-        assert passages[where] == q.needle and passages[-1] == q.question
-        assert 100 <= sum(len(p.split()) for p in passages) < 100 + 7
-    assert padded_prompt(q, 100, 0.5, pool, 0) == padded_prompt(q, 100, 0.5, pool, 0)
-    with pytest.raises(MoelabError, match="distractor"):
-        padded_prompt(q, 100, 0.5, [q.needle], 0)
-
-
 def test_context_rot_table_compares_the_same_questions(tmp_path):
     settings = ProbeSettings(context_lengths=(0, 50), depths=(0.0, 1.0))
     samples = build_samples(capital_task(), settings)
@@ -161,21 +141,6 @@ def test_judge_grades_replace_rule_grades_and_failures_are_counted(tmp_path):
     assert m["judge_parse_failures"] == 4 and m["grader"] == "judge:judge:" and len(m["judge_prompt_sha256"]) == 64
 
 
-def test_survey_row_is_a_valid_survey_line(tmp_path):
-    m = run_probe(Scripted(ANSWERS), capital_task(), tmp_path / "p", ProbeSettings())
-    csv_path = tmp_path / "survey.csv"
-    append_survey_row(csv_path, survey_row(m, developer="Acme"))
-    append_survey_row(csv_path, survey_row(m, model="scripted-2", developer="Acme"))
-    rows, problems = parse_rows(csv_path)
-    assert problems == [] and [r.model for r in rows] == ["scripted", "scripted-2"]
-    row = rows[0]
-    assert (row.total_b, row.active_b, row.benchmark, row.accuracy_pct) == (8.0, 1.0, "moelab-probe", 40.0)
-    assert row.omniscience_index == 0.0 and row.hallucination_rate_pct == pytest.approx(66.67)
-    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(MoelabError, match="not a survey CSV header"):
-        append_survey_row(tmp_path / "other.csv", survey_row(m))
-
-
 class Effortful(Scripted):
     """Answers right and spends as many tokens as the question's difficulty number asks."""
 
@@ -203,16 +168,6 @@ def test_metrics_by_difficulty_add_up_and_effort_follows_difficulty(tmp_path):
     from moelab.probe.report import write_probe_report
     page = write_probe_report(m, read_samples(tmp_path / "samples.jsonl"), tmp_path).read_text()
     assert "Effort and accuracy by difficulty" in page and (tmp_path / "difficulty.png").exists()
-
-
-def test_the_retriever_finds_the_needle_among_distractors():
-    from moelab.probe.runner import retrieve
-
-    passages = [f"Filler sentence number {i} says nothing about anything." for i in range(30)]
-    passages.insert(17, "The capital of Kenya is Nairobi.")
-    kept = retrieve(passages, "Capital of Kenya?", 3)
-    assert "The capital of Kenya is Nairobi." in kept and len(kept) == 3
-    assert kept == [p for p in passages if p in kept]  # original order kept
 
 
 def test_selective_context_sends_fewer_words_and_recovers_the_needle(tmp_path):

@@ -13,7 +13,6 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, FixedLocator, LogLocator, NullFormatter, PercentFormatter
 
 from moelab.analysis import science
-from moelab.analysis.fit import Estimate
 from moelab.analysis.html import estimate_cells, heading, img, note, png, save_png, table, yerr
 
 PERCENT_TICKS = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005)

@@ -12,6 +12,14 @@ from moelab.cli.common import app, bar, console, err_console, fail, output_path
 from moelab.errors import MoelabError
 
 
+def parse_numbers(text: str, kind: type, option: str) -> tuple:
+    """'0,256,1024' as numbers of `kind`; a MoelabError naming `option` otherwise."""
+    try:
+        return tuple(kind(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise MoelabError(f"{option} {text!r}: expected comma-separated numbers") from None
+
+
 @app.command()
 def probe(
     model: Annotated[str, typer.Argument(help="lab:RUN_DIR, hf:MODEL_DIR or openai:BASE_URL")],
@@ -50,9 +58,10 @@ def probe(
     Omniscience Index, hallucination rate, F-score, output tokens, and accuracy as the prompt grows."""
     from moelab.probe.backends import judge_key_env, make_backend
     from moelab.probe.report import write_probe_report
-    from moelab.probe.runner import (ProbeSettings, append_survey_row, check_survey_csv, default_out, parse_numbers,
-                                     read_samples, run_probe)
-    from moelab.probe.runner import survey_row as make_survey_row
+    from moelab.probe.prompts import ProbeSettings
+    from moelab.probe.runner import default_out, read_samples, run_probe
+    from moelab.probe.survey_rows import append_survey_row, check_survey_csv
+    from moelab.probe.survey_rows import survey_row as make_survey_row
     from moelab.probe.tables import context_rot_table, difficulty_table, probe_table, selective_table
     from moelab.probe.tasks import load_task, write_task
 
