@@ -115,18 +115,17 @@ def make_optimizer(model: Transformer, cfg: TrainConfig, device: torch.device) -
     a lazy Adam that updates only the rows read this step and their moments; "dense" leaves them
     in AdamW, which reads and writes every row and both moments every step."""
     sparse = cfg.memory_optimizer == "sparse"
-    tables: list[torch.nn.Parameter] = []
     for layer in model.memory_modules():
         layer.sparse = sparse
-        tables += [t for t in layer.tables() if t.requires_grad]
-    table_ids = {id(p) for p in tables}
+    tables: list[torch.nn.Parameter] = []  # for SparseAdam
     groups: dict[tuple[float, float], dict] = {}
     parameter_groups = model.parameter_groups()
     for name, p in model.named_parameters():
         if not p.requires_grad:  # frozen for continued training: no update, no decay, no moments
             continue
-        if id(p) in table_ids:
+        if "memory" in parameter_groups[name]:  # the memory's slot tables
             if sparse:
+                tables.append(p)
                 continue
             key = (0.0, cfg.memory_lr_mult)
         else:

@@ -245,7 +245,8 @@ def test_a_memory_model_trains_and_reports_its_memory(tmp_path):
     from moelab.evaluation.quantization import quantize_model
     from moelab.models.hf import check_exportable
     from moelab.probe.backends import LabBackend
-    from moelab.probe.runner import ProbeSettings, run_probe
+    from moelab.probe.prompts import ProbeSettings
+    from moelab.probe.runner import run_probe
     from moelab.probe.tasks import knowledge_task
     from moelab.run import execute
     from moelab.runs.weights import load_run
