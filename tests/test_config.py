@@ -1,8 +1,11 @@
 """Config loading and validation: every error names its field and the fix."""
 
+import dataclasses
+
 import pytest
 
-from moelab.config import RunConfig, from_dict, load_config, load_preset, preset_names, save_config, resolve
+from moelab.config import (IF_SET, RunConfig, from_dict, load_config, load_preset, preset_names, require, resolve,
+                           run_key, save_config)
 from moelab.errors import ConfigError
 
 
@@ -61,8 +64,6 @@ def test_presets_load_and_unknown_preset_lists_the_known_ones():
 
 def test_run_key_membership_is_the_fields_own_metadata():
     """A field says itself how it enters a run key; a new field needs no list elsewhere."""
-    import dataclasses
-
     from moelab.config import IF_SET, NEVER, KEY_FIELDS_IF_SET, NOT_IN_RUN_KEY, RUN_KEY_FIELDS, field_types, key_membership
 
     assert set(key_membership()) == set(field_types())  # every field is classified, once
@@ -76,3 +77,37 @@ def test_run_key_membership_is_the_fields_own_metadata():
         where: str = dataclasses.field(default="here", metadata=NEVER)
 
     assert key_membership(Extended) == {"kept": "always", "optional": "if_set", "where": "never"}
+
+
+def test_docs_config_md_is_generated_from_the_dataclasses():
+    from pathlib import Path
+
+    from moelab.config.reference import markdown
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+    assert docs.read_text() == markdown(), "regenerate it: python -m moelab.config.reference > docs/config.md"
+
+
+@dataclasses.dataclass
+class WithTemperature(RunConfig):
+    """A config with one field added in one place: its dataclass, its key membership, its check."""
+
+    temperature: float = dataclasses.field(default=1.0, metadata=IF_SET)  # a sampling temperature, for this test
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.temperature > 0, f"temperature = {self.temperature}: must be positive")
+
+
+def test_a_field_added_in_one_place_reaches_validation_the_run_key_and_the_reference():
+    from moelab.config.reference import markdown
+
+    assert from_dict(WithTemperature, {"temperature": 0.5}).temperature == 0.5
+    with pytest.raises(ConfigError, match="temperature: expected a number"):
+        from_dict(WithTemperature, {"temperature": "hot"})
+    with pytest.raises(ConfigError, match="temperature = -1.0: must be positive"):
+        resolve(WithTemperature(temperature=-1.0))
+    assert run_key(WithTemperature()) == run_key(RunConfig())  # at its default, earlier runs keep their keys
+    assert run_key(WithTemperature(temperature=0.5)) != run_key(WithTemperature())
+    assert "| `temperature` | float | `1.0` | when not the default | a sampling temperature, for this test |" \
+        in markdown(WithTemperature)

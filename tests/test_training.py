@@ -99,13 +99,12 @@ def test_packed_rows_hold_the_same_paragraphs_and_targets():
 
 
 def test_packing_is_validated_and_trains():
-    from moelab.config import validate
     from moelab.errors import ConfigError
 
     cfg = small_config()
     cfg.train.pack, cfg.train.exposures = 3, 5
     with pytest.raises(ConfigError, match="train.batch_size = 16 is not a multiple of train.pack = 3"):
-        validate(cfg)
+        cfg.validate()
     cfg.train.pack = 4
     model = Transformer(cfg.model, len(build_knowledge_base(cfg.data).vocab))
     result = train(model, build_knowledge_base(cfg.data), cfg.train, 0, torch.device("cpu"))

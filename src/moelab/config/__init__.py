@@ -19,7 +19,7 @@ Every error names the dotted field (e.g. `model.moe.top_k`) and what would fix i
 """
 
 from moelab.config.convert import field_types, from_dict, to_dict
-from moelab.config.files import load_config, load_preset, preset_names, read_toml, resolve, save_config, validate
+from moelab.config.files import load_config, load_preset, preset_names, read_toml, resolve, save_config
 from moelab.config.keys import (KEY_FIELDS_IF_SET, KEY_SCHEMA, NOT_IN_RUN_KEY, RUN_KEY_FIELDS, get_path,
                                 key_membership, run_key)
 from moelab.config.sections import (
@@ -37,6 +37,6 @@ __all__ = [  # what `from moelab.config import ...` offers
     "DataKind", "MLPKind", "ScoreFunction", "RouterKind", "RouterGate", "Balance", "MemoryKind",
     "MemoryPlacement", "DeviceName", "DType", "MemoryOptimizer", "TrainableGroup", "require", "field_types",
     "from_dict", "to_dict", "load_config", "load_preset", "preset_names", "read_toml", "resolve",
-    "save_config", "validate", "KEY_FIELDS_IF_SET", "KEY_SCHEMA", "NOT_IN_RUN_KEY", "RUN_KEY_FIELDS",
+    "save_config", "KEY_FIELDS_IF_SET", "KEY_SCHEMA", "NOT_IN_RUN_KEY", "RUN_KEY_FIELDS",
     "get_path", "key_membership", "run_key",
 ]

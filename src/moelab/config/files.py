@@ -9,29 +9,18 @@ from pathlib import Path
 from typing import Any
 
 from moelab.config.convert import from_dict, to_dict
-from moelab.config.sections import RunConfig, require
+from moelab.config.sections import RunConfig
 from moelab.errors import ConfigError
 
 
 def resolve(cfg: RunConfig) -> RunConfig:
-    """The config checked (`validate`) and with its defaults resolved, as a new object: the one
-    step every loader takes. Today's only default: model.moe.expert_width 0 means model.d_ff."""
-    validate(cfg)
+    """The config checked (`RunConfig.validate`) and with its defaults resolved, as a new object:
+    the one step every loader takes. Today's only default: model.moe.expert_width 0 means model.d_ff."""
+    cfg.validate()
     out = copy.deepcopy(cfg)
     if out.model.moe.n_experts and out.model.moe.expert_width == 0:
         out.model.moe.expert_width = out.model.d_ff
     return out
-
-
-def validate(cfg: RunConfig) -> None:
-    """Check every field and cross-field rule, section by section (each section's own `validate`);
-    a ConfigError names the first field at fault. Pure: `cfg` is never changed (see `resolve`)."""
-    for name, value in (("seed", cfg.seed), ("data.seed", cfg.data.seed)):  # NumPy's generators take seeds >= 0
-        require(0 <= value < 2**63, f"{name} = {value}: must be an integer from 0 to 2**63 - 1")
-    cfg.data.validate()
-    cfg.model.validate()
-    cfg.continual.validate(cfg.data, cfg.model)
-    cfg.train.validate()
 
 
 def read_toml(path: str | Path, kind: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import typing
@@ -20,6 +21,7 @@ from moelab.config.sections import RunConfig
 KEY_SCHEMA = 5
 
 
+@functools.cache
 def key_membership(cls: type = RunConfig, prefix: str = "") -> dict[str, str]:
     """Every leaf field as a dotted path mapped to how it enters a run key: 'always', 'if_set' or 'never'."""
     hints = typing.get_type_hints(cls)
@@ -44,11 +46,13 @@ def get_path(data: dict[str, Any], path: str) -> Any:
 
 
 def run_key(cfg: RunConfig) -> str:
-    """A short stable hash of the fields that change a run's results (RUN_KEY_FIELDS, and those
-    of KEY_FIELDS_IF_SET that are set)."""
-    data, defaults = to_dict(cfg), to_dict(RunConfig())
-    projection = {path: get_path(data, path) for path in RUN_KEY_FIELDS}
-    projection |= {path: get_path(data, path) for path in KEY_FIELDS_IF_SET
-                   if get_path(data, path) != get_path(defaults, path)}
+    """A short stable hash of the fields that change a run's results: those always in the key,
+    and those in it if set (IF_SET) that differ from their default. Membership is read from the
+    config's own class, so a field added to it joins the key without a list elsewhere."""
+    data, defaults = to_dict(cfg), to_dict(type(cfg)())
+    projection = {}
+    for path, how in key_membership(type(cfg)).items():
+        if how == "always" or (how == "if_set" and get_path(data, path) != get_path(defaults, path)):
+            projection[path] = get_path(data, path)
     text = json.dumps({"key_schema": KEY_SCHEMA, "fields": projection}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -40,8 +40,6 @@ IF_SET = {"run_key": "if_set"}
 NEVER = {"run_key": "never"}
 
 
-
-
 def require(ok: bool, message: str) -> None:
     """A ConfigError with `message` unless `ok`: every config check, here and in the export."""
     if not ok:
@@ -106,7 +104,6 @@ class DataConfig:
 
 
 REASONING_KINDS = ("sort", "twohop")  # tasks with no facts to store: fresh examples, held-out accuracy
-
 
 
 @dataclass
@@ -179,8 +176,6 @@ class MoEConfig:
                      f"model.n_layers = {n_layers} (use n_experts = 0 for a dense model)")
 
 
-
-
 @dataclass
 class MemoryConfig:
     """Product-key memory layers (docs/science.md §4, "Memory layers"). `kind = "none"` means no memory.
@@ -225,19 +220,18 @@ class MemoryConfig:
                               "a model has memory layers or routed experts, not both; set one of them off")
 
 
-
 @dataclass
 class ModelConfig:
     """A pre-norm decoder-only transformer with RoPE."""
 
-    d_model: int = 48
-    n_layers: int = 2
-    n_heads: int = 4
+    d_model: int = 48  # width of the residual stream
+    n_layers: int = 2  # decoder blocks
+    n_heads: int = 4  # attention heads (d_model / n_heads must be even: RoPE)
     d_ff: int = 192  # dense MLP hidden width
     mlp: MLPKind = "gelu"  # "gelu" or "swiglu"
-    tie_embeddings: bool = True
+    tie_embeddings: bool = True  # the output head shares the token embedding
     qk_norm: bool = False  # RMSNorm on queries and keys per head (Qwen3)
-    rope_theta: float = 10000.0
+    rope_theta: float = 10000.0  # RoPE base
     moe: MoEConfig = field(default_factory=MoEConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
 
@@ -279,16 +273,16 @@ class TrainConfig:
 
     exposures: int = 100  # times each person's paragraph is seen
     batch_size: int = 32  # paragraphs per step
-    lr: float = 1e-2
+    lr: float = 1e-2  # peak learning rate (after warmup, cosine decay)
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
-    warmup_steps: int = 100
-    weight_decay: float = 0.01
-    beta1: float = 0.9
-    beta2: float = 0.98
+    warmup_steps: int = 100  # linear warmup steps
+    weight_decay: float = 0.01  # AdamW weight decay on matrices and expert stacks
+    beta1: float = 0.9  # AdamW beta1
+    beta2: float = 0.98  # AdamW beta2
     grad_clip: float = 1.0  # 0 = off
     threads: int = field(default=1, metadata=NEVER)  # torch threads for this run; tiny models are fastest single-threaded
     device: DeviceName = field(default="cpu", metadata=NEVER)  # "cpu", "cuda" or "auto"
-    eval_batch_size: int = field(default=1024, metadata=NEVER)
+    eval_batch_size: int = field(default=1024, metadata=NEVER)  # paragraphs per evaluation batch (memory, not results)
     log_every: int = field(default=100, metadata=NEVER)  # steps between history records
     router_lr_mult: float = 1.0  # the routers' learning rate is lr times this
     expert_lr_mult: float = 1.0  # the routed and shared experts' learning rate is lr times this
@@ -325,8 +319,6 @@ class TrainConfig:
                 f"train.memory_optimizer = {self.memory_optimizer!r}: use 'sparse' or 'dense'")
 
 
-
-
 @dataclass
 class ContinualConfig:
     """Learning after deployment (docs/science.md §5): the run described by data, model and train
@@ -338,12 +330,12 @@ class ContinualConfig:
     data_seed: int = field(default=1, metadata=IF_SET)  # B's names and values
     exposures: int = field(default=100, metadata=IF_SET)  # passes over B
     lr: float = field(default=3e-3, metadata=IF_SET)  # peak learning rate on B (warmup, then cosine decay, as train.*)
-    warmup_steps: int = field(default=100, metadata=IF_SET)
-    min_lr_ratio: float = field(default=0.1, metadata=IF_SET)
+    warmup_steps: int = field(default=100, metadata=IF_SET)  # linear warmup steps on B
+    min_lr_ratio: float = field(default=0.1, metadata=IF_SET)  # cosine decays to continual.lr * min_lr_ratio
     replay_fraction: float = field(default=0.0, metadata=IF_SET)  # share of B's training rows that are paragraphs about A's people
     # Parameter groups that may change: "all", or any of "embeddings", "attention", "experts"
     # (routed and shared), "routers", "memory" (the slot tables), "new" (added experts or memory); [] = none.
-    trainable: list[TrainableGroup] = field(default_factory=lambda: ["all"], metadata=IF_SET)
+    trainable: list[TrainableGroup] = field(default_factory=lambda: ["all"], metadata=IF_SET)  # parameter groups that train on B: any of TRAINABLE_GROUPS ("all", "embeddings", "attention", ...; [] = none)
     add_experts: int = field(default=0, metadata=IF_SET)  # fresh experts in every MoE layer, a routed group of their own (outputs 0 at first)
     add_memory: bool = field(default=False, metadata=IF_SET)  # a fresh memory of the same size beside every memory layer (outputs 0 at first)
 
@@ -390,10 +382,9 @@ class ContinualConfig:
             require(present, f"continual.trainable includes {group!r} but {why}")
 
 
-
 @dataclass
 class RunConfig:
-    name: str = field(default="run", metadata=NEVER)
+    name: str = field(default="run", metadata=NEVER)  # a label for tables and folders
     seed: int = 0  # model initialisation and data order
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -403,3 +394,14 @@ class RunConfig:
     def parent(self) -> RunConfig:
         """The run a continued run starts from: this config without its continual part."""
         return dataclasses.replace(self, continual=ContinualConfig())
+
+    def validate(self) -> None:
+        """Check every field and cross-field rule, section by section (each section's own
+        `validate`); a ConfigError names the first field at fault. Pure: nothing is changed
+        (files.resolve fills defaults)."""
+        for name, value in (("seed", self.seed), ("data.seed", self.data.seed)):  # NumPy's generators take seeds >= 0
+            require(0 <= value < 2**63, f"{name} = {value}: must be an integer from 0 to 2**63 - 1")
+        self.data.validate()
+        self.model.validate()
+        self.continual.validate(self.data, self.model)
+        self.train.validate()
