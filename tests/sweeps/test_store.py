@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from moelab.config import KEY_FIELDS_IF_SET, KEY_SCHEMA, NOT_IN_RUN_KEY, RUN_KEY_FIELDS, RunConfig, field_types, run_key
+from moelab.errors import MoelabError
 from moelab.sweeps import Store, load_sweep_preset
 from moelab.sweeps.grid import selection_runs
 
@@ -144,3 +145,38 @@ def test_a_real_store_from_before_the_key_change_reports_and_resumes(tmp_path):
     with open(folder / "runs.csv", newline="") as f:
         csv_keys = {row["key"] for row in csv.DictReader(f)}
     assert csv_keys == set(new_keys)
+
+
+def test_a_pending_run_is_adopted_from_another_store_that_finished_it(tmp_path):
+    source, target = Store(tmp_path / "a"), Store(tmp_path / "b")
+    cfg = RunConfig()
+    for key in ("x", "y"):
+        source.add(key, key, cfg)
+        target.add(key, key, cfg)
+    source.mark_done("x", metrics(7.0))
+    source.mark_failed("y", "loss became nan")  # only finished runs are adopted
+    assert target.reuse([source], ["x", "y"]) == ["x"]
+    assert target.statuses() == {"x": "done", "y": "pending"} and target.metrics("x")["bits"] == 7.0
+    assert f"run x reused from {source.folder}" in target.notes
+    with pytest.raises(MoelabError, match="--reuse .*nowhere: no store.sqlite here"):
+        Store.existing(tmp_path / "nowhere", "--reuse")
+    assert not (tmp_path / "nowhere").exists()  # nothing created
+
+
+def test_sweep_reuse_trains_only_what_no_other_sweep_finished(tmp_path):
+    from typer.testing import CliRunner
+
+    from moelab.cli import app
+    from tests.sweeps.test_executors import SWEEP
+
+    spec = tmp_path / "sweep.toml"
+    spec.write_text(SWEEP)
+    first = CliRunner().invoke(app, ["sweep", str(spec), "--out", str(tmp_path / "first"), "--workers", "1"])
+    assert first.exit_code == 0, first.output
+    second = CliRunner().invoke(app, ["sweep", str(spec), "--out", str(tmp_path / "second"), "--workers", "1",
+                                      "--reuse", str(tmp_path / "first")])
+    assert second.exit_code == 0, second.output
+    assert second.output.count("reused from") == 2
+    assert not (tmp_path / "second" / "runs").exists()  # nothing trained
+    a, b = Store(tmp_path / "first"), Store(tmp_path / "second")
+    assert {r["key"]: r["metrics"]["bits"] for r in a.rows()} == {r["key"]: r["metrics"]["bits"] for r in b.rows()}

@@ -99,7 +99,9 @@ def sweep(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="rerun failed runs")] = False,
     stop_after: Annotated[str | None, typer.Option(help="checkpoint every run in flight and stop after this long "
                                                         "(2h30m, 90m); the same command resumes")] = None,
-    list_presets: Annotated[bool, typer.Option("--list-presets", help="print sweep presets and exit")] = False,
+reuse: Annotated[list[Path] | None, typer.Option(help="another sweep folder whose finished runs of the same "
+                                                     "run key are adopted instead of trained (repeatable)")] = None,
+        list_presets: Annotated[bool, typer.Option("--list-presets", help="print sweep presets and exit")] = False,
 ) -> None:
     """Train a grid of runs and write a report; rerun the same command to resume after an interruption.
     SIGTERM or --stop-after checkpoints the runs in flight within seconds and exits with status 3."""
@@ -126,6 +128,7 @@ def sweep(
         plan = f"{len(spec.runs)} runs" + (f" after {len(selection_runs(spec))} selection runs" if spec.selection else "")
         console.print(Text.assemble("sweep ", (spec.name, "bold"), f": {plan} -> {out}"))
         store = Store(out)
+        sources = [Store.existing(folder, "--reuse") for folder in reuse or []]
         for note in store.notes:
             err_console.print(f"note: {note}")
         engine = make_executor(executor, workers, ray_address, gpus_per_run)
@@ -136,7 +139,8 @@ def sweep(
     try:
         stop_on_sigterm()  # a scheduler's stop: checkpoint the runs in flight, then exit
         with SweepProgress(err_console) as view:
-            keys = run_sweep(spec, store, executor=engine, retry_failed=retry_failed, on_progress=view.update)
+            keys = run_sweep(spec, store, executor=engine, retry_failed=retry_failed, on_progress=view.update,
+                             reuse=sources)
     except KeyboardInterrupt:
         err_console.print(f"interrupted: finished runs are kept in {out}, runs in flight resume from their last "
                           "mid-run checkpoint; rerun the same command to finish the rest")
@@ -144,7 +148,7 @@ def sweep(
     except RunStopped as stopped:
         source = [str(file)] if file is not None else ["--preset", preset or DEFAULT_SWEEP]
         again = ["moelab", "sweep", *source, "--out", str(out)] + (["--workers", str(workers)] if workers else []) + (
-            ["--executor", executor] if executor != "local" else [])
+            ["--executor", executor] if executor != "local" else []) + [a for f in reuse or [] for a in ("--reuse", str(f))]
         err_console.print(f"{stopped}\nresume with: {shlex.join(again)}")
         raise typer.Exit(STOPPED) from None
     finally:
@@ -152,7 +156,8 @@ def sweep(
     for note in store.notes:
         err_console.print(f"note: {note}")
     rows = store.rows(keys)
-    store.close()
+    for opened in (store, *sources):
+        opened.close()
     console.print(runs_table(rows))
     meta = json.loads((out / "sweep.json").read_text())
     report = write_report(rows, out, title=f"moelab sweep: {spec.name}", description=spec.description,
@@ -171,10 +176,8 @@ def report(folder: Annotated[Path, typer.Argument(help="a sweep folder")]) -> No
     from moelab.analysis.report import write_report
     from moelab.sweeps import Store
 
-    if not (folder / "store.sqlite").exists():
-        fail(f"{folder}: no store.sqlite here; give the folder a sweep wrote")
     try:
-        store = Store(folder)  # first: opening re-keys an old store and its sweep.json
+        store = Store.existing(folder, "report")  # first: opening re-keys an old store and its sweep.json
     except MoelabError as err:
         fail(str(err))
     meta = json.loads((folder / "sweep.json").read_text()) if (folder / "sweep.json").exists() else {}

@@ -115,26 +115,27 @@ def choose(sweep: Sweep, store: Store) -> tuple[dict[str, dict], list[dict]]:
 
 
 def run_sweep(sweep: Sweep, store: Store, executor=None, retry_failed: bool = False,
-              on_progress: Callable[[Progress], None] | None = None) -> list[str]:
+              on_progress: Callable[[Progress], None] | None = None, reuse: list[Store] = ()) -> list[str]:
     """Run every unfinished run of `sweep` on `executor` (default: a local pool); results land
     in `store` as they finish, and `sweep.json` in the store's folder lists them. With a
-    selection, the selection runs come first, then the grid's runs at the chosen values.
+    selection, the selection runs come first, then the grid's runs at the chosen values. A run
+    finished under the same key in a store of `reuse` is adopted instead of trained.
     Returns the keys of every run of the sweep (selection runs included)."""
     owned = executor is None
     executor = executor or LocalExecutor(default_workers())
     try:
         if sweep.selection is None:
             store.write_sweep_meta(sweep, [r.key for r in sweep.runs])
-            run_runs(sweep.runs, store, executor, retry_failed, on_progress)
+            run_runs(sweep.runs, store, executor, retry_failed, on_progress, reuse)
             return [r.key for r in sweep.runs]
         trial = selection_runs(sweep)
         store.write_sweep_meta(sweep, [r.key for r in trial])
-        run_runs(trial, store, executor, retry_failed, on_progress)
+        run_runs(trial, store, executor, retry_failed, on_progress, reuse)
         choices, records = choose(sweep, store)
         final = chosen_runs(sweep, choices)
         keys = [r.key for r in trial] + [r.key for r in final]
         store.write_sweep_meta(sweep, keys, reported=[r.key for r in final], selection=records)
-        run_runs(final, store, executor, retry_failed, on_progress)
+        run_runs(final, store, executor, retry_failed, on_progress, reuse)
         return keys
     finally:
         if owned:
@@ -142,12 +143,14 @@ def run_sweep(sweep: Sweep, store: Store, executor=None, retry_failed: bool = Fa
 
 
 def run_runs(runs: list[SweepRun], store: Store, executor, retry_failed: bool = False,
-             on_progress: Callable[[Progress], None] | None = None) -> None:
-    """Run every unfinished run of `runs` on `executor`, longest first."""
+             on_progress: Callable[[Progress], None] | None = None, reuse: list[Store] = ()) -> None:
+    """Run every unfinished run of `runs` on `executor`, longest first (after adopting those
+    another store of `reuse` finished)."""
     keys = [r.key for r in runs]
     for run in runs:
         store.add(run.key, run.label, run.config)
     store.recover(keys, retry_failed)
+    store.reuse(list(reuse), keys)
     statuses = store.statuses(keys)
     queue = sorted((r for r in runs if statuses[r.key] == "pending"), key=lambda r: -estimated_cost(r.config))
     done = sum(s == "done" for s in statuses.values())

@@ -56,6 +56,14 @@ class Store:
         if schema != KEY_SCHEMA:
             self._rekey(schema)
 
+    @classmethod
+    def existing(cls, folder: str | Path, what: str) -> Store:
+        """The store of a folder a sweep wrote; a MoelabError naming `what` (the option or
+        argument) when there is none, rather than a new empty store."""
+        if not (Path(folder) / "store.sqlite").exists():
+            raise MoelabError(f"{what} {folder}: no store.sqlite here; give the folder a sweep wrote")
+        return cls(folder)
+
     def close(self) -> None:
         self.db.close()
 
@@ -142,6 +150,22 @@ class Store:
                     metrics_file.unlink()
                     self.notes.append(f"{problem.split(';')[0]}; removed, the run will be redone")
                 self._write("UPDATE runs SET status = 'pending', updated = ? WHERE key = ?", (time.time(), key))
+
+    def reuse(self, sources: list[Store], keys: list[str]) -> list[str]:
+        """Adopt, for each pending run of `keys`, a finished run of the same key from another
+        sweep's store (the key names everything that changes a run's results); the run folder is
+        not copied, the metrics are. Returns the keys adopted, each noted with its source."""
+        adopted = []
+        for key, status in self.statuses(keys).items():
+            if status != "pending":
+                continue
+            for source in sources:
+                if source.statuses([key]).get(key) == "done":
+                    self.mark_done(key, source.metrics(key))
+                    self.notes.append(f"run {key} reused from {source.folder}")
+                    adopted.append(key)
+                    break
+        return adopted
 
     def mark_pending(self, key: str) -> None:
         self._write("UPDATE runs SET status = 'pending', updated = ? WHERE key = ?", (time.time(), key))
