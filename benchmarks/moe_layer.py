@@ -31,7 +31,8 @@ import time
 import torch
 
 from moelab.config import ModelConfig, MoEConfig, RunConfig, resolve
-from moelab.models.moe import DISPATCH_PATHS, MLP, MoE, choose_dispatch
+from moelab.models.mlp import MLP
+from moelab.models.moe import DISPATCH_PATHS, MoE, choose_dispatch
 
 CPU = torch.device("cpu")
 

@@ -28,7 +28,7 @@ from moelab.evaluation.routing import fact_positions, routing_churn, top1_expert
 from moelab.knowledge import KnowledgeBase
 from moelab.knowledge.base import TrainingBatch
 from moelab.models import Transformer
-from moelab.models.moe import MLP
+from moelab.models.mlp import MLP
 
 
 CHURN_PARAGRAPHS = 64  # probe paragraphs for routing churn

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from moelab.config import ModelConfig, MoEConfig, RunConfig, resolve
-from moelab.models.moe import DISPATCH_PATHS, MoE, Router, activation, balancing_loss, choose_dispatch
+from moelab.models.mlp import activation
+from moelab.models.moe import DISPATCH_PATHS, MoE, Router, balancing_loss, choose_dispatch
 
 
 def make_moe(seed=0, **moe) -> MoE:

@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from moelab.config import MemoryConfig
-from moelab.models.moe import initialise
+from moelab.models.mlp import initialise
 
 
 class ProductKeys(nn.Module):

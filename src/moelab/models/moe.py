@@ -25,19 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from moelab.config import ModelConfig, MoEConfig
-
-
-def initialise(module: nn.Module) -> None:
-    """`module.reset_parameters()` at construction, without advancing the global random stream:
-    a module built alone is initialised, and a whole model, whose own reset draws every weight
-    afresh, gets the same initial values from a seed as before modules initialised themselves."""
-    with torch.random.fork_rng(devices=[]):
-        module.reset_parameters()
-
-
-def activation(mlp: str, x: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
-    """GELU(x), or SwiGLU: SiLU(x) * up. `x` is the first (gate) projection."""
-    return F.gelu(x) if mlp == "gelu" else F.silu(x) * up
+from moelab.models.mlp import MLP, activation, initialise
 
 
 @dataclass
@@ -375,29 +363,6 @@ class Experts(nn.Module):
         w_in, w_out = self.w_in.unbind(0), self.w_out.unbind(0)
         outputs = [self.act(rows @ w_in[e]) @ w_out[e] for e, rows in enumerate(x.split(counts.tolist()))]
         return torch.cat(outputs)
-
-
-class MLP(nn.Module):
-    """Dense feed-forward: d -> width -> d, GELU or SwiGLU (gate_proj, up_proj, down_proj)."""
-
-    def __init__(self, d_model: int, width: int, mlp: str):
-        super().__init__()
-        self.mlp = mlp
-        self.gate_proj = nn.Linear(d_model, width, bias=False)
-        self.up_proj = nn.Linear(d_model, width, bias=False) if mlp == "swiglu" else None
-        self.down_proj = nn.Linear(width, d_model, bias=False)
-        initialise(self)
-
-    @torch.no_grad()
-    def reset_parameters(self, std: float = 0.02, out_std: float = 0.02) -> None:
-        for proj in (self.gate_proj, self.up_proj):
-            if proj is not None:
-                nn.init.normal_(proj.weight, std=std)
-        nn.init.normal_(self.down_proj.weight, std=out_std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        up = self.up_proj(x) if self.up_proj is not None else None
-        return self.down_proj(activation(self.mlp, self.gate_proj(x), up))
 
 
 def within_capacity(counts: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor, factor: float) -> torch.Tensor:

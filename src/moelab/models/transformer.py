@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from moelab.config import ModelConfig
 from moelab.models.memory import MemoryLayer, memory_layer
-from moelab.models.moe import MLP, Experts, MoE, Router, initialise
+from moelab.models.mlp import MLP, initialise
+from moelab.models.moe import Experts, MoE, Router
 
 
 def rope_tables(seq_len: int, head_dim: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
