@@ -7,18 +7,18 @@ Data: a CSV with the columns of the bundled `moelab/data/knowledge_vs_params.csv
 * Weights groups. Reasoning and non-reasoning variants of one set of weights are separate rows;
   rows of one developer with the same total and active counts form one weights group (fine-tunes
   share their base's counts). A group enters a fit once, as its best-scoring variant: a variant
-  cannot recall facts its weights lack, so the best one measures what the weights hold. The
-  alternative, one point per (group, reasoning flag) with the flag as a covariate, competes out
-  of sample, and so do the accuracy scales (linear, logit).
+  cannot recall facts its weights lack, so the best one measures what the weights hold (size
+  models instead take one point per group and mode, with the mode as a covariate).
 * Attribution: correlations of accuracy with log10 total and log10 active parameters, partial
   correlations of each given the other, and gamma in acc = a + b log10(N_total^g N_active^(1-g)),
   all with 95% bootstrap intervals; for all models and for MoE models alone.
-* Estimation (analysis/size.py): log10 total parameters regressed on a knowledge measure
-  (accuracy, or accuracy among attempted questions) with mode, attempt rate, release date,
-  sparsity and a developer random effect as candidates; each candidate validated by leaving one
-  developer out and by time splits; the best one gives closed models' totals with 80% intervals
-  calibrated on held-out error. Estimates outside the range of open models the fit saw are
-  flagged with their distance in decades.
+* Modes: a row's reasoning mode from its variant's flag, else from its name, else from a sibling
+  row of the same weights (`row_mode`, `assign_modes`); unknown modes are predicted between the two.
+* Estimation (analysis/size.py): log10 total parameters regressed on a knowledge measure with the
+  mode, attempt rate, drift terms and lab effects as candidates, chosen by a rolling origin (fit on
+  the models released before a month, predict the next three); closed models' totals with 80%
+  intervals calibrated on those forecasts, widening with the months since the fit's data and the
+  decades beyond its sizes. A row's own parameter counts are never seen by its estimate.
 """
 
 from __future__ import annotations
@@ -291,15 +291,6 @@ def fit_points(rows: list[ModelRow], benchmark: str, by_reasoning: bool) -> list
             best[key] = r
     return [Point(r.developer, r.total_b, r.active_b, r.accuracy_pct, r.reasoning, r.is_moe, r.model)
             for r in best.values()]
-
-
-def to_scale(accuracy_pct: np.ndarray | float, scale: str) -> np.ndarray:
-    """Accuracy in percent on the fit's scale: as is, or logit of the fraction (clipped to 0.5%)."""
-    a = np.asarray(accuracy_pct, dtype=float)
-    if scale == "linear":
-        return a
-    p = np.clip(a / 100, 0.005, 0.995)
-    return np.log(p / (1 - p))
 
 
 # ---------------------------------------------------------------------------------------------
