@@ -33,6 +33,11 @@ frontiers'; --profile-shapes picks some): ms per fp32 step, the model's FLOP/s a
 fp32 GEMM on the same core, and where the time goes (torch.profiler's operators by self time).
 
     python benchmarks/train_step.py --profile
+
+With --dispatch, each MoE shape of --profile-shapes under every model.moe.dispatch ("auto" is
+choose_dispatch's path: the grouped GEMM on CPU), interleaved, with the speed-up over "auto".
+
+    python benchmarks/train_step.py --dispatch --steps 60
 """
 
 from __future__ import annotations
@@ -111,6 +116,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--memory", choices=("pkm", "peer"), help="time a memory layer against N instead")
     parser.add_argument("--slots", default="4096,16384,65536,262144,1048576", help="memory sizes N (squares)")
+    parser.add_argument("--dispatch", action="store_true",
+                        help="each MoE shape of --profile-shapes under each model.moe.dispatch, interleaved")
     parser.add_argument("--compile", action="store_true",
                         help="time torch.compile of attention and dense MLPs against eager instead")
     parser.add_argument("--shapes", default="40:0,40:32,128:0,128:32",
@@ -132,6 +139,9 @@ def main() -> None:
 
     if args.profile:
         profile_table(args)
+        return
+    if args.dispatch:
+        dispatch_table(args)
         return
     if args.mfu:
         return model_flops_utilisation(args)
@@ -186,6 +196,34 @@ def gemm_rate(size: int = 1024, reps: int = 5) -> float:
     for _ in range(reps):
         a @ b
     return 2 * size**3 * reps / (time.perf_counter() - start)
+
+
+def dispatch_table(args) -> None:
+    """Per MoE shape of --profile-shapes: the training step under each expert path (the same
+    initial weights, the paths taking turns on every batch, so machine load falls on all alike),
+    ms per step and the ratio to "auto" (choose_dispatch's path)."""
+    from moelab.config import DISPATCHES, load_preset
+    from moelab.provenance import cpu_model
+    from moelab.sweeps.grid import with_fields
+
+    print(f"{cpu_model()}, {args.threads} thread(s), median of {args.steps} interleaved fp32 training steps")
+    for name in args.profile_shapes.split(","):
+        if "model.moe.n_experts" not in PROFILE_SHAPES[name]:
+            continue
+        models, optimizers = {}, {}
+        for path in DISPATCHES:
+            cfg = with_fields(load_preset("tiny-dense"), PROFILE_SHAPES[name] | {
+                "model.d_ff": 128, "model.moe.top_k": 1, "model.moe.dispatch": path})
+            torch.manual_seed(0)
+            models[path] = Transformer(cfg.model, 134)
+            optimizers[path] = make_optimizer(models[path], cfg.train, torch.device("cpu"))
+        kb = build_knowledge_base(cfg.data)
+        rng = np.random.default_rng(0)
+        batches = [kb.training_batch(rng.integers(0, kb.n_people, cfg.train.batch_size), rng)
+                   for _ in range(args.steps)]
+        times = interleaved_times(models, optimizers, batches)
+        ms = {path: statistics.median(a + b for a, b in zip(*times[path])) * 1e3 for path in DISPATCHES}
+        print(f"{name}: " + ", ".join(f"{path} {ms[path]:.1f} ms (x{ms['auto'] / ms[path]:.2f})" for path in DISPATCHES))
 
 
 def profile_table(args) -> None:

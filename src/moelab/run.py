@@ -239,7 +239,9 @@ def run_metrics(cfg: RunConfig, train_cfg: TrainConfig, counts: ParamCount, resu
 
 
 def training_dispatch(cfg: RunConfig) -> str:
-    """The expert path training took (models/moe.py choose_dispatch) for this device and dtype."""
+    """The expert path training took: model.moe.dispatch, or choose_dispatch's for this device and dtype."""
+    if cfg.model.moe.dispatch != "auto":
+        return cfg.model.moe.dispatch
     dtype = torch.bfloat16 if cfg.train.dtype == "bf16" else torch.float32
     return choose_dispatch(cfg.model.d_model, cfg.model.moe.expert_width, dtype, resolve_device(cfg.train.device))
 

@@ -229,3 +229,11 @@ def test_every_module_initialises_itself_and_a_seed_keeps_its_initial_values():
     model = Transformer(cfg, 50)
     sums = [round(float(p.detach().double().sum()), 9) for p in model.parameters()]
     assert sums == pytest.approx(SEED_7_SUMS, abs=1e-8)
+
+
+def test_the_configs_dispatch_choices_are_the_models_paths():
+    from moelab.config import DISPATCHES
+
+    assert set(DISPATCHES) - {"auto"} <= set(DISPATCH_PATHS)
+    assert make_moe(n_experts=4, top_k=1).dispatch is None  # "auto": choose_dispatch decides per device and dtype
+    assert make_moe(n_experts=4, top_k=1, dispatch="gather").dispatch == "gather"

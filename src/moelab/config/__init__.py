@@ -24,17 +24,17 @@ from moelab.config.keys import (KEY_FIELDS_IF_SET, KEY_SCHEMA, NOT_IN_RUN_KEY, R
                                 key_membership, run_key)
 from moelab.config.sections import (
     DataConfig, MoEConfig, MemoryConfig, ModelConfig, TrainConfig, ContinualConfig, RunConfig, KINDS, MLPS,
-    SCORES, ROUTERS, ROUTER_GATES, BALANCES, MEMORY_KINDS, MEMORY_PLACEMENTS, DEVICES, DTYPES,
+    SCORES, ROUTERS, ROUTER_GATES, BALANCES, DISPATCHES, MEMORY_KINDS, MEMORY_PLACEMENTS, DEVICES, DTYPES,
     MEMORY_OPTIMIZERS, TRAINABLE_GROUPS, IF_SET, NEVER, REASONING_KINDS, DataKind, MLPKind, ScoreFunction,
-    RouterKind, RouterGate, Balance, MemoryKind, MemoryPlacement, DeviceName, DType, MemoryOptimizer,
+    RouterKind, RouterGate, Balance, Dispatch, MemoryKind, MemoryPlacement, DeviceName, DType, MemoryOptimizer,
     TrainableGroup, require,
 )
 
 __all__ = [  # what `from moelab.config import ...` offers
     "DataConfig", "MoEConfig", "MemoryConfig", "ModelConfig", "TrainConfig", "ContinualConfig", "RunConfig",
-    "KINDS", "MLPS", "SCORES", "ROUTERS", "ROUTER_GATES", "BALANCES", "MEMORY_KINDS", "MEMORY_PLACEMENTS",
+    "KINDS", "MLPS", "SCORES", "ROUTERS", "ROUTER_GATES", "BALANCES", "DISPATCHES", "MEMORY_KINDS", "MEMORY_PLACEMENTS",
     "DEVICES", "DTYPES", "MEMORY_OPTIMIZERS", "TRAINABLE_GROUPS", "IF_SET", "NEVER", "REASONING_KINDS",
-    "DataKind", "MLPKind", "ScoreFunction", "RouterKind", "RouterGate", "Balance", "MemoryKind",
+    "DataKind", "MLPKind", "ScoreFunction", "RouterKind", "RouterGate", "Balance", "Dispatch", "MemoryKind",
     "MemoryPlacement", "DeviceName", "DType", "MemoryOptimizer", "TrainableGroup", "require", "field_types",
     "from_dict", "to_dict", "load_config", "load_preset", "preset_names", "read_toml", "resolve",
     "save_config", "KEY_FIELDS_IF_SET", "KEY_SCHEMA", "NOT_IN_RUN_KEY", "RUN_KEY_FIELDS",

@@ -20,6 +20,7 @@ ScoreFunction = Literal["softmax", "sigmoid"]
 RouterKind = Literal["learned", "hash", "hash_gated", "token", "cosine", "stable"]
 RouterGate = Literal["score", "unit"]
 Balance = Literal["none", "base"]
+Dispatch = Literal["auto", "padded", "loop", "gather"]
 MemoryKind = Literal["none", "pkm", "peer"]
 MemoryPlacement = Literal["replace", "beside"]
 DeviceName = Literal["cpu", "cuda", "auto"]
@@ -28,6 +29,7 @@ MemoryOptimizer = Literal["sparse", "dense"]
 TrainableGroup = Literal["all", "embeddings", "attention", "experts", "routers", "memory", "new"]
 KINDS, MLPS, SCORES, ROUTERS = get_args(DataKind), get_args(MLPKind), get_args(ScoreFunction), get_args(RouterKind)
 ROUTER_GATES, BALANCES, MEMORY_KINDS = get_args(RouterGate), get_args(Balance), get_args(MemoryKind)
+DISPATCHES = get_args(Dispatch)
 MEMORY_PLACEMENTS, DEVICES, DTYPES = get_args(MemoryPlacement), get_args(DeviceName), get_args(DType)
 MEMORY_OPTIMIZERS, TRAINABLE_GROUPS = get_args(MemoryOptimizer), get_args(TrainableGroup)
 
@@ -126,6 +128,7 @@ class MoEConfig:
     freeze_fraction: float = field(default=0.0, metadata=IF_SET)  # routing frozen after this fraction of the steps (0 = never; "stable": stage 1)
     balance: Balance = field(default="none", metadata=IF_SET)  # "none", or "base": balanced top-1 assignment in training, greedy at evaluation
     capacity_factor: float = field(default=0.0, metadata=IF_SET)  # > 0: each expert takes at most cf * tokens * k / E in training, the rest are dropped
+    dispatch: Dispatch = field(default="auto", metadata=IF_SET)  # the experts' path: "auto" (models/moe.py choose_dispatch), "padded", "loop", or "gather" (one batched product per row with its expert's weights: fastest for many narrow experts; the last bits differ)
 
     def validate(self, n_layers: int) -> None:
         """This section's fields given the model's layer count."""
@@ -169,6 +172,8 @@ class MoEConfig:
             require(self.balance == "none" or (self.top_k == 1 and self.router in ("learned", "cosine", "token")),
                     f"model.moe.balance = {self.balance!r} assigns each token one expert chosen by its router: use it with "
                     "top_k = 1 and router 'learned', 'cosine' or 'token'")
+            require(self.dispatch in DISPATCHES,
+                    f"model.moe.dispatch = {self.dispatch!r}: use one of {', '.join(DISPATCHES)}")
             require(self.capacity_factor == 0 or self.capacity_factor >= 1,
                     f"model.moe.capacity_factor = {self.capacity_factor}: 0 (dropless) or at least 1")
             require(0 <= self.first_dense_layers < n_layers,

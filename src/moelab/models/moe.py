@@ -273,7 +273,7 @@ def balancing_loss(routing: Routing, cfg: MoEConfig) -> torch.Tensor:
     return loss
 
 
-DISPATCH_PATHS = ("grouped_mm", "padded", "loop")
+DISPATCH_PATHS = ("grouped_mm", "padded", "loop", "gather")
 
 
 GROUPED_MM_CUDA_CAPABILITY = (8, 0)  # PyTorch documents F.grouped_mm on CUDA for bf16 on sm80 and later
@@ -323,6 +323,11 @@ class Experts(nn.Module):
       padded      scatter rows into [E, capacity, d] buffers (capacity = the largest block), two
                   torch.bmm calls, gather back; padding rows are zero and get zero gradient
       loop        one matmul per expert
+      gather      each row times its own expert's weights, gathered: one batched product of
+                  [N, 1, d] by [N, d, h] and one of [N, 1, h] by [N, h, d]. Its cost grows with
+                  N * d * h, not with E, so it wins where experts are many and each gets a few
+                  rows (256 experts of width 24: benchmarks/train_step.py --profile); chosen only
+                  by model.moe.dispatch, since its sums round differently from the grouped GEMM's
     """
 
     def __init__(self, d_model: int, width: int, n_experts: int, mlp: str):
@@ -359,6 +364,11 @@ class Experts(nn.Module):
             buffer = buffer.view(n_experts, capacity, -1)
             out = torch.bmm(self.act(torch.bmm(buffer, self.w_in)), self.w_out)
             return out.view(n_experts * capacity, -1).index_select(0, slot)
+        if path == "gather":
+            expert = torch.repeat_interleave(torch.arange(counts.numel(), device=x.device), counts,
+                                             output_size=x.shape[0])
+            hidden = torch.bmm(x.unsqueeze(1), self.w_in.index_select(0, expert)).squeeze(1)
+            return torch.bmm(self.act(hidden).unsqueeze(1), self.w_out.index_select(0, expert)).squeeze(1)
         # unbind once: indexing w[e] per expert would give each expert a full-size gradient (O(E^2))
         w_in, w_out = self.w_in.unbind(0), self.w_out.unbind(0)
         outputs = [self.act(rows @ w_in[e]) @ w_out[e] for e, rows in enumerate(x.split(counts.tolist()))]
@@ -386,7 +396,8 @@ class MoE(nn.Module):
         self.experts = Experts(cfg.d_model, cfg.moe.expert_width, cfg.moe.n_experts, cfg.mlp)
         shared = cfg.moe.n_shared_experts * cfg.moe.expert_width
         self.shared = MLP(cfg.d_model, shared, cfg.mlp) if shared else None
-        self.dispatch: str | None = None  # an expert path from DISPATCH_PATHS; None: choose_dispatch
+        # an expert path from DISPATCH_PATHS; None: choose_dispatch
+        self.dispatch: str | None = None if cfg.moe.dispatch == "auto" else cfg.moe.dispatch
 
     def reset_parameters(self, std: float = 0.02, out_std: float = 0.02) -> None:
         """Router, routed experts and shared experts, in that order."""
