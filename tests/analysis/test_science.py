@@ -164,3 +164,26 @@ def test_the_stored_sparsity_frontier_keeps_its_published_knees():
     k90, k50 = f.knees[0.9], f.knees[0.5]
     assert (round(k90.value, 2), round(k90.low, 2), round(k90.high, 2)) == (0.62, 0.26, 0.77)
     assert (round(k50.value, 2), round(k50.low, 2), round(k50.high, 2)) == (0.16, 0.15, 0.21)
+
+
+def test_final_churn_averages_the_last_tenth_of_the_records_over_layers():
+    history = [{"step": i, "churn": [0.5, 0.3]} for i in range(18)] + [{"step": 18, "churn": [0.1, 0.1]},
+                                                                        {"step": 19, "churn": [0.0, 0.2]}]
+    run = record("E=8 seed=0", 8, 0.2, 0.5, history=history)
+    assert science.final_churn(run) == pytest.approx(0.1)  # the last 2 of 20 records, layers averaged
+    assert science.final_churn(run, "fact_churn") is None and science.final_churn(record("d", 0, 1.0, 1.0)) is None
+
+
+def test_the_router_section_sets_bits_against_churn_per_router(tmp_path):
+    def churning(rate):
+        return [{"step": i, "churn": [rate]} for i in range(10)]
+
+    runs = [record(f"E=8 seed={s}", 8, 0.2, 0.5 + 0.01 * s, history=churning(0.3)) for s in range(2)]
+    runs += [record(f"E=8 router=hash seed={s}", 8, 0.2, 0.9, history=churning(0.0), router="hash") for s in range(2)]
+    rows = {r["label"]: r for r in science.router_table(runs)}
+    assert rows["E=8"]["churn"] == pytest.approx(0.3) and rows["E=8"]["router"] == "learned"
+    assert rows["E=8 router=hash"]["churn"] == 0.0 and rows["E=8 router=hash"]["seeds"] == 2
+    rows = [{"key": str(i), "label": r["label"], "status": "done", "reason": None, "config": {},
+             "metrics": {**r, "routing": []}} for i, r in enumerate(runs)]
+    page = write_report(rows, tmp_path, "t").read_text()
+    assert "Routers: knowledge against routing churn" in page and (tmp_path / "churn.png").exists()

@@ -314,6 +314,38 @@ def dense_moe_ratios(records: list[dict]) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------
+# routers: knowledge against routing churn
+
+CHURN_TAIL = 0.1  # churn is averaged over the last 10% of a run's history records
+
+
+def final_churn(record: dict, key: str = "churn") -> float | None:
+    """The share of probe tokens (`churn`) or fact positions (`fact_churn`) whose top-1 expert
+    changed between consecutive history records, averaged over the MoE layers and over the last
+    CHURN_TAIL of the records: how much routing still moves at the end of training. None for a
+    run without such records (dense, or trained before they were recorded)."""
+    values = [float(np.mean(r[key])) for r in record.get("history") or [] if r.get(key)]
+    if not values:
+        return None
+    return float(np.mean(values[-max(1, math.ceil(CHURN_TAIL * len(values))):]))
+
+
+def router_table(records: list[dict]) -> list[dict]:
+    """Per MoE configuration: its router, bits stored (t interval over seeds), bits per total
+    parameter, and the routing churn and fact churn at the end of training (means over seeds)."""
+    out = []
+    for g in groups([r for r in knowledge_runs(records) if r["n_experts"]]):
+        churn = [c for c in (final_churn(r) for r in g.runs) if c is not None]
+        facts = [c for c in (final_churn(r, "fact_churn") for r in g.runs) if c is not None]
+        out.append({"label": g.label, "router": router_of(g.runs[0]), "seeds": len(g.runs),
+                    "active_fraction": g.mean("active_fraction"), "bits": g.interval("bits"),
+                    "bits_per_param": g.mean("bits_per_param"),
+                    "churn": float(np.mean(churn)) if churn else None,
+                    "fact_churn": float(np.mean(facts)) if facts else None})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # exposures and load balance
 
 

@@ -185,6 +185,23 @@ def continual_figure(rows: list[dict]) -> bytes:
     return png(fig)
 
 
+def churn_figure(records: list[dict]) -> bytes:
+    """Bits per total parameter against the routing churn at the end of training, one point per
+    MoE run, one colour per router."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    runs = [r for r in science.knowledge_runs(records) if r["n_experts"] and science.final_churn(r) is not None]
+    for i, router in enumerate(sorted({science.router_of(r) for r in runs})):
+        mine = [r for r in runs if science.router_of(r) == router]
+        ax.scatter([100 * science.final_churn(r) for r in mine], [r["bits_per_param"] for r in mine],
+                   color=plt.cm.tab10(i), label=router, s=22)
+    ax.set_xlabel("routing churn at the end of training (% of probe tokens changing expert per record)")
+    ax.set_ylabel("bits per total parameter")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="router")
+    fig.tight_layout()
+    return png(fig)
+
+
 def figure_section(folder: Path, filename: str, figure: bytes, title: str, alt: str) -> list[str]:
     """A section's heading and figure, the figure also saved beside the report."""
     save_png(folder, filename, figure)
@@ -246,6 +263,20 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
                             "ratio (paper's count)", "low", "high"],
                            [[r["dense"], r["moe"], r["seeds"], r["moe_active_fraction"], r["moe_active_fraction_paper"],
                              *estimate_cells(r["ratio"]), *estimate_cells(r["ratio_paper"])] for r in ratios]))
+    routers = science.router_table(records)
+    if any(r["churn"] is not None for r in routers):
+        parts += figure_section(folder, "churn.png", churn_figure(records),
+                                "Routers: knowledge against routing churn",
+                                "bits per total parameter against routing churn at the end of training")
+        parts.append(note("Churn: the share of a fixed set of probe tokens whose first-choice expert changed since the "
+                          "previous history record; fact churn: the same at the positions that predict a fact's value. "
+                          "Both averaged over the MoE layers and the last 10% of the records, then over seeds. Hash "
+                          "routing never churns."))
+        parts.append(table(["configuration", "router", "seeds", "active fraction", "bits", "low", "high", "bits/param",
+                            "churn", "fact churn"],
+                           [[r["label"], r["router"], r["seeds"], r["active_fraction"], *estimate_cells(r["bits"]),
+                             r["bits_per_param"], "n/a" if r["churn"] is None else r["churn"],
+                             "n/a" if r["fact_churn"] is None else r["fact_churn"]] for r in routers]))
     exposures = science.exposure_table(records)
     if exposures:
         save_png(folder, "exposures.png", figure := exposures_figure(exposures))
