@@ -464,8 +464,7 @@ SIZE_BANDS = ((-math.inf, 0.0, "within the fitted sizes"), (0.0, 0.3, "up to 2x 
 
 def by_size(forecasts: list[Forecast], scales: Scales = Scales()) -> dict[str, dict]:
     """Summaries by how far the true total lies above the largest total the fit saw."""
-    return {name: summarise([f for f in forecasts if (low < f.truth_beyond <= high) or (high == 0.0 and f.truth_beyond == 0)],
-                            scales) for low, high, name in SIZE_BANDS}
+    return {name: summarise([f for f in forecasts if low < f.truth_beyond <= high], scales) for low, high, name in SIZE_BANDS}
 
 
 def leave_one_developer_out(candidate: Candidate, points: list[SizePoint]) -> list[Forecast]:

@@ -104,8 +104,7 @@ def held_out_table(b) -> Table:
     slices += [(size.horizon_label(lo, hi), lambda f, lo=lo, hi=hi: [x for x in f if lo <= x.ahead < hi])
                for lo, hi in size.HORIZON_BANDS]
     slices += [(f"{name} (within {first} months)",
-                lambda f, lo=lo, hi=hi: [x for x in size.within(f) if lo < x.truth_beyond <= hi
-                                         or (hi == 0 and x.truth_beyond == 0)])
+                lambda f, lo=lo, hi=hi: [x for x in size.within(f) if lo < x.truth_beyond <= hi])
                for lo, hi, name in size.SIZE_BANDS]
     for label, pick in slices:
         cells = [" ".join(_validation_cells(size.summarise(pick(forecasts), scales)))
