@@ -274,6 +274,47 @@ def frontiers(records: list[dict], levels=(0.9, 0.5), n_boot: int = 2000, seed: 
 
 
 # ---------------------------------------------------------------------------------------------
+# every sparse model against the dense law at its own total (memory layers, whose totals differ)
+
+
+def kind_of(record: dict) -> str:
+    """What makes a sparse run sparse: its memory kind ('pkm', 'peer') or its router."""
+    memory = record.get("memory_kind") or "none"
+    return memory if memory != "none" else router_of(record)
+
+
+def law_ratios(records: list[dict], n_boot: int = 2000, seed: int = 0) -> list[dict]:
+    """Each sparse configuration (routed experts or a memory layer) against the dense law at its
+    own total: its bits over what the law says a dense model of that total stores, capped at the
+    knowledge base's information (no model stores more than there is, so where the law's model
+    would hold the whole base, a ratio of 1 means the sparse one holds it too). A t interval over
+    seeds, and one that also resamples the law's runs; `base_share` is the share of the knowledge
+    base stored. Empty without a ladder of smaller dense sizes."""
+    out = []
+    sparse = groups([r for r in knowledge_runs(records) if not is_dense(r)])
+    rng = np.random.default_rng(seed)
+    for g in sorted(sparse, key=lambda g: (kind_of(g.runs[0]), -g.mean("active_fraction"))):
+        total = g.mean("p_total")
+        reference = dense_reference(records, total, n_boot, seed)
+        if reference is None or reference.kind != "dense law":
+            continue
+        information = g.mean("information_bits")
+        law_bits = min(reference.bits_per_param.value * total, information)
+        bits = g.values("bits")
+        draws = [rng.choice(bits, len(bits)).mean() / min(reference.draw(rng) * total, information)
+                 for _ in range(n_boot)]
+        level = (0.5 - LEVEL / 2, 0.5 + LEVEL / 2)
+        out.append({"label": g.label, "kind": kind_of(g.runs[0]), "seeds": len(g.runs), "p_total": total,
+                    "active_fraction": g.mean("active_fraction"), "law_bits": law_bits,
+                    "law_capped": law_bits == information,
+                    "ratio": Group(g.label, [{"r": b / law_bits} for b in bits]).interval("r"),
+                    "ratio_with_law": Estimate(float(bits.mean() / law_bits), *map(float, np.quantile(draws, level)),
+                                               LEVEL),
+                    "base_share": float(bits.mean() / information)})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # dense against MoE per total parameter (the paper's Result 9 ratio)
 
 

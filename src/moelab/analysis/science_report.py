@@ -202,6 +202,29 @@ def churn_figure(records: list[dict]) -> bytes:
     return png(fig)
 
 
+def law_figure(rows: list[dict]) -> bytes:
+    """Bits relative to the dense law at each run's own total against active fraction (log), one
+    line per kind of sparsity (a router, or a memory layer), with the seeds-and-law interval."""
+    fig, ax = plt.subplots(figsize=(7, 4.3))
+    for i, kind in enumerate(sorted({r["kind"] for r in rows})):
+        mine = sorted((r for r in rows if r["kind"] == kind), key=lambda r: -r["active_fraction"])
+        x = [r["active_fraction"] for r in mine]
+        y = [r["ratio"].value for r in mine]
+        spans = [r["ratio_with_law"] for r in mine]
+        err = [[e.value - e.low if math.isfinite(e.low) else 0.0 for e in spans],
+               [e.high - e.value if math.isfinite(e.high) else 0.0 for e in spans]]
+        ax.errorbar(x, y, yerr=err, color=plt.cm.tab10(i), marker="o", capsize=3, label=kind)
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlabel("active fraction (moelab's count)")
+    ax.set_ylabel("bits / dense law's bits at the same total")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return png(fig)
+
+
 def figure_section(folder: Path, filename: str, figure: bytes, title: str, alt: str) -> list[str]:
     """A section's heading and figure, the figure also saved beside the report."""
     save_png(folder, filename, figure)
@@ -263,6 +286,21 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
                             "ratio (paper's count)", "low", "high"],
                            [[r["dense"], r["moe"], r["seeds"], r["moe_active_fraction"], r["moe_active_fraction_paper"],
                              *estimate_cells(r["ratio"]), *estimate_cells(r["ratio_paper"])] for r in ratios]))
+    law = science.law_ratios(records)
+    if any(r["kind"] in ("pkm", "peer") for r in law):  # totals that differ: each against the law at its own
+        parts += figure_section(folder, "dense_law.png", law_figure(law),
+                                "Sparse models against the dense law at their own totals",
+                                "bits relative to the dense law against active fraction")
+        parts.append(note("Each configuration's bits over the dense law's at its own total (fitted over the dense "
+                          "ladder), the law capped at the knowledge base's information: where a dense model of that "
+                          "total would store the whole base, a ratio of 1 means the sparse one does too. Intervals: "
+                          "seeds (t), and seeds with the law's runs resampled (bootstrap)."))
+        parts.append(table(["configuration", "kind", "seeds", "P_total", "active fraction", "law's bits",
+                            "law capped at the base", "ratio", "low (seeds)", "high (seeds)", "low (and law)",
+                            "high (and law)", "share of the base stored"],
+                           [[r["label"], r["kind"], r["seeds"], r["p_total"], r["active_fraction"], r["law_bits"],
+                             "yes" if r["law_capped"] else "no", *estimate_cells(r["ratio"]),
+                             *estimate_cells(r["ratio_with_law"])[1:], r["base_share"]] for r in law]))
     routers = science.router_table(records)
     if any(r["churn"] is not None for r in routers):
         parts += figure_section(folder, "churn.png", churn_figure(records),
