@@ -206,3 +206,11 @@ def test_memory_runs_are_set_against_the_dense_law_at_their_own_totals(tmp_path)
              "metrics": {**r, "routing": []}} for i, r in enumerate(runs)]
     page = write_report(rows, tmp_path, "t").read_text()
     assert "against the dense law at their own totals" in page and (tmp_path / "dense_law.png").exists()
+
+
+def test_late_loss_drop_measures_the_distance_from_a_plateau():
+    falling = [{"step": 100 * i, "loss": 10.0 - 0.05 * i} for i in range(1, 101)]  # still falling at the end
+    flat = [{"step": 100 * i, "loss": 2.0} for i in range(1, 101)]
+    assert science.late_loss_drop(record("a", 0, 1.0, 1.0, history=falling)) == pytest.approx(0.5 / 5.5, rel=1e-6)
+    assert science.late_loss_drop(record("b", 0, 1.0, 1.0, history=flat)) == 0.0
+    assert science.late_loss_drop(record("c", 0, 1.0, 1.0)) is None

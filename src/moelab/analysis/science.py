@@ -298,7 +298,8 @@ def law_ratios(records: list[dict], n_boot: int = 2000, seed: int = 0) -> list[d
         reference = dense_reference(records, total, n_boot, seed)
         if reference is None or reference.kind != "dense law":
             continue
-        information = g.mean("information_bits")
+        known = [r.get("information_bits") for r in g.runs]
+        information = float(np.mean(known)) if all(isinstance(v, int | float) for v in known) else math.inf
         law_bits = min(reference.bits_per_param.value * total, information)
         bits = g.values("bits")
         draws = [rng.choice(bits, len(bits)).mean() / min(reference.draw(rng) * total, information)
@@ -310,7 +311,7 @@ def law_ratios(records: list[dict], n_boot: int = 2000, seed: int = 0) -> list[d
                     "ratio": Group(g.label, [{"r": b / law_bits} for b in bits]).interval("r"),
                     "ratio_with_law": Estimate(float(bits.mean() / law_bits), *map(float, np.quantile(draws, level)),
                                                LEVEL),
-                    "base_share": float(bits.mean() / information)})
+                    "base_share": float(bits.mean() / information) if math.isfinite(information) else None})
     return out
 
 
@@ -352,6 +353,21 @@ def dense_moe_ratios(records: list[dict]) -> list[dict]:
                         "ratio": Group("", [{"r": x} for x in ours]).interval("r"),
                         "ratio_paper": Group("", [{"r": x} for x in paper]).interval("r")})
     return out
+
+
+def late_loss_drop(record: dict, tail: float = 0.1) -> float | None:
+    """How far from a plateau a run ended: the relative fall of its training loss over the last
+    `tail` of its steps, (first - last) / first over the history records in that stretch (each
+    record already averages the steps since the one before). Near 0: on a plateau; None without
+    two records there."""
+    history = [r for r in record.get("history") or [] if "loss" in r]
+    if not history:
+        return None
+    end = history[-1]["step"]
+    late = [r for r in history if r["step"] >= (1 - tail) * end]
+    if len(late) < 2 or late[0]["loss"] <= 0:
+        return None
+    return (late[0]["loss"] - late[-1]["loss"]) / late[0]["loss"]
 
 
 # ---------------------------------------------------------------------------------------------

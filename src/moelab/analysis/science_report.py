@@ -185,6 +185,11 @@ def continual_figure(rows: list[dict]) -> bytes:
     return png(fig)
 
 
+def _mean_or_na(values: list[float | None]) -> float | str:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else "n/a"
+
+
 def churn_figure(records: list[dict]) -> bytes:
     """Bits per total parameter against the routing churn at the end of training, one point per
     MoE run, one colour per router."""
@@ -239,10 +244,13 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
     configurations = science.groups(knowledge)
     if any(len(g.runs) > 1 for g in configurations):
         parts.append("<h2>Pooled over seeds (mean and 95% t interval)</h2>")
+        parts.append(note("Loss fall over the last 10% of steps: how far from a plateau each configuration ended "
+                          "((first - last) / first training loss in that stretch, mean over seeds; near 0 is a plateau)."))
         parts.append(table(["configuration", "seeds", "P_total", "active fraction", "bits", "low", "high",
-                             "bits/param", "recall", "low", "high"],
+                             "bits/param", "recall", "low", "high", "loss fall, last 10% of steps"],
                             [[g.label, len(g.runs), g.mean("p_total"), g.mean("active_fraction"),
-                              *estimate_cells(g.interval("bits")), g.mean("bits_per_param"), *estimate_cells(g.interval("accuracy"))]
+                              *estimate_cells(g.interval("bits")), g.mean("bits_per_param"), *estimate_cells(g.interval("accuracy")),
+                              _mean_or_na([science.late_loss_drop(r) for r in g.runs])]
                              for g in configurations]))
     fronts = science.frontiers(records)
     if fronts:
@@ -286,8 +294,9 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
                             "ratio (paper's count)", "low", "high"],
                            [[r["dense"], r["moe"], r["seeds"], r["moe_active_fraction"], r["moe_active_fraction_paper"],
                              *estimate_cells(r["ratio"]), *estimate_cells(r["ratio_paper"])] for r in ratios]))
-    law = science.law_ratios(records)
-    if any(r["kind"] in ("pkm", "peer") for r in law):  # totals that differ: each against the law at its own
+    memory = any(science.kind_of(r) in ("pkm", "peer") for r in knowledge)
+    law = science.law_ratios(records) if memory else []
+    if law:  # memory layers' totals differ: each configuration against the law at its own
         parts += figure_section(folder, "dense_law.png", law_figure(law),
                                 "Sparse models against the dense law at their own totals",
                                 "bits relative to the dense law against active fraction")
@@ -300,7 +309,8 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
                             "high (and law)", "share of the base stored"],
                            [[r["label"], r["kind"], r["seeds"], r["p_total"], r["active_fraction"], r["law_bits"],
                              "yes" if r["law_capped"] else "no", *estimate_cells(r["ratio"]),
-                             *estimate_cells(r["ratio_with_law"])[1:], r["base_share"]] for r in law]))
+                             *estimate_cells(r["ratio_with_law"])[1:],
+                             "n/a" if r["base_share"] is None else r["base_share"]] for r in law]))
     routers = science.router_table(records)
     if any(r["churn"] is not None for r in routers):
         parts += figure_section(folder, "churn.png", churn_figure(records),
