@@ -224,7 +224,11 @@ def sparse_total(records: list[dict]) -> float | None:
     return float(np.median(totals)) if totals else None
 
 
-def frontiers(records: list[dict], levels=(0.9, 0.5), n_boot: int = 2000, seed: int = 0) -> list[Frontier]:
+PAPER_RATIO = 1.5  # Allen-Zhu & Li's Result 9: 32 top-1 experts store 1.5x fewer bits per total parameter than dense
+KNEE_LEVELS = (0.9, 1 / PAPER_RATIO, 0.5)  # 90% and 50% of dense, and within the paper's 1.5x
+
+
+def frontiers(records: list[dict], levels=KNEE_LEVELS, n_boot: int = 2000, seed: int = 0) -> list[Frontier]:
     """One frontier per router: bits per total parameter against active fraction at the MoE runs'
     fixed total, relative to the dense reference there (`dense_reference`); knees on the frontier
     (the best configuration at each sparsity, see `_ratio_curve`) with percentile intervals from
