@@ -105,6 +105,13 @@ def survey_figure(b, rows) -> bytes:
 
 
 def _horizon_panel(ax, b) -> None:
+    if b.selection.validation != "rolling origin":  # no release dates: nothing to plot against a horizon
+        held = size.summarise(b.selection.forecasts, b.selection.chosen.scales)
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"too few release dates for a rolling origin:\nvalidated by leaving one developer out\n"
+                          f"median |error| {held['median_abs_error_decades']:.2f} decades, "
+                          f"{held['coverage']:.0%} inside 80% intervals", ha="center", va="center", fontsize=9)
+        return
     labels = [size.horizon_label(low, high).replace(" ahead", "") for low, high in size.HORIZON_BANDS]
     x = np.arange(len(labels))
     cover = ax.twinx()
