@@ -107,6 +107,9 @@ def failing_worker(rank: int, world_size: int, folder: str) -> None:
         with open(f"{folder}/rank{rank}.err", "w") as handle:
             handle.write(str(err))
     finally:
+        # both ranks have handled the failure before either closes its connections (once in CI,
+        # rank 0 died of SIGABRT after its peer had torn its group down first)
+        dist.barrier()
         dist.destroy_process_group()
 
 
