@@ -582,25 +582,27 @@ def select(points: list[SizePoint]) -> SizeSelection | None:
     common = [p for p in points if all(c.fittable(p) for c in pool)]
     if len({p.developer for p in common}) < 3 or len(common) < MIN_POINTS:
         return None
-    rolling = {c: rolling_origin(c, common) for c in pool}
-    use_rolling = max(len(f) for f in rolling.values()) >= MIN_FORECASTS
+    # forecasts out to CALIBRATION_MONTHS, once per candidate: the first HORIZON_MONTHS of them
+    # choose (`within`), all of them calibrate the chosen one and score the references
+    rolling = {c: rolling_origin(c, common, horizon=CALIBRATION_MONTHS) for c in pool}
+    use_rolling = max(len(within(f)) for f in rolling.values()) >= MIN_FORECASTS
     results = []
     for c in pool:
         lodo = None if use_rolling else summarise(leave_one_developer_out(c, common))
-        results.append(CandidateResult(c, summarise(rolling[c]), lodo))
+        results.append(CandidateResult(c, summarise(within(rolling[c])), lodo))
     results = [r for r in results if math.isfinite(r.score)]
     if not results:
         return None
     best = min(results, key=lambda r: r.score)
     if use_rolling:
-        held_out = rolling_origin(best.candidate, common, horizon=CALIBRATION_MONTHS)
+        held_out = rolling[best.candidate]
     else:
         held_out = leave_one_developer_out(best.candidate, common)
     chosen = SizeModel(best.candidate, calibrate(held_out)).fit(points)
     selection = SizeSelection(results, chosen, "rolling origin" if use_rolling else "leave one developer out", held_out)
     for name, candidate in REFERENCES.items() if use_rolling else ():
         if candidate in rolling:
-            selection.reference[name] = (candidate, V2_SCALES, rolling_origin(candidate, common, horizon=CALIBRATION_MONTHS))
+            selection.reference[name] = (candidate, V2_SCALES, rolling[candidate])
     return selection
 
 

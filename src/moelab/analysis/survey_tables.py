@@ -90,7 +90,7 @@ def held_out_table(b) -> Table:
     """The chosen model and survey v2's side by side, with their own intervals, by months ahead
     and by how far the true size lies above the fitted ones."""
     from moelab.analysis import size
-    from moelab.analysis.survey import held_out_models
+    from moelab.analysis.survey import held_out_json, held_out_models
 
     models = held_out_models(b.selection)
     table = Table(title=f"held-out forecasts ({b.selection.validation}): median |error| (decades), within 2x, 80% "
@@ -100,16 +100,16 @@ def held_out_table(b) -> Table:
     for name in models:
         table.add_column(name, justify="right")
     first = size.HORIZON_MONTHS
-    slices = [(f"all within {first} months", size.within)]
-    slices += [(size.horizon_label(lo, hi), lambda f, lo=lo, hi=hi: [x for x in f if lo <= x.ahead < hi])
-               for lo, hi in size.HORIZON_BANDS]
-    slices += [(f"{name} (within {first} months)",
-                lambda f, lo=lo, hi=hi: [x for x in size.within(f) if lo < x.truth_beyond <= hi])
-               for lo, hi, name in size.SIZE_BANDS]
-    for label, pick in slices:
-        cells = [" ".join(_validation_cells(size.summarise(pick(forecasts), scales)))
-                 for _, scales, forecasts in models.values()]
-        table.add_row(label, str(len(pick(next(iter(models.values()))[2]))), *cells)
+    summaries = []  # per model: (slice label, summary), in the table's order
+    for _, scales, forecasts in models.values():
+        held = held_out_json(scales, forecasts)
+        summaries.append([(f"all within {first} months", held[f"within {first} months"]),
+                          *held["by_months_ahead"].items(),
+                          *((f"{name} (within {first} months)", v)
+                            for name, v in held[f"by_size_within {first} months"].items())])
+    for row in zip(*summaries):
+        label, summary = row[0]
+        table.add_row(label, str(summary["n"]), *(" ".join(_validation_cells(v)) for _, v in row))
     return table
 
 
