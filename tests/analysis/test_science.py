@@ -174,6 +174,17 @@ def test_final_churn_averages_the_last_tenth_of_the_records_over_layers():
     assert science.final_churn(run, "fact_churn") is None and science.final_churn(record("d", 0, 1.0, 1.0)) is None
 
 
+def test_imbalance_is_read_from_the_evaluation_and_agreement_from_the_last_records():
+    routing = [{"layer": 0, "max_violation": 0.5}, {"layer": 1, "max_violation": 0.1}]
+    history = [{"step": i, "assignment_agreement": [0.2, None]} for i in range(18)]
+    history += [{"step": 18, "assignment_agreement": [0.8, 0.6]}, {"step": 19, "assignment_agreement": [0.6, 0.6]}]
+    run = record("E=8 balance=base seed=0", 8, 0.2, 0.5, routing=routing, history=history)
+    assert science.final_imbalance(run) == pytest.approx(0.3)
+    assert science.final_agreement(run) == pytest.approx(0.65)  # the last 2 of 20 records
+    plain = record("E=8 seed=0", 8, 0.2, 0.5, history=[{"step": 1, "churn": [0.1]}])
+    assert science.final_agreement(plain) is None and science.final_imbalance(plain) is None
+
+
 def test_the_router_section_sets_bits_against_churn_per_router(tmp_path):
     def churning(rate):
         return [{"step": i, "churn": [rate]} for i in range(10)]
@@ -183,6 +194,7 @@ def test_the_router_section_sets_bits_against_churn_per_router(tmp_path):
     rows = {r["label"]: r for r in science.router_table(runs)}
     assert rows["E=8"]["churn"] == pytest.approx(0.3) and rows["E=8"]["router"] == "learned"
     assert rows["E=8 router=hash"]["churn"] == 0.0 and rows["E=8 router=hash"]["seeds"] == 2
+    assert rows["E=8"]["imbalance"] is None and rows["E=8"]["agreement"] is None  # no routing records here
     rows = [{"key": str(i), "label": r["label"], "status": "done", "reason": None, "config": {},
              "metrics": {**r, "routing": []}} for i, r in enumerate(runs)]
     page = write_report(rows, tmp_path, "t").read_text()

@@ -391,18 +391,42 @@ def final_churn(record: dict, key: str = "churn") -> float | None:
     return float(np.mean(values[-max(1, math.ceil(CHURN_TAIL * len(values))):]))
 
 
+def final_imbalance(record: dict) -> float | None:
+    """The evaluation's load imbalance: the largest expert's share of tokens over the mean share,
+    minus 1 (0 is perfectly balanced), averaged over the MoE layers; None without routing records."""
+    layers = [r["max_violation"] for r in record.get("routing") or [] if "max_violation" in r]
+    return float(np.mean(layers)) if layers else None
+
+
+def final_agreement(record: dict) -> float | None:
+    """For balanced assignment in training (BASE): the share of a training batch's tokens whose
+    balanced expert is also their greedy top-1 expert, the one evaluation routes them to, averaged
+    over the layers and the last CHURN_TAIL of the records; None for other routers."""
+    values = [float(np.mean([a for a in r["assignment_agreement"] if a is not None]))
+              for r in record.get("history") or [] if any(a is not None for a in r.get("assignment_agreement") or [])]
+    if not values:
+        return None
+    return float(np.mean(values[-max(1, math.ceil(CHURN_TAIL * len(values))):]))
+
+
+def _mean_or_none(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
 def router_table(records: list[dict]) -> list[dict]:
     """Per MoE configuration: its router, bits stored (t interval over seeds), bits per total
-    parameter, and the routing churn and fact churn at the end of training (means over seeds)."""
+    parameter, the routing churn and fact churn at the end of training, the evaluation's load
+    imbalance and, for balanced assignment, its agreement with greedy routing (means over seeds)."""
     out = []
     for g in groups([r for r in knowledge_runs(records) if r["n_experts"]]):
-        churn = [c for c in (final_churn(r) for r in g.runs) if c is not None]
-        facts = [c for c in (final_churn(r, "fact_churn") for r in g.runs) if c is not None]
         out.append({"label": g.label, "router": router_of(g.runs[0]), "seeds": len(g.runs),
                     "active_fraction": g.mean("active_fraction"), "bits": g.interval("bits"),
                     "bits_per_param": g.mean("bits_per_param"),
-                    "churn": float(np.mean(churn)) if churn else None,
-                    "fact_churn": float(np.mean(facts)) if facts else None})
+                    "churn": _mean_or_none(final_churn(r) for r in g.runs),
+                    "fact_churn": _mean_or_none(final_churn(r, "fact_churn") for r in g.runs),
+                    "imbalance": _mean_or_none(final_imbalance(r) for r in g.runs),
+                    "agreement": _mean_or_none(final_agreement(r) for r in g.runs)})
     return out
 
 

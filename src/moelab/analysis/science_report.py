@@ -320,12 +320,15 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
         parts.append(note("Churn: the share of a fixed set of probe tokens whose first-choice expert changed since the "
                           "previous history record; fact churn: the same at the positions that predict a fact's value. "
                           "Both averaged over the MoE layers and the last 10% of the records, then over seeds. Hash "
-                          "routing never churns."))
+                          "routing never churns. Imbalance: at evaluation, the busiest expert's share of tokens over "
+                          "the mean share, minus 1. Agreement (balanced assignment only): the share of training "
+                          "tokens whose balanced expert is their greedy top-1 expert, the one evaluation uses."))
         parts.append(table(["configuration", "router", "seeds", "active fraction", "bits", "low", "high", "bits/param",
-                            "churn", "fact churn"],
+                            "churn", "fact churn", "imbalance", "agreement"],
                            [[r["label"], r["router"], r["seeds"], r["active_fraction"], *estimate_cells(r["bits"]),
-                             r["bits_per_param"], "n/a" if r["churn"] is None else r["churn"],
-                             "n/a" if r["fact_churn"] is None else r["fact_churn"]] for r in routers]))
+                             r["bits_per_param"], *("n/a" if r[k] is None else r[k]
+                                                    for k in ("churn", "fact_churn", "imbalance", "agreement"))]
+                            for r in routers]))
     exposures = science.exposure_table(records)
     if exposures:
         save_png(folder, "exposures.png", figure := exposures_figure(exposures))
