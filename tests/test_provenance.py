@@ -23,6 +23,12 @@ def test_a_remote_device_is_named_as_given():
     assert provenance.cpu_model() and provenance.cpu_model() in provenance.device_name("cpu")
 
 
+def test_the_cpu_is_named_with_its_widest_instruction_set():
+    assert provenance.cpu_isa({"sse2", "avx", "avx2", "avx512f", "amx_tile"}) == "AMX"
+    assert provenance.cpu_isa({"avx", "avx2", "fma"}) == "AVX2"
+    assert provenance.cpu_isa({"sse2"}) is None
+
+
 def test_an_installed_copy_reports_the_commit_it_was_built_from(tmp_path, monkeypatch):
     import json
 

@@ -15,16 +15,36 @@ from pathlib import Path
 import moelab
 
 
+# The widest matrix or vector instructions a CPU offers, by the /proc/cpuinfo flag that names them.
+# They matter beyond speed: PyTorch's kernels sum in a different order on each, and the same
+# learned-router MoE and seed stored 2.1x the bits on an AVX-512 EPYC that it stored on an AVX2 one
+# (docs/results.md, "Result 9 at lab scale"), where both machines called themselves "AMD EPYC".
+CPU_ISAS = (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("asimd", "NEON"))
+
+
+def cpu_isa(flags: set[str]) -> str | None:
+    """The widest instruction set among `flags` (a CPU's /proc/cpuinfo flags), e.g. 'AVX-512'."""
+    return next((name for flag, name in CPU_ISAS if flag in flags), None)
+
+
 @cache
 def cpu_model() -> str:
-    """The CPU's marketing name (e.g. 'AMD EPYC 7B13'), or platform.processor() where /proc is absent."""
+    """The CPU's marketing name and its widest instruction set (e.g. 'AMD EPYC 7B13, AVX2'), or
+    platform.processor() where /proc is absent. Virtual machines often report only 'AMD EPYC', so
+    the instruction set is what tells two of them apart."""
+    name, flags = None, set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name is None:
+                name = value.strip()
+            elif key.strip() in ("flags", "Features") and not flags:
+                flags = set(value.split())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = name or platform.processor() or platform.machine()
+    isa = cpu_isa(flags)
+    return f"{name}, {isa}" if isa else name
 
 
 def device_name(device) -> str:

@@ -153,11 +153,11 @@ def test_a_pending_run_is_adopted_from_another_store_that_finished_it(tmp_path):
     for key in ("x", "y"):
         source.add(key, key, cfg)
         target.add(key, key, cfg)
-    source.mark_done("x", metrics(7.0))
+    source.mark_done("x", {**metrics(7.0), "device": "cpu (AMD EPYC, AVX-512)"})
     source.mark_failed("y", "loss became nan")  # only finished runs are adopted
     assert target.reuse([source], ["x", "y"]) == ["x"]
     assert target.statuses() == {"x": "done", "y": "pending"} and target.metrics("x")["bits"] == 7.0
-    assert f"run x reused from {source.folder}" in target.notes
+    assert f"run x reused from {source.folder} (trained on cpu (AMD EPYC, AVX-512))" in target.notes
     with pytest.raises(MoelabError, match="--reuse .*nowhere: no store.sqlite here"):
         Store.existing(tmp_path / "nowhere", "--reuse")
     assert not (tmp_path / "nowhere").exists()  # nothing created

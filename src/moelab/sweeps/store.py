@@ -161,8 +161,10 @@ class Store:
                 continue
             for source in sources:
                 if source.statuses([key]).get(key) == "done":
-                    self.mark_done(key, source.metrics(key))
-                    self.notes.append(f"run {key} reused from {source.folder}")
+                    metrics = source.metrics(key)
+                    self.mark_done(key, metrics)
+                    # bits move between CPU types at one run key: say where the adopted run trained
+                    self.notes.append(f"run {key} reused from {source.folder} (trained on {metrics.get('device', 'an unrecorded device')})")
                     adopted.append(key)
                     break
         return adopted
