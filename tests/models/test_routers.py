@@ -91,6 +91,20 @@ def test_capacity_drops_the_overflow_in_training_only():
     assert dropped > 0  # overflow tokens got no expert output (the residual alone carries them)
 
 
+def test_the_stable_router_balances_its_first_stage_only():
+    cfg = resolve(RunConfig(model=ModelConfig(d_model=D, n_layers=1, n_heads=2, d_ff=8, moe=MoEConfig(
+        n_experts=E, top_k=1, expert_width=8, router="stable", freeze_fraction=0.1, aux_loss_weight=0.5)))).model
+    torch.manual_seed(0)
+    moe = MoE(cfg, V)
+    x, tokens = torch.randn(2, 10, D), torch.randint(0, V, (2, 10))
+    _, aux = moe(x, tokens)
+    distill = moe.router(x.reshape(-1, D), tokens.reshape(-1)).distill_loss
+    assert aux > distill  # first stage: the Switch loss and the distillation
+    moe.router.freeze()
+    _, aux = moe(x, tokens)
+    assert aux == 0  # second stage: the frozen token router routes; nothing left to balance or distil
+
+
 @pytest.mark.slow
 def test_the_stable_router_ends_routing_by_its_frozen_token_router(tmp_path):
     cfg = short(small_config(n_experts=4, top_k=1, expert_width=32, router="stable", freeze_fraction=0.3))

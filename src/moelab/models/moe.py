@@ -124,7 +124,8 @@ class Router(nn.Module):
         cosine      X-MoE's low-dimensional cosine router
         stable      StableMoE: the learned router routes for the first `freeze_fraction` of the steps
                     while a token router learns to imitate it; then the token router, frozen, routes,
-                    and the learned router's score is the gate
+                    and the learned router's score is the gate. A balancing loss
+                    (`aux_loss_weight`, `z_loss_weight`) applies in the first stage only, as StableMoE's
 
     With `freeze_fraction` the router's parameters (the token router's, for stable) stop training
     at that point of the run (`freeze`, called by the training loop; `frozen` is saved with the
@@ -426,7 +427,10 @@ class MoE(nn.Module):
         out = torch.bmm(gates.unsqueeze(1), y_pairs).squeeze(1)  # gate-weighted sum over k
         if self.shared is not None:
             out = out + self.shared(flat)
-        aux = balancing_loss(routing, self.cfg)
+        if self.cfg.router == "stable" and self.router.is_frozen():
+            aux = out.new_zeros(())  # StableMoE balances its first stage only; the frozen routing cannot move
+        else:
+            aux = balancing_loss(routing, self.cfg)
         if routing.distill_loss is not None:
             aux = aux + routing.distill_loss
         return out.reshape(shape), aux
