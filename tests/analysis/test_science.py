@@ -81,12 +81,20 @@ def test_the_dense_law_is_the_reference_where_a_ladder_of_dense_sizes_was_run(tm
     assert both.low < 0.3 < both.high  # the reference's own uncertainty is in this interval
     assert 0.025 < fronts["hash"].knees[0.5].value < 0.1 < fronts["learned"].knees[0.5].value
 
+    for r in runs:  # parameter groups, for the paper's count in the dense-against-MoE pairs
+        moe = r["n_experts"] > 0
+        r["params"] = {"attention": 1_000, "dense_mlp": 0 if moe else r["p_total"] - 1_000, "shared_experts": 0,
+                       "routed_experts": r["p_total"] - 1_000 if moe else 0,
+                       "routed_experts_active": r["p_active"] - 1_000 if moe else 0}
     rows = [{"key": str(i), "label": r["label"], "status": "done", "reason": None, "config": {},
              "metrics": {**r, "routing": []}} for i, r in enumerate(runs)]
     write_report(rows, tmp_path, "t")
     page = (tmp_path / "report.html").read_text()
     assert "The dense law as the reference" in page and "log bits = a + b log P" in page
     assert (tmp_path / "frontier.png").exists()
+    pairs = page[page.index("Dense against MoE"):]
+    pairs = pairs[:pairs.index("<h2>")]
+    assert "dense d_ff=big" in pairs and "dense d_ff=10000" not in pairs  # the law is the reference, not each rung
 
 
 def test_with_one_smaller_dense_size_the_law_is_bits_proportional_to_parameters():

@@ -351,7 +351,8 @@ def dense_moe_ratios(records: list[dict]) -> list[dict]:
                 continue
             ours = [(a["bits"] / a["p_total"]) / (b["bits"] / b["p_total"]) for a, b in pairs]
             paper = [(a["bits"] / paper_total(a)) / (b["bits"] / paper_total(b)) for a, b in pairs]
-            out.append({"dense": d.label, "moe": m.label, "seeds": len(pairs),
+            out.append({"dense": d.label, "moe": m.label, "seeds": len(pairs), "dense_total": d.runs[0]["p_total"],
+                        "moe_total": m.runs[0]["p_total"],
                         "moe_active_fraction": m.mean("active_fraction"),
                         "moe_active_fraction_paper": float(np.mean([paper_active(b) / paper_total(b) for _, b in pairs])),
                         "ratio": Group("", [{"r": x} for x in ours]).interval("r"),
