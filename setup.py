@@ -15,6 +15,8 @@ class BuildPyWithCommit(build_py):
 
     def run(self):
         super().run()
+        if getattr(self, "editable_mode", False):
+            return  # `pip install -e`: the package runs from the clone, whose git provenance reads directly
         try:
             commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
                                     check=True).stdout.strip()
