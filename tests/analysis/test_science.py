@@ -155,6 +155,16 @@ def test_dense_moe_ratio_counts_parameters_both_ways():
     assert r["moe_active_fraction_paper"] == pytest.approx(600 / 6800)  # attention + one expert's share
 
 
+def test_dense_and_moe_are_paired_within_a_width_only():
+    params = {"attention": 10, "dense_mlp": 0, "routed_experts": 90, "routed_experts_active": 3, "shared_experts": 0}
+    runs = [record(f"{kind} w={d} seed={s}", e, 1.0 if not e else 0.1, 0.5, d_model=d, n_people=1000, seed=s,
+                   params=dict(params, dense_mlp=90 if not e else 0, routed_experts=0 if not e else 90))
+            for d in (32, 64) for kind, e in (("dense", 0), ("E=32", 32)) for s in (0, 1)]
+    pairs = science.dense_moe_ratios(runs)
+    assert sorted((r["dense"], r["moe"]) for r in pairs) == [("dense w=32", "E=32 w=32"), ("dense w=64", "E=32 w=64")]
+    assert {r["d_model"] for r in pairs} == {32, 64}
+
+
 def test_the_stored_sparsity_frontier_keeps_its_published_knees():
     """docs/results.md, "Sparsity frontier": 90% of dense at 62% active [26%, 77%], 50% at 16% [15%, 21%]."""
     import json

@@ -46,6 +46,7 @@ def flatten_run(row: dict) -> dict:
     record["history"] = m.get("history", [])  # for the figures; not a CSV column
     record["data_kind"] = m.get("data_kind", "")
     record["n_people"] = m.get("n_people")
+    record["d_model"] = m.get("config", {}).get("model", {}).get("d_model")
     record["params"] = m.get("params")  # the accounting's parts, for the paper's parameter count
     record["router"] = m.get("config", {}).get("model", {}).get("moe", {}).get("router", "learned") if m else ""
     data = m.get("config", {}).get("data", {})

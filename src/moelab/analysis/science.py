@@ -336,22 +336,26 @@ def paper_active(record: dict) -> float:
 
 
 def dense_moe_ratios(records: list[dict]) -> list[dict]:
-    """For each dense and each MoE configuration: dense bits per total parameter over MoE bits per
-    total parameter, under moelab's accounting (every parameter) and the paper's (`paper_total`),
-    with a t interval over the seeds the two share (the ratio per seed, then pooled)."""
+    """For each dense and each MoE configuration of the same width and knowledge base: dense bits
+    per total parameter over MoE bits per total parameter, under moelab's accounting (every
+    parameter) and the paper's (`paper_total`), with a t interval over the seeds the two share (the
+    ratio per seed, then pooled)."""
     runs = [r for r in knowledge_runs(records) if r.get("params")]
     dense = groups([r for r in runs if is_dense(r)])
     moe = groups([r for r in runs if r["n_experts"]])
     out = []
     for d in dense:
         for m in moe:
+            if any(d.runs[0].get(f) != m.runs[0].get(f) for f in ("d_model", "n_people")):
+                continue  # a ratio across widths or bases compares two experiments, not two architectures
             by_seed = {r["seed"]: r for r in d.runs}
             pairs = [(by_seed[r["seed"]], r) for r in m.runs if r["seed"] in by_seed]
             if not pairs:
                 continue
             ours = [(a["bits"] / a["p_total"]) / (b["bits"] / b["p_total"]) for a, b in pairs]
             paper = [(a["bits"] / paper_total(a)) / (b["bits"] / paper_total(b)) for a, b in pairs]
-            out.append({"dense": d.label, "moe": m.label, "seeds": len(pairs), "dense_total": d.runs[0]["p_total"],
+            out.append({"dense": d.label, "moe": m.label, "seeds": len(pairs), "d_model": d.runs[0].get("d_model"),
+                        "dense_total": d.runs[0]["p_total"],
                         "moe_total": m.runs[0]["p_total"],
                         "moe_active_fraction": m.mean("active_fraction"),
                         "moe_active_fraction_paper": float(np.mean([paper_active(b) / paper_total(b) for _, b in pairs])),

@@ -296,10 +296,14 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
                           "at 100 exposures, 1.3 at 1,000, for 32 top-1 experts of d-d-d."
                           + (" With a ladder of dense sizes the law is the reference (above); only the dense model "
                              "of the MoE's own total is paired here, as a check." if ladder else "")))
-        parts.append(table(["dense", "MoE", "seeds", "MoE active fraction", "(paper's count)", "ratio", "low", "high",
+        widths = len({r["d_model"] for r in ratios}) > 1  # a width sweep: pairs are made within a width
+        parts.append(table((["d_model"] if widths else []) + [
+                            "dense", "MoE", "seeds", "MoE active fraction", "(paper's count)", "ratio", "low", "high",
                             "ratio (paper's count)", "low", "high"],
-                           [[r["dense"], r["moe"], r["seeds"], r["moe_active_fraction"], r["moe_active_fraction_paper"],
-                             *estimate_cells(r["ratio"]), *estimate_cells(r["ratio_paper"])] for r in ratios]))
+                           [([r["d_model"]] if widths else []) + [
+                             r["dense"], r["moe"], r["seeds"], r["moe_active_fraction"], r["moe_active_fraction_paper"],
+                             *estimate_cells(r["ratio"]), *estimate_cells(r["ratio_paper"])]
+                            for r in sorted(ratios, key=lambda r: r["d_model"] or 0)]))
     memory = any(science.kind_of(r) in ("pkm", "peer") for r in knowledge)
     law = science.law_ratios(records) if memory else []
     if law:  # memory layers' totals differ: each configuration against the law at its own
