@@ -74,3 +74,27 @@ def test_a_sweep_with_a_failed_run_exits_4_after_writing_its_report(tmp_path):
     result = run("sweep", spec, "--out", tmp_path / "out", "--workers", "1")
     assert result.exit_code == 4, result.output
     assert "1 of 2 runs failed" in result.output and (tmp_path / "out" / "report.html").exists()
+
+
+def test_report_with_another_sweep_analyses_both_and_counts_a_shared_run_once(tmp_path):
+    import json
+
+    from moelab.config import RunConfig
+    from moelab.sweeps import Store
+
+    for name, keys in (("memory", ["shared", "pkm"]), ("frontier", ["shared", "hash", "unreported"])):
+        store = Store(tmp_path / name)
+        for key in keys:
+            store.add(key, f"{key} seed=0", RunConfig())
+            store.mark_done(key, {"name": key, "p_total": 10, "p_active": 10, "bits": 5.0, "bits_per_param": 0.5,
+                                  "accuracy": 0.5, "config": {}})
+        store.close()
+        (tmp_path / name / "sweep.json").write_text(json.dumps(
+            {"name": name, "keys": keys, "reported": [k for k in keys if k != "unreported"]}))
+    result = run("report", tmp_path / "memory", "--with", tmp_path / "frontier")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "memory" / "report.html").read_text()
+    assert "memory with frontier" in page and "3 of 3 runs done" in page  # the unreported run stays out
+    assert page.count("hash seed=0") >= 1 and page.count("shared seed=0") == page.count("pkm seed=0")
+    result = run("report", tmp_path / "memory", "--with", tmp_path / "nowhere")
+    assert result.exit_code == 2 and "--with" in result.output and "no store.sqlite" in result.output

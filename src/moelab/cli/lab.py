@@ -170,24 +170,50 @@ reuse: Annotated[list[Path] | None, typer.Option(help="another sweep folder whos
         raise typer.Exit(RUNS_FAILED)
 
 
-@app.command()
-def report(folder: Annotated[Path, typer.Argument(help="a sweep folder")]) -> None:
-    """Rewrite a sweep folder's report.html, runs.csv and figures from its store."""
-    from moelab.analysis.report import write_report
+def sweep_rows(folder: Path, what: str) -> tuple[dict, list[dict]]:
+    """A sweep folder's sweep.json (empty if absent) and its store's rows; exit 2 naming `what`
+    when the folder holds no store."""
     from moelab.sweeps import Store
 
     try:
-        store = Store.existing(folder, "report")  # first: opening re-keys an old store and its sweep.json
+        store = Store.existing(folder, what)  # first: opening re-keys an old store and its sweep.json
     except MoelabError as err:
         fail(str(err))
     meta = json.loads((folder / "sweep.json").read_text()) if (folder / "sweep.json").exists() else {}
     rows = store.rows(meta.get("keys"))
     store.close()
+    return meta, rows
+
+
+@app.command()
+def report(
+    folder: Annotated[Path, typer.Argument(help="a sweep folder")],
+    join: Annotated[list[Path] | None, typer.Option(
+        "--with", help="another sweep folder whose reported runs join this report's analysis, e.g. frontier v3's "
+                       "MoE runs beside memory-frontier-v2's memory layers in one figure (repeatable)")] = None,
+) -> None:
+    """Rewrite a sweep folder's report.html, runs.csv and figures from its store."""
+    from moelab.analysis.report import write_report
+
+    meta, rows = sweep_rows(folder, "report")
     if not rows:  # an empty store would overwrite a report with "0 of 0 runs"
         fail(f"{folder / 'store.sqlite'}: holds no runs; nothing was rewritten (run the sweep into this folder first)")
-    path = write_report(rows, folder, title=f"moelab sweep: {meta.get('name', folder.name)}",
-                        description=meta.get("description", ""), selection=meta.get("selection"),
-                        reported=meta.get("reported"))
+    reported = meta.get("reported")
+    title = f"moelab sweep: {meta.get('name', folder.name)}"
+    if join:
+        reported = set(reported if reported is not None else (r["key"] for r in rows))
+        keys = {r["key"] for r in rows}
+        for other in join:
+            other_meta, other_rows = sweep_rows(other, "--with")
+            other_reported = other_meta.get("reported")
+            chosen = [r for r in other_rows if other_reported is None or r["key"] in set(other_reported)]
+            rows += [r for r in chosen if r["key"] not in keys]  # a run both sweeps hold counts once
+            keys |= {r["key"] for r in chosen}
+            reported |= {r["key"] for r in chosen}
+            title += f" with {other_meta.get('name', other.name)}"
+        reported = sorted(reported)
+    path = write_report(rows, folder, title=title, description=meta.get("description", ""),
+                        selection=meta.get("selection"), reported=reported)
     console.print(f"report: {path}")
 
 
