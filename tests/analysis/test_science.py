@@ -189,6 +189,7 @@ def test_final_churn_averages_the_last_tenth_of_the_records_over_layers():
                                                                         {"step": 19, "churn": [0.0, 0.2]}]
     run = record("E=8 seed=0", 8, 0.2, 0.5, history=history)
     assert science.final_churn(run) == pytest.approx(0.1)  # the last 2 of 20 records, layers averaged
+    assert science.mean_churn(run) == pytest.approx((18 * 0.4 + 2 * 0.1) / 20)  # every record
     assert science.final_churn(run, "fact_churn") is None and science.final_churn(record("d", 0, 1.0, 1.0)) is None
 
 

@@ -6,6 +6,7 @@ come from `analysis/science.py`; this module draws and tabulates them.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -191,19 +192,35 @@ def _mean_or_na(values: list[float | None]) -> float | str:
 
 
 def churn_figure(records: list[dict]) -> bytes:
-    """Bits per total parameter against the routing churn at the end of training, one point per
-    MoE run, one colour per router."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    """Bits per total parameter against routing churn, one point per MoE run: at the end of
+    training (left) and fact churn over the whole run (right). One colour per configuration where
+    every run has the same experts (a router study), else per router (a frontier)."""
     runs = [r for r in science.knowledge_runs(records) if r["n_experts"] and science.final_churn(r) is not None]
-    for i, router in enumerate(sorted({science.router_of(r) for r in runs})):
-        mine = [r for r in runs if science.router_of(r) == router]
-        ax.scatter([100 * science.final_churn(r) for r in mine], [r["bits_per_param"] for r in mine],
-                   color=plt.cm.tab10(i), label=router, s=22)
-    ax.set_xlabel("routing churn at the end of training (% of probe tokens changing expert per record)")
-    ax.set_ylabel("bits per total parameter")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="router")
-    fig.tight_layout()
+    by_configuration = len({(r["n_experts"], r["p_total"] // 10_000) for r in runs}) == 1
+    colour_of = (lambda r: science.group_label(r["label"])) if by_configuration else science.router_of
+    names = sorted({colour_of(r) for r in runs})
+    shared = os.path.commonprefix([n.split() for n in names]) if by_configuration and len(names) > 1 else []
+    short = {n: " ".join(n.split()[len(shared):]) or n for n in names}  # "E=32 k=1 w=32 " said once, in the title
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4 + (0.22 * math.ceil(len(names) / 2) if by_configuration else 0)),
+                             sharey=True)
+    panels = ((lambda r: science.final_churn(r), "routing churn at the end of training (% of probe tokens per record)"),
+              (lambda r: science.mean_churn(r, "fact_churn"), "fact churn over the whole run (% of fact positions per record)"))
+    for ax, (measure, xlabel) in zip(axes, panels):
+        for i, name in enumerate(names):
+            mine = [r for r in runs if colour_of(r) == name and measure(r) is not None]
+            ax.scatter([100 * measure(r) for r in mine], [r["bits_per_param"] for r in mine],
+                       color=plt.cm.tab20(i % 20) if by_configuration else plt.cm.tab10(i % 10), label=short[name], s=22)
+        ax.set_xlabel(xlabel, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("bits per total parameter")
+    if by_configuration:  # many configurations: the legend below both panels, not over one
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7,
+                   title=" ".join(shared) or "configuration", title_fontsize=8)
+        fig.tight_layout(rect=(0, 0.22 * math.ceil(len(names) / 2) / (4.4 + 0.22 * math.ceil(len(names) / 2)), 1, 1))
+    else:
+        axes[1].legend(fontsize=7, title="router", loc="best")
+        fig.tight_layout()
     return png(fig)
 
 
@@ -328,15 +345,18 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
                                 "bits per total parameter against routing churn at the end of training")
         parts.append(note("Churn: the share of a fixed set of probe tokens whose first-choice expert changed since the "
                           "previous history record; fact churn: the same at the positions that predict a fact's value. "
-                          "Both averaged over the MoE layers and the last 10% of the records, then over seeds. Hash "
+                          "Both averaged over the MoE layers and the last 10% of the records (or, whole run, over "
+                          "every record), then over seeds. Hash "
                           "routing never churns. Imbalance: at evaluation, the busiest expert's share of tokens over "
                           "the mean share, minus 1. Agreement (balanced assignment only): the share of training "
                           "tokens whose balanced expert is their greedy top-1 expert, the one evaluation uses."))
         parts.append(table(["configuration", "router", "seeds", "active fraction", "bits", "low", "high", "bits/param",
-                            "churn", "fact churn", "imbalance", "agreement"],
+                            "churn", "fact churn", "churn, whole run", "fact churn, whole run", "imbalance",
+                            "agreement"],
                            [[r["label"], r["router"], r["seeds"], r["active_fraction"], *estimate_cells(r["bits"]),
                              r["bits_per_param"], *("n/a" if r[k] is None else r[k]
-                                                    for k in ("churn", "fact_churn", "imbalance", "agreement"))]
+                                                    for k in ("churn", "fact_churn", "churn_mean", "fact_churn_mean",
+                                                              "imbalance", "agreement"))]
                             for r in routers]))
     exposures = science.exposure_table(records)
     if exposures:
