@@ -24,7 +24,7 @@ def test_status_transitions_and_recovery(tmp_path):
     cfg = RunConfig()
     for key in ("a", "b", "c", "d", "e"):
         store.add(key, key, cfg)
-    store.add("a", "again", cfg)  # known runs are not reset
+    store.add("a", "renamed", cfg)  # known runs are not reset; only their label follows the sweep
     for key in ("a", "b", "c", "d", "e"):
         store.mark_running(key)
     store.mark_done("a", metrics(1.0))
@@ -41,7 +41,7 @@ def test_status_transitions_and_recovery(tmp_path):
     rows = {r["key"]: r for r in store.rows()}
     assert rows["c"]["metrics"]["bits"] == 3.0 and rows["e"]["metrics"]["bits"] == 5.0
     assert rows["b"]["reason"] == "loss became nan"
-    assert rows["a"]["label"] == "a" and rows["a"]["config"]["model"]["d_model"] == cfg.model.d_model
+    assert rows["a"]["label"] == "renamed" and rows["a"]["config"]["model"]["d_model"] == cfg.model.d_model
 
     store.recover(["b"], retry_failed=True)
     assert store.statuses(["b"]) == {"b": "pending"}

@@ -198,7 +198,8 @@ DESCRIBED = {"model.moe.n_experts", "model.moe.top_k", "model.moe.expert_width",
 # runs that differ from the rest of the sweep in how they train must not look like the others.
 RECIPE_FIELDS = {"seed", "model.moe.router", "train.batch_size", "train.exposures", "train.router_lr_mult",
                  "train.expert_lr_mult", "train.memory_lr_mult", "train.memory_optimizer", "model.moe.gate",
-                 "model.moe.freeze_fraction", "model.moe.balance", "model.moe.capacity_factor", "train.warmup_steps"}
+                 "model.moe.freeze_fraction", "model.moe.balance", "model.moe.capacity_factor", "train.warmup_steps",
+                 "train.lr", "model.moe.aux_loss_weight", "model.moe.z_loss_weight", "model.moe.bias_update_rate"}
 
 
 def run_label(cfg: RunConfig, varied: dict[str, Any]) -> str:

@@ -122,9 +122,12 @@ class Store:
         atomic_write_json(self.folder / "sweep.json", meta)
 
     def add(self, key: str, label: str, config) -> None:
-        """Register a run as pending unless the store already knows it."""
-        self._write("INSERT OR IGNORE INTO runs (key, label, config, status, updated) "
-                    "VALUES (?, ?, ?, 'pending', ?)", (key, label, json.dumps(to_dict(config)), time.time()))
+        """Register a run as pending unless the store already knows it; a known run keeps its status
+        and metrics and takes the label the sweep gives it now (labels are derived from the config,
+        and a store resumed by a newer moelab should not mix two namings in one report)."""
+        self._write("INSERT INTO runs (key, label, config, status, updated) VALUES (?, ?, ?, 'pending', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET label = excluded.label",
+                    (key, label, json.dumps(to_dict(config)), time.time()))
 
     def recover(self, keys: list[str], retry_failed: bool) -> None:
         """Before (re)starting: adopt every run whose complete metrics file is in its folder, whatever
