@@ -385,46 +385,50 @@ def late_loss_drop(record: dict, tail: float = 0.1) -> float | None:
 CHURN_TAIL = 0.1  # churn is averaged over the last 10% of a run's history records
 
 
+def _history_means(record: dict, key: str) -> list[float]:
+    """Per history record carrying `key` (a value per MoE layer, None where a layer has none):
+    its mean over the layers."""
+    return [float(np.mean([v for v in r[key] if v is not None])) for r in record.get("history") or []
+            if any(v is not None for v in r.get(key) or [])]
+
+
+def _tail_mean(values: list[float]) -> float | None:
+    """The mean of the last CHURN_TAIL of `values` (at least one); None for none."""
+    return float(np.mean(values[-max(1, math.ceil(CHURN_TAIL * len(values))):])) if values else None
+
+
+def mean_or_none(values) -> float | None:
+    """The mean of the values that are not None; None if every one is."""
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
 def final_churn(record: dict, key: str = "churn") -> float | None:
     """The share of probe tokens (`churn`) or fact positions (`fact_churn`) whose top-1 expert
     changed between consecutive history records, averaged over the MoE layers and over the last
     CHURN_TAIL of the records: how much routing still moves at the end of training. None for a
     run without such records (dense, or trained before they were recorded)."""
-    values = [float(np.mean(r[key])) for r in record.get("history") or [] if r.get(key)]
-    if not values:
-        return None
-    return float(np.mean(values[-max(1, math.ceil(CHURN_TAIL * len(values))):]))
+    return _tail_mean(_history_means(record, key))
 
 
 def mean_churn(record: dict, key: str = "churn") -> float | None:
     """`final_churn`'s measure averaged over every history record of the run, not its last tenth:
     how much routing moved over the whole of training (at paper-moe's scale every learned router
     ends below 4% while their bits differ 4x; what differs is how long they churned)."""
-    values = [float(np.mean(r[key])) for r in record.get("history") or [] if r.get(key)]
-    return float(np.mean(values)) if values else None
+    return mean_or_none(_history_means(record, key))
 
 
 def final_imbalance(record: dict) -> float | None:
     """The evaluation's load imbalance: the largest expert's share of tokens over the mean share,
     minus 1 (0 is perfectly balanced), averaged over the MoE layers; None without routing records."""
-    layers = [r["max_violation"] for r in record.get("routing") or [] if "max_violation" in r]
-    return float(np.mean(layers)) if layers else None
+    return mean_or_none(r.get("max_violation") for r in record.get("routing") or [])
 
 
 def final_agreement(record: dict) -> float | None:
     """For balanced assignment in training (BASE): the share of a training batch's tokens whose
     balanced expert is also their greedy top-1 expert, the one evaluation routes them to, averaged
     over the layers and the last CHURN_TAIL of the records; None for other routers."""
-    values = [float(np.mean([a for a in r["assignment_agreement"] if a is not None]))
-              for r in record.get("history") or [] if any(a is not None for a in r.get("assignment_agreement") or [])]
-    if not values:
-        return None
-    return float(np.mean(values[-max(1, math.ceil(CHURN_TAIL * len(values))):]))
-
-
-def _mean_or_none(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else None
+    return _tail_mean(_history_means(record, "assignment_agreement"))
 
 
 def router_table(records: list[dict]) -> list[dict]:
@@ -437,12 +441,12 @@ def router_table(records: list[dict]) -> list[dict]:
         out.append({"label": g.label, "router": router_of(g.runs[0]), "seeds": len(g.runs),
                     "active_fraction": g.mean("active_fraction"), "bits": g.interval("bits"),
                     "bits_per_param": g.mean("bits_per_param"),
-                    "churn": _mean_or_none(final_churn(r) for r in g.runs),
-                    "fact_churn": _mean_or_none(final_churn(r, "fact_churn") for r in g.runs),
-                    "churn_mean": _mean_or_none(mean_churn(r) for r in g.runs),
-                    "fact_churn_mean": _mean_or_none(mean_churn(r, "fact_churn") for r in g.runs),
-                    "imbalance": _mean_or_none(final_imbalance(r) for r in g.runs),
-                    "agreement": _mean_or_none(final_agreement(r) for r in g.runs)})
+                    "churn": mean_or_none(final_churn(r) for r in g.runs),
+                    "fact_churn": mean_or_none(final_churn(r, "fact_churn") for r in g.runs),
+                    "churn_mean": mean_or_none(mean_churn(r) for r in g.runs),
+                    "fact_churn_mean": mean_or_none(mean_churn(r, "fact_churn") for r in g.runs),
+                    "imbalance": mean_or_none(final_imbalance(r) for r in g.runs),
+                    "agreement": mean_or_none(final_agreement(r) for r in g.runs)})
     return out
 
 

@@ -186,9 +186,9 @@ def continual_figure(rows: list[dict]) -> bytes:
     return png(fig)
 
 
-def _mean_or_na(values: list[float | None]) -> float | str:
-    known = [v for v in values if v is not None]
-    return sum(known) / len(known) if known else "n/a"
+def na(value):
+    """A table cell: the value, or "n/a" for a measure the runs did not record."""
+    return "n/a" if value is None else value
 
 
 def churn_figure(records: list[dict]) -> bytes:
@@ -201,9 +201,9 @@ def churn_figure(records: list[dict]) -> bytes:
     names = sorted({colour_of(r) for r in runs})
     shared = os.path.commonprefix([n.split() for n in names]) if by_configuration and len(names) > 1 else []
     short = {n: " ".join(n.split()[len(shared):]) or n for n in names}  # "E=32 k=1 w=32 " said once, in the title
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4 + (0.22 * math.ceil(len(names) / 2) if by_configuration else 0)),
-                             sharey=True)
-    panels = ((lambda r: science.final_churn(r), "routing churn at the end of training (% of probe tokens per record)"),
+    legend_height = 0.22 * math.ceil(len(names) / 2) if by_configuration else 0.0  # inches, below both panels
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4 + legend_height), sharey=True)
+    panels = ((science.final_churn, "routing churn at the end of training (% of probe tokens per record)"),
               (lambda r: science.mean_churn(r, "fact_churn"), "fact churn over the whole run (% of fact positions per record)"))
     for ax, (measure, xlabel) in zip(axes, panels):
         for i, name in enumerate(names):
@@ -217,7 +217,7 @@ def churn_figure(records: list[dict]) -> bytes:
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7,
                    title=" ".join(shared) or "configuration", title_fontsize=8)
-        fig.tight_layout(rect=(0, 0.22 * math.ceil(len(names) / 2) / (4.4 + 0.22 * math.ceil(len(names) / 2)), 1, 1))
+        fig.tight_layout(rect=(0, legend_height / (4.4 + legend_height), 1, 1))
     else:
         axes[1].legend(fontsize=7, title="router", loc="best")
         fig.tight_layout()
@@ -267,7 +267,7 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
                              "bits/param", "recall", "low", "high", "loss fall, last 10% of steps"],
                             [[g.label, len(g.runs), g.mean("p_total"), g.mean("active_fraction"),
                               *estimate_cells(g.interval("bits")), g.mean("bits_per_param"), *estimate_cells(g.interval("accuracy")),
-                              _mean_or_na([science.late_loss_drop(r) for r in g.runs])]
+                              na(science.mean_or_none(science.late_loss_drop(r) for r in g.runs))]
                              for g in configurations]))
     fronts = science.frontiers(records)
     if fronts:
@@ -337,7 +337,7 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
                            [[r["label"], r["kind"], r["seeds"], r["p_total"], r["active_fraction"], r["law_bits"],
                              "yes" if r["law_capped"] else "no", *estimate_cells(r["ratio"]),
                              *estimate_cells(r["ratio_with_law"])[1:],
-                             "n/a" if r["base_share"] is None else r["base_share"]] for r in law]))
+                             na(r["base_share"])] for r in law]))
     routers = science.router_table(records)
     if any(r["churn"] is not None for r in routers):
         parts += figure_section(folder, "churn.png", churn_figure(records),
@@ -354,9 +354,8 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
                             "churn", "fact churn", "churn, whole run", "fact churn, whole run", "imbalance",
                             "agreement"],
                            [[r["label"], r["router"], r["seeds"], r["active_fraction"], *estimate_cells(r["bits"]),
-                             r["bits_per_param"], *("n/a" if r[k] is None else r[k]
-                                                    for k in ("churn", "fact_churn", "churn_mean", "fact_churn_mean",
-                                                              "imbalance", "agreement"))]
+                             r["bits_per_param"], *(na(r[k]) for k in ("churn", "fact_churn", "churn_mean",
+                                                                      "fact_churn_mean", "imbalance", "agreement"))]
                             for r in routers]))
     exposures = science.exposure_table(records)
     if exposures:
@@ -438,7 +437,7 @@ def selection_section(selection: list[dict]) -> list[str]:
         for c in record["candidates"]:
             values = " ".join(f"{k.split('.')[-1]}={v}" for k, v in c["values"].items())
             chosen = "chosen" if c["values"] == record["chosen"] else ""
-            rows.append([record["configuration"], values, c["finished"], "n/a" if c[by] is None else c[by], chosen])
+            rows.append([record["configuration"], values, c["finished"], na(c[by]), chosen])
     return [heading("Selected per configuration"),
             note(f"Every configuration ran at every candidate on seed(s) {seeds}; the candidate with the "
                  f"highest mean {by} is used for the runs reported below, which use other seeds."),
