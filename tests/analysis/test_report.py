@@ -142,3 +142,22 @@ def test_the_figure_and_the_table_give_one_interval_for_one_correlation():
     done = [r for r in records if r["bits"] > 0]
     _, text = report._fit_text([r["p_total"] for r in done], [r["bits"] for r in done], True, "total parameters")
     assert f"Pearson r {stats['r(bits, P_total)']}" in text
+
+
+def test_token_id_routed_runs_show_how_many_experts_their_facts_can_reach():
+    from dataclasses import asdict
+
+    from moelab.analysis.science_report import token_id_section
+    from tests.conftest import small_config
+
+    data = asdict(small_config().data)
+    runs = []
+    for i, (router, e) in enumerate([("hash", 4), ("token", 64), ("learned", 8)]):
+        r = row(i, e, 100_000, 10_000, 5_000.0, label=f"E={e} {router}")
+        r["metrics"]["config"] = {"model": {"moe": {"router": router}}, "data": data}
+        runs.append(r)
+    section = "".join(token_id_section([flatten_run(r) for r in runs]))
+    assert "Where routing by token id can put the facts" in section
+    cells = [line for line in section.split("<tr>") if "people" in line]
+    assert len(cells) == 4  # hash E=4 and token E=64, a name and a value probe each; the learned router has none
+    assert token_id_section([flatten_run(runs[2])]) == []

@@ -49,7 +49,7 @@ def flatten_run(row: dict) -> dict:
     record["d_model"] = m.get("config", {}).get("model", {}).get("d_model")
     record["params"] = m.get("params")  # the accounting's parts, for the paper's parameter count
     record["router"] = m.get("config", {}).get("model", {}).get("moe", {}).get("router", "learned") if m else ""
-    data = m.get("config", {}).get("data", {})
+    record["data_config"] = data = m.get("config", {}).get("data", {})  # rebuilds the knowledge base where needed
     record["junk_fraction"], record["domain_token"] = data.get("junk_fraction", 0.0), data.get("domain_token", False)
     record["unknown_fraction"] = data.get("unknown_fraction", 0.0) if m else ""
     abstention = m.get("abstention")

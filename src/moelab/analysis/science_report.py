@@ -5,6 +5,7 @@ come from `analysis/science.py`; this module draws and tabulates them.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -253,6 +254,41 @@ def figure_section(folder: Path, filename: str, figure: bytes, title: str, alt: 
     return [heading(title), img(figure, alt)]
 
 
+TOKEN_ID_ROUTERS = ("hash", "hash_gated", "token")  # routers that see only the input token id
+
+
+def token_id_section(records: list[dict]) -> list[str]:
+    """For runs routed by token id: how many experts the knowledge base's scored predictions can
+    reach at all, which bounds what such a router can store when experts outnumber the contexts."""
+    from moelab.config import DataConfig
+    from moelab.config.convert import from_dict
+    from moelab.evaluation.routing import token_id_reach
+    from moelab.knowledge import build_knowledge_base
+
+    configurations = {}
+    for r in science.knowledge_runs(records):
+        data = r.get("data_config")
+        if r["n_experts"] and science.router_of(r) in TOKEN_ID_ROUTERS and data:
+            configurations.setdefault(json.dumps(data, sort_keys=True), set()).add(r["n_experts"])
+    if not configurations:
+        return []
+    rows = []
+    for data, experts in configurations.items():
+        kb = build_knowledge_base(from_dict(DataConfig, json.loads(data)))
+        for n_experts in sorted(experts):
+            for probe, reach in token_id_reach(kb, n_experts).items():
+                rows.append([f"{kb.n_people:,} people", n_experts, probe, reach["contexts"], reach["hash_experts"],
+                             reach["hash_experts"] / n_experts, reach["hash_largest_share"]])
+    return ["<h2>Where routing by token id can put the facts</h2>",
+            note("A router that sees only the input token id (hash, hash-gated, token) sends the prediction of each "
+                 "scored token to the expert of the token before it, whoever the fact is about. Contexts: the distinct "
+                 "input tokens at the bit estimate's scored positions, the most experts such a router can give those "
+                 "predictions; hash routing's experts and the busiest one's share of the scored positions follow. "
+                 "Where experts outnumber the contexts, the rest of the experts never hold a scored prediction."),
+            table(["knowledge base", "experts", "probe", "contexts", "experts hash routing reaches", "share of experts",
+                   "busiest expert's share of the predictions"], rows)]
+
+
 def science_sections(records: list[dict], folder: Path) -> list[str]:
     """Report sections for what a sweep varies: seeds, a fixed-total frontier, exposures, load
     balance over training, a reasoning task."""
@@ -287,6 +323,7 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
                             "low (seeds)", "high (seeds)", "low (seeds and reference)", "high (seeds and reference)"],
                            [[f.router, p.label, p.active_fraction, p.n_seeds, *estimate_cells(p.ratio),
                              *estimate_cells(p.ratio_with_reference)[1:]] for f in fronts for p in f.points]))
+    parts += token_id_section(records)
     total = science.sparse_total(records)
     reference = science.dense_reference(records, total) if total is not None else None
     if reference is not None and reference.kind == "dense law":

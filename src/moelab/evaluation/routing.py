@@ -8,7 +8,7 @@ import torch
 
 from moelab.knowledge import KnowledgeBase
 from moelab.models import Transformer
-from moelab.models.moe import MoE
+from moelab.models.moe import MoE, hash_experts
 
 
 @torch.no_grad()
@@ -79,6 +79,32 @@ def fact_positions(kb: KnowledgeBase, n_facts: int, seed: int) -> tuple[torch.Te
     rows = np.random.default_rng([seed, 3]).permutation(len(probe.tokens))[:n_facts]
     rows.sort()
     return probe.tokens[rows, :-1], probe.spans[span_name][rows, 1:]
+
+
+def scored_inputs(kb: KnowledgeBase) -> dict[str, torch.Tensor]:
+    """Per probe ('name', 'value'), the input token id at every position the bit estimate scores
+    (its loss spans, once per position), [n] int64. A router that sees only the token id (hash,
+    token) sends each of those predictions to the expert of the token before it, whoever the
+    fact is about."""
+    probes, spans = kb.probes(), {}
+    for name in kb.loss_spans:
+        probe, _, span = name.partition(".")
+        mask = probes[probe].spans[span][:, 1:]
+        spans[probe] = mask if probe not in spans else spans[probe] | mask
+    return {probe: probes[probe].tokens[:, :-1][mask] for probe, mask in spans.items()}
+
+
+def token_id_reach(kb: KnowledgeBase, n_experts: int) -> dict[str, dict[str, float]]:
+    """Per probe, where routing by token id can put the knowledge base's facts among `n_experts`:
+    the distinct input tokens at scored positions (`contexts`: the most experts any token-id
+    router can give those facts), the experts hash routing sends them to, and the share of the
+    scored positions that the busiest of those experts takes."""
+    out = {}
+    for probe, inputs in scored_inputs(kb).items():
+        counts = torch.bincount(hash_experts(inputs, n_experts)[:, 0], minlength=n_experts)
+        out[probe] = {"contexts": int(inputs.unique().numel()), "hash_experts": int((counts > 0).sum()),
+                      "hash_largest_share": float(counts.max() / counts.sum())}
+    return out
 
 
 def routing_churn(before: list[torch.Tensor], after: list[torch.Tensor]) -> list[float]:
