@@ -161,3 +161,11 @@ def test_token_id_routed_runs_show_how_many_experts_their_facts_can_reach():
     cells = [line for line in section.split("<tr>") if "people" in line]
     assert len(cells) == 4  # hash E=4 and token E=64, a name and a value probe each; the learned router has none
     assert token_id_section([flatten_run(runs[2])]) == []
+
+
+def test_each_run_says_how_far_from_a_plateau_it_ended():
+    r = row(0, 0, 29_000, 29_000, 9_000.0)
+    r["metrics"]["history"] = [{"step": s, "loss": 2.0 - s / 1000} for s in range(0, 1001, 50)]
+    record = flatten_run(r)
+    assert abs(record["late_loss_drop"] - (1.1 - 1.0) / 1.1) < 1e-12  # steps 900 to 1000
+    assert flatten_run(row(1, 0, 29_000, 29_000, 9_000.0))["late_loss_drop"] == ""  # no history

@@ -29,7 +29,8 @@ COLUMNS = ["label", "status", "n_experts", "memory_kind", "memory_slots", "top_k
            "p_total", "p_active", "active_fraction", "bits", "information_bits", "bits_per_param",
            "bits_per_active_param", "accuracy", "omniscience_index", "hallucination_rate", "max_violation",
            "dead_experts", "exposures", "steps", "seed", "wall_seconds", "reason", "key",
-           "unknown_fraction", "omniscience_threshold", "bits_gained_b", "bits_lost_a", "forgetting"]
+           "unknown_fraction", "omniscience_threshold", "bits_gained_b", "bits_lost_a", "forgetting",
+           "late_loss_drop"]
 
 
 def flatten_run(row: dict) -> dict:
@@ -44,6 +45,8 @@ def flatten_run(row: dict) -> dict:
         record["max_violation"] = max(r["max_violation"] for r in routing)
         record["dead_experts"] = sum(r["dead_experts"] for r in routing)
     record["history"] = m.get("history", [])  # for the figures; not a CSV column
+    drop = science.late_loss_drop(record)  # how far from a plateau the run ended
+    record["late_loss_drop"] = "" if drop is None else drop
     record["data_kind"] = m.get("data_kind", "")
     record["n_people"] = m.get("n_people")
     record["d_model"] = m.get("config", {}).get("model", {}).get("d_model")
@@ -214,10 +217,10 @@ def write_report(rows: list[dict], folder: str | Path, title: str, description: 
     parts += science_sections(analysed, folder)
     parts.append("<h2>Runs</h2>")
     headers = ["run", "E", "k", "expert width", "P_total", "P_active", "active fraction", "bits",
-               "bits/param", "bits/active param", "recall", "time (s)", "status"]
+               "bits/param", "bits/active param", "recall", "loss fall, last 10% of steps", "time (s)", "status"]
     parts.append(table(headers, [[r["label"], r["n_experts"], r["top_k"], r["expert_width"], r["p_total"],
                                    r["p_active"], r["active_fraction"], r["bits"], r["bits_per_param"],
-                                   r["bits_per_active_param"], r["accuracy"], r["wall_seconds"],
+                                   r["bits_per_active_param"], r["accuracy"], r["late_loss_drop"], r["wall_seconds"],
                                    r["status"] + (f": {r['reason']}" if r["reason"] else "")]
                                   for r in records]))
     routing, paragraphs = [], set()
