@@ -27,7 +27,7 @@ from moelab.config import RunConfig, TrainConfig, run_key, save_config, to_dict
 from moelab.continual import Replay, forgetting, freeze, grow, phase_b_train, replay_per_exposure
 from moelab.distributed import any_rank, is_main, resolve_device, world
 from moelab.errors import MoelabError
-from moelab.evaluation import measure_capacity, routing_diagnostics
+from moelab.evaluation import fact_routing, measure_capacity, routing_diagnostics
 from moelab.evaluation.abstention import abstention_metrics
 from moelab.evaluation.capacity import Capacity
 from moelab.evaluation.quantization import quantized_capacity
@@ -117,6 +117,7 @@ def plain_plan(cfg: RunConfig, out_dir: Path, device: torch.device, on_step) -> 
         return capacity, {
             "n_people": kb.n_people,
             "routing": routing,
+            "fact_routing": fact_routing(model, kb, batch, device),
             "memory": memory_usage,
             "abstention": abstention,
             "unknown_rows_per_exposure": kb.unknown_per_exposure,
@@ -279,6 +280,13 @@ def quantize_run(run_dir: str | Path, bits_list: list[int], group_size: int = 0)
     rows = merged_quantization_rows(out_file, rows)
     atomic_write_json(out_file, {"run": str(run_dir), "group_size": group_size, "rows": rows})
     return out_file, rows
+
+
+def fact_routing_of_run(run_dir: str | Path) -> tuple[RunConfig, list[dict]]:
+    """`moelab routing`: how a finished run routes its recall values (evaluation/routing.py,
+    fact_routing), measured on CPU; its config and one row per MoE layer (none for dense)."""
+    cfg, kb, model = load_run(run_dir)
+    return cfg, fact_routing(model, kb, cfg.train.eval_batch_size, torch.device("cpu"))
 
 
 def merged_quantization_rows(path: Path, rows: list[dict]) -> list[dict]:

@@ -98,6 +98,19 @@ def quantization_table(title: str, rows: list[dict]) -> Table:
     return table
 
 
+def fact_routing_table(runs: list[tuple[str, str, list[dict]]]) -> Table:
+    """`moelab routing`: per run (label, router, per-layer rows of evaluation/routing.py's fact_routing)."""
+    table = Table(title="how the recall values' predictions are routed (per MoE layer)", title_justify="left")
+    for name, justify in (("run", "left"), ("router", "left"), ("layer", "right"), ("token determinism", "right"),
+                          ("experts used", "right"), ("effective experts", "right")):
+        table.add_column(name, justify=justify)
+    for label, router, layers in runs:
+        for i, layer in enumerate(layers):
+            table.add_row(label, router, str(i), f"{layer['token_determinism']:.3f}", str(layer["experts_used"]),
+                          f"{layer['effective_experts']:.1f}")
+    return table
+
+
 def identities_table(rows: list[dict]) -> Table:
     table = Table(title="estimator identities (oracle model through the full probe pipeline)", title_justify="left")
     for name, justify in (("identity", "left"), ("expected", "right"), ("measured", "right"),

@@ -169,3 +169,17 @@ def test_each_run_says_how_far_from_a_plateau_it_ended():
     record = flatten_run(r)
     assert abs(record["late_loss_drop"] - (1.1 - 1.0) / 1.1) < 1e-12  # steps 900 to 1000
     assert flatten_run(row(1, 0, 29_000, 29_000, 9_000.0))["late_loss_drop"] == ""  # no history
+
+
+def test_the_router_table_reads_imbalance_and_fact_routing_from_store_rows():
+    from moelab.analysis import science
+
+    rows = []
+    for seed, determinism in enumerate((0.6, 0.8)):
+        r = row(seed, 32, 146_000, 18_800, 20_000.0, label=f"E=32 seed={seed}")
+        r["metrics"]["fact_routing"] = [{"token_determinism": determinism, "experts_used": 20,
+                                         "effective_experts": 10.0 + seed}]
+        rows.append(r)
+    (entry,) = science.router_table([flatten_run(r) for r in rows])
+    assert entry["imbalance"] == 0.2  # each layer's max_violation, as the store row holds it
+    assert abs(entry["determinism"] - 0.7) < 1e-12 and entry["effective_experts"] == 10.5

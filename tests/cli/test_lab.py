@@ -98,3 +98,20 @@ def test_report_with_another_sweep_analyses_both_and_counts_a_shared_run_once(tm
     assert page.count("hash seed=0") >= 1 and page.count("shared seed=0") == page.count("pkm seed=0")
     result = run("report", tmp_path / "memory", "--with", tmp_path / "nowhere")
     assert result.exit_code == 2 and "--with" in result.output and "no store.sqlite" in result.output
+
+
+def test_routing_reads_finished_moe_runs_and_refuses_dense_or_missing_ones(tmp_path, trained_run):
+    from moelab.run import execute
+    from tests.conftest import small_config
+
+    cfg = small_config(n_experts=4, top_k=1, router="hash")
+    cfg.train.exposures = 5
+    execute(cfg, tmp_path / "hash")
+    result = run("routing", tmp_path / "hash")
+    assert result.exit_code == 0, result.output
+    assert "token determinism" in result.output and "1.000" in result.output
+    _, dense_dir, _ = trained_run
+    result = run("routing", dense_dir)
+    assert result.exit_code == 2 and "no finished MoE run" in result.output
+    result = run("routing", tmp_path / "nowhere")
+    assert result.exit_code == 2 and "nowhere" in result.output

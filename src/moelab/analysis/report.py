@@ -45,6 +45,7 @@ def flatten_run(row: dict) -> dict:
         record["max_violation"] = max(r["max_violation"] for r in routing)
         record["dead_experts"] = sum(r["dead_experts"] for r in routing)
     record["history"] = m.get("history", [])  # for the figures; not a CSV column
+    record["routing"], record["fact_routing"] = routing, m.get("fact_routing", [])  # per layer; not CSV columns
     drop = science.late_loss_drop(record)  # how far from a plateau the run ended
     record["late_loss_drop"] = "" if drop is None else drop
     record["data_kind"] = m.get("data_kind", "")

@@ -424,6 +424,13 @@ def final_imbalance(record: dict) -> float | None:
     return mean_or_none(r.get("max_violation") for r in record.get("routing") or [])
 
 
+def fact_routing_mean(record: dict, key: str) -> float | None:
+    """A measure of how the trained model routes its recall values (`token_determinism`,
+    `effective_experts`: evaluation/routing.py, fact_routing) averaged over the MoE layers; None
+    for a run without it (dense, or finished before it was recorded)."""
+    return mean_or_none(layer.get(key) for layer in record.get("fact_routing") or [])
+
+
 def final_agreement(record: dict) -> float | None:
     """For balanced assignment in training (BASE): the share of a training batch's tokens whose
     balanced expert is also their greedy top-1 expert, the one evaluation routes them to, averaged
@@ -434,8 +441,8 @@ def final_agreement(record: dict) -> float | None:
 def router_table(records: list[dict]) -> list[dict]:
     """Per MoE configuration: its router, bits stored (t interval over seeds), bits per total
     parameter, the routing churn and fact churn at the end of training and over the whole run, the
-    evaluation's load imbalance and, for balanced assignment, its agreement with greedy routing
-    (means over seeds)."""
+    evaluation's load imbalance, how the recall values are routed (token determinism, effective
+    experts) and, for balanced assignment, its agreement with greedy routing (means over seeds)."""
     out = []
     for g in groups([r for r in knowledge_runs(records) if r["n_experts"]]):
         out.append({"label": g.label, "router": router_of(g.runs[0]), "seeds": len(g.runs),
@@ -446,6 +453,8 @@ def router_table(records: list[dict]) -> list[dict]:
                     "churn_mean": mean_or_none(mean_churn(r) for r in g.runs),
                     "fact_churn_mean": mean_or_none(mean_churn(r, "fact_churn") for r in g.runs),
                     "imbalance": mean_or_none(final_imbalance(r) for r in g.runs),
+                    "determinism": mean_or_none(fact_routing_mean(r, "token_determinism") for r in g.runs),
+                    "effective_experts": mean_or_none(fact_routing_mean(r, "effective_experts") for r in g.runs),
                     "agreement": mean_or_none(final_agreement(r) for r in g.runs)})
     return out
 

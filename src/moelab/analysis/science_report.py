@@ -385,14 +385,19 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
                           "Both averaged over the MoE layers and the last 10% of the records (or, whole run, over "
                           "every record), then over seeds. Hash "
                           "routing never churns. Imbalance: at evaluation, the busiest expert's share of tokens over "
-                          "the mean share, minus 1. Agreement (balanced assignment only): the share of training "
-                          "tokens whose balanced expert is their greedy top-1 expert, the one evaluation uses."))
+                          "the mean share, minus 1. Token determinism: the share of the recall values' predictions "
+                          "that go to the expert their input token goes to most often (1 for routing by token id; "
+                          "lower where the router splits one context's facts by person); effective experts: "
+                          "exp(entropy) of those predictions' spread over experts. Agreement (balanced assignment "
+                          "only): the share of training tokens whose balanced expert is their greedy top-1 expert, "
+                          "the one evaluation uses."))
         parts.append(table(["configuration", "router", "seeds", "active fraction", "bits", "low", "high", "bits/param",
                             "churn", "fact churn", "churn, whole run", "fact churn, whole run", "imbalance",
-                            "agreement"],
+                            "token determinism", "effective experts", "agreement"],
                            [[r["label"], r["router"], r["seeds"], r["active_fraction"], *estimate_cells(r["bits"]),
                              r["bits_per_param"], *(na(r[k]) for k in ("churn", "fact_churn", "churn_mean",
-                                                                      "fact_churn_mean", "imbalance", "agreement"))]
+                                                                      "fact_churn_mean", "imbalance", "determinism",
+                                                                      "effective_experts", "agreement"))]
                             for r in routers]))
     exposures = science.exposure_table(records)
     if exposures:

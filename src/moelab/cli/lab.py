@@ -1,4 +1,4 @@
-"""The lab's commands: train one run, sweep a grid, redraw a report, export, quantize, check identities."""
+"""The lab's commands: train one run, sweep a grid, redraw a report, export, quantize, read routing, check identities."""
 
 from __future__ import annotations
 
@@ -251,6 +251,37 @@ def quantize(
     scales = f"one scale per {group_size} weights" if group_size else "one scale per output channel"
     console.print(quantization_table(f"{run_dir}: knowledge after round-to-nearest quantization ({scales})", rows))
     console.print(f"wrote {out_file}")
+
+
+@app.command()
+def routing(
+    paths: Annotated[list[Path], typer.Argument(help="finished run folders, or sweep folders (their finished runs)")],
+) -> None:
+    """How finished MoE runs route the predictions of their recall values, per layer: token determinism
+    (the share sent to their input token's usual expert; 1 for routing by token id), experts used,
+    effective experts. Weights are needed: runs trained here, not stores checked out alone."""
+    from moelab.run import fact_routing_of_run
+    from moelab.tables import fact_routing_table
+
+    runs: list[tuple[str, Path]] = []
+    for path in paths:
+        if (path / "store.sqlite").exists():  # a sweep folder: its finished runs, labelled as the sweep labels them
+            _, rows = sweep_rows(path, "routing")
+            runs += [(r["label"], path / "runs" / r["key"]) for r in rows
+                     if r["status"] == "done" and (path / "runs" / r["key"] / "model.safetensors").exists()]
+        else:
+            runs.append((str(path), path))
+    measured = []
+    for label, run_dir in runs:
+        try:
+            cfg, layers = fact_routing_of_run(run_dir)
+        except MoelabError as err:
+            fail(str(err))
+        if layers:
+            measured.append((label, cfg.model.moe.router, layers))
+    if not measured:
+        fail("no finished MoE run with weights among " + ", ".join(map(str, paths)))
+    console.print(fact_routing_table(measured))
 
 
 @app.command()

@@ -107,6 +107,41 @@ def token_id_reach(kb: KnowledgeBase, n_experts: int) -> dict[str, dict[str, flo
     return out
 
 
+@torch.no_grad()
+def fact_routing(model: Transformer, kb: KnowledgeBase, batch_size: int, device: torch.device) -> list[dict]:
+    """Per MoE layer, how the trained model routes the predictions of the knowledge base's recall
+    values (every row of the recall probe, its scored positions), at evaluation:
+        token_determinism  the share of those predictions sent to the expert their input token is
+                           sent to most often; 1 for any router that sees only the token id, lower
+                           where the router splits one context's facts by person
+        experts_used       the experts that receive any of them
+        effective_experts  exp(entropy) of their spread over experts
+    Empty for a model without routers or a knowledge base without recall questions."""
+    probe_name, _, span = getattr(kb, "recall_span", "").partition(".")
+    probes = kb.probes() if probe_name else {}
+    if not model.routers() or probe_name not in probes:
+        return []
+    probe = probes[probe_name]
+    tokens, mask = probe.tokens[:, :-1], probe.spans[span][:, 1:]
+    chosen: list[list[torch.Tensor]] = []
+    for start in range(0, len(tokens), batch_size):
+        rows = tokens[start:start + batch_size]
+        experts = top1_experts(model, rows.to(device))
+        chosen.append([e.cpu().view(rows.shape)[mask[start:start + batch_size]] for e in experts])
+    inputs = tokens[mask]
+    out = []
+    for layer in zip(*chosen):
+        experts = torch.cat(layer)
+        n_experts = int(experts.max()) + 1
+        by_token = torch.zeros(int(inputs.max()) + 1, n_experts, dtype=torch.long)
+        by_token.index_put_((inputs, experts), torch.ones_like(experts), accumulate=True)
+        share = by_token.sum(0)[by_token.sum(0) > 0].double() / len(experts)
+        out.append({"token_determinism": int(by_token.max(1).values.sum()) / len(experts),
+                    "experts_used": int((by_token.sum(0) > 0).sum()),
+                    "effective_experts": float(torch.exp(-(share * share.log()).sum()))})
+    return out
+
+
 def routing_churn(before: list[torch.Tensor], after: list[torch.Tensor]) -> list[float]:
     """Per MoE layer, the share of probe tokens whose first-choice expert changed."""
     return [float((a != b).float().mean()) for a, b in zip(before, after)]

@@ -77,6 +77,7 @@ class Metrics(TypedDict, total=False):
     # the kind's own measurements (None where the kind has none)
     n_people: int
     routing: dict[str, Any] | None
+    fact_routing: list[dict[str, Any]]  # plain runs: how the recall values are routed, per MoE layer (evaluation/routing.py)
     memory: dict[str, Any] | None
     abstention: dict[str, Any] | None
     unknown_rows_per_exposure: int
