@@ -8,7 +8,15 @@ import pytest
 from moelab import provenance
 
 
-def test_outside_a_git_checkout_the_commit_is_none(monkeypatch):
+@pytest.fixture
+def fresh_code_commit():
+    """code_commit() asked anew, and the process's own answer restored afterwards."""
+    provenance.code_commit.cache_clear()
+    yield
+    provenance.code_commit.cache_clear()
+
+
+def test_outside_a_git_checkout_the_commit_is_none(monkeypatch, fresh_code_commit):
     def no_git(*args, **kwargs):
         raise OSError("git: not found")
 
@@ -16,6 +24,13 @@ def test_outside_a_git_checkout_the_commit_is_none(monkeypatch):
     assert provenance.git_commit() is None
     env = provenance.environment("cpu")
     assert env["git_commit"] is None and env["versions"]["torch"] and env["device"].startswith("cpu (")
+
+
+def test_a_process_records_the_commit_of_the_code_it_imported(monkeypatch, fresh_code_commit):
+    monkeypatch.setattr(provenance, "git_commit", lambda: "a1")
+    assert provenance.environment("cpu")["git_commit"] == "a1"
+    monkeypatch.setattr(provenance, "git_commit", lambda: "b2")  # a commit lands while the process runs
+    assert provenance.environment("cpu")["git_commit"] == "a1"
 
 
 def test_a_remote_device_is_named_as_given():

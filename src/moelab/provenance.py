@@ -91,7 +91,15 @@ def versions() -> dict[str, str]:
             "numpy": np.__version__, "safetensors": safetensors.__version__}
 
 
+@cache
+def code_commit() -> str | None:
+    """The commit of the code this process runs: `git_commit()` when first asked, then the same
+    answer. moelab.run asks on import, so a sweep worker, or a long `moelab train`, that outlives
+    a commit still records the code it imported, not the checkout's new HEAD."""
+    return git_commit()
+
+
 def environment(device) -> dict:
     """Provenance of a result computed on `device` (a torch.device, 'cpu', 'cuda:0', or a label)."""
     return {"versions": versions(), "platform": platform.platform(), "device": device_name(device),
-            "git_commit": git_commit()}
+            "git_commit": code_commit()}

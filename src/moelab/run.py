@@ -36,10 +36,12 @@ from moelab.knowledge import KnowledgeBase
 from moelab.knowledge.base import VALUE_NORMALISATION
 from moelab.models import ParamCount, Transformer, count_module, count_params
 from moelab.models.moe import choose_dispatch
-from moelab.provenance import environment
+from moelab.provenance import code_commit, environment
 from moelab.runs.folder import CONFIG, WEIGHTS, Metrics, finished_metrics, write_metrics
 from moelab.runs.weights import build, load_run, load_weights, resume_weights, save_weights
 from moelab.training import TrainResult, train
+
+code_commit()  # the commit of the code imported now, which every run of this process records
 
 DIAGNOSTIC_PARAGRAPHS = 1024
 
