@@ -152,14 +152,14 @@ def test_token_id_routed_runs_show_how_many_experts_their_facts_can_reach():
 
     data = asdict(small_config().data)
     runs = []
-    for i, (router, e) in enumerate([("hash", 4), ("token", 64), ("learned", 8)]):
+    for i, (router, e) in enumerate([("hash", 4), ("stable", 64), ("learned", 8)]):
         r = row(i, e, 100_000, 10_000, 5_000.0, label=f"E={e} {router}")
         r["metrics"]["config"] = {"model": {"moe": {"router": router}}, "data": data}
         runs.append(r)
     section = "".join(token_id_section([flatten_run(r) for r in runs]))
     assert "Where routing by token id can put the facts" in section
     cells = [line for line in section.split("<tr>") if "people" in line]
-    assert len(cells) == 4  # hash E=4 and token E=64, a name and a value probe each; the learned router has none
+    assert len(cells) == 4  # hash E=4 and StableMoE E=64, a name and a value probe each; the learned router has none
     assert token_id_section([flatten_run(runs[2])]) == []
 
 

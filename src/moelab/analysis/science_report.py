@@ -254,7 +254,7 @@ def figure_section(folder: Path, filename: str, figure: bytes, title: str, alt: 
     return [heading(title), img(figure, alt)]
 
 
-TOKEN_ID_ROUTERS = ("hash", "hash_gated", "token")  # routers that see only the input token id
+TOKEN_ID_ROUTERS = ("hash", "hash_gated", "token", "stable")  # routers that see only the input token id (stable: after its first stage)
 
 
 def token_id_section(records: list[dict]) -> list[str]:
@@ -280,7 +280,7 @@ def token_id_section(records: list[dict]) -> list[str]:
                 rows.append([f"{kb.n_people:,} people", n_experts, probe, reach["contexts"], reach["hash_experts"],
                              reach["hash_experts"] / n_experts, reach["hash_largest_share"]])
     return ["<h2>Where routing by token id can put the facts</h2>",
-            note("A router that sees only the input token id (hash, hash-gated, token) sends the prediction of each "
+            note("A router that sees only the input token id (hash, hash-gated, token, StableMoE after its first stage) sends the prediction of each "
                  "scored token to the expert of the token before it, whoever the fact is about. Contexts: the distinct "
                  "input tokens at the bit estimate's scored positions, the most experts such a router can give those "
                  "predictions; hash routing's experts and the busiest one's share of the scored positions follow. "
