@@ -183,3 +183,17 @@ def test_the_router_table_reads_imbalance_and_fact_routing_from_store_rows():
     (entry,) = science.router_table([flatten_run(r) for r in rows])
     assert entry["imbalance"] == 0.2  # each layer's max_violation, as the store row holds it
     assert abs(entry["determinism"] - 0.7) < 1e-12 and entry["effective_experts"] == 10.5
+
+
+def test_runs_with_fact_routing_get_a_figure_of_bits_against_their_spread(tmp_path):
+    rows = []
+    for i, (router, determinism, spread) in enumerate([("learned", 0.6, 8.0), ("learned", 0.7, 9.0),
+                                                         ("hash", 1.0, 27.0), ("hash", 1.0, 27.0)]):
+        r = row(i, 32, 146_000, 18_800, 20_000.0 * (1 + i), label=f"E=32 {router} seed={i}")
+        r["metrics"]["config"] = {"model": {"moe": {"router": router}}}
+        r["metrics"]["fact_routing"] = [{"token_determinism": determinism, "experts_used": 32,
+                                         "effective_experts": spread}]
+        rows.append(r)
+    page = write_report(rows, tmp_path, title="routers").read_text()
+    assert "Routers: knowledge against how the facts are routed" in page
+    assert (tmp_path / "fact_routing.png").stat().st_size > 5_000

@@ -225,6 +225,29 @@ def churn_figure(records: list[dict]) -> bytes:
     return png(fig)
 
 
+def fact_routing_figure(records: list[dict]) -> bytes:
+    """Bits per total parameter against the effective experts of the recall values' predictions,
+    one point per MoE run that recorded them, one colour per router; filled where the routing is
+    fixed by the token id (token determinism 1), hollow where it splits a context's facts by person."""
+    runs = [r for r in science.knowledge_runs(records) if science.fact_routing_mean(r, "effective_experts") is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.3))
+    for i, router in enumerate(sorted({science.router_of(r) for r in runs})):
+        for by_token in (True, False):
+            mine = [r for r in runs if science.router_of(r) == router
+                    and (science.fact_routing_mean(r, "token_determinism") > 0.999) == by_token]
+            if mine:
+                ax.scatter([science.fact_routing_mean(r, "effective_experts") for r in mine],
+                           [r["bits_per_param"] for r in mine], s=28, edgecolors=plt.cm.tab10(i % 10),
+                           facecolors=plt.cm.tab10(i % 10) if by_token else "none",
+                           label=f"{router}" + ("" if by_token else " (splits facts by person)"))
+    ax.set_xlabel("effective experts of the recall values' predictions (exp entropy, mean over layers)")
+    ax.set_ylabel("bits per total parameter")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return png(fig)
+
+
 def law_figure(rows: list[dict]) -> bytes:
     """Bits relative to the dense law at each run's own total against active fraction (log), one
     line per kind of sparsity (a router, or a memory layer), with the seeds-and-law interval."""
@@ -399,6 +422,10 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
                                                                       "fact_churn_mean", "imbalance", "determinism",
                                                                       "effective_experts", "agreement"))]
                             for r in routers]))
+    if any(r["effective_experts"] is not None for r in routers):
+        parts += figure_section(folder, "fact_routing.png", fact_routing_figure(records),
+                                "Routers: knowledge against how the facts are routed",
+                                "bits per total parameter against the effective experts of the recall values")
     exposures = science.exposure_table(records)
     if exposures:
         save_png(folder, "exposures.png", figure := exposures_figure(exposures))
