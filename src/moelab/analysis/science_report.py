@@ -288,16 +288,16 @@ def token_id_section(records: list[dict]) -> list[str]:
     from moelab.evaluation.routing import token_id_reach
     from moelab.knowledge import build_knowledge_base
 
-    configurations = {}
+    configurations: dict[str, tuple[dict, set[int]]] = {}  # one knowledge base per data config
     for r in science.knowledge_runs(records):
         data = r.get("data_config")
         if r["n_experts"] and science.router_of(r) in TOKEN_ID_ROUTERS and data:
-            configurations.setdefault(json.dumps(data, sort_keys=True), set()).add(r["n_experts"])
+            configurations.setdefault(json.dumps(data, sort_keys=True), (data, set()))[1].add(r["n_experts"])
     if not configurations:
         return []
     rows = []
-    for data, experts in configurations.items():
-        kb = build_knowledge_base(from_dict(DataConfig, json.loads(data)))
+    for data, experts in configurations.values():
+        kb = build_knowledge_base(from_dict(DataConfig, data))
         for n_experts in sorted(experts):
             for probe, reach in token_id_reach(kb, n_experts).items():
                 rows.append([f"{kb.n_people:,} people", n_experts, probe, reach["contexts"], reach["hash_experts"],

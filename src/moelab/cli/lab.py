@@ -261,6 +261,7 @@ def routing(
     (the share sent to their input token's usual expert; 1 for routing by token id), experts used,
     effective experts. Weights are needed: runs trained here, not stores checked out alone."""
     from moelab.run import fact_routing_of_run
+    from moelab.runs.folder import WEIGHTS
     from moelab.tables import fact_routing_table
 
     runs: list[tuple[str, Path]] = []
@@ -268,7 +269,7 @@ def routing(
         if (path / "store.sqlite").exists():  # a sweep folder: its finished runs, labelled as the sweep labels them
             _, rows = sweep_rows(path, "routing")
             runs += [(r["label"], path / "runs" / r["key"]) for r in rows
-                     if r["status"] == "done" and (path / "runs" / r["key"] / "model.safetensors").exists()]
+                     if r["status"] == "done" and (path / "runs" / r["key"] / WEIGHTS).exists()]
         else:
             runs.append((str(path), path))
     measured = []

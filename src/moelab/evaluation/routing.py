@@ -135,9 +135,10 @@ def fact_routing(model: Transformer, kb: KnowledgeBase, batch_size: int, device:
         n_experts = int(experts.max()) + 1
         by_token = torch.zeros(int(inputs.max()) + 1, n_experts, dtype=torch.long)
         by_token.index_put_((inputs, experts), torch.ones_like(experts), accumulate=True)
-        share = by_token.sum(0)[by_token.sum(0) > 0].double() / len(experts)
+        per_expert = by_token.sum(0)
+        share = per_expert[per_expert > 0].double() / len(experts)
         out.append({"token_determinism": int(by_token.max(1).values.sum()) / len(experts),
-                    "experts_used": int((by_token.sum(0) > 0).sum()),
+                    "experts_used": int((per_expert > 0).sum()),
                     "effective_experts": float(torch.exp(-(share * share.log()).sum()))})
     return out
 
