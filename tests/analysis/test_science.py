@@ -165,6 +165,51 @@ def test_dense_and_moe_are_paired_within_a_width_only():
     assert {r["d_model"] for r in pairs} == {32, 64}
 
 
+def width_runs(ratio_at, widths=(32, 48, 64), seeds=(0, 1)):
+    """Dense and one MoE per width, the MoE's bits per total parameter set so that dense over MoE
+    is ratio_at(d_model, seed) under both counts (no embeddings, norms or routers)."""
+    runs = []
+    for d in widths:
+        people = 100 * d
+        for s in seeds:
+            dense = {"attention": 10, "dense_mlp": 90, "routed_experts": 0, "routed_experts_active": 0, "shared_experts": 0}
+            moe = dict(dense, dense_mlp=0, routed_experts=90, routed_experts_active=3)
+            runs.append(record(f"dense d_model={d} d_ff={4 * d} n_people={people} seed={s}", 0, 1.0, 0.5,
+                               d_model=d, n_people=people, seed=s, params=dense))
+            runs.append(record(f"E=32 router=learned d_model={d} d_ff={4 * d} expert_width={d} n_people={people} "
+                               f"seed={s}", 32, 0.13, 0.5 / ratio_at(d, s), d_model=d, n_people=people, seed=s, params=moe))
+    return runs
+
+
+def test_the_width_trend_is_the_ratios_change_per_doubling_of_d_model():
+    # ratio = 4 * (32 / d) ** 0.5 exactly: the gap shrinks by 1/sqrt(2) per doubling, no scatter
+    (trend,) = science.width_trend(width_runs(lambda d, s: 4 * (32 / d) ** 0.5))
+    assert trend["moe"] == "E=32 router=learned" and trend["dense"] == "dense"
+    assert trend["widths"] == [32, 48, 64] and trend["points"] == 6
+    assert [r.value for r in trend["ratios"]] == pytest.approx([4, 4 * (32 / 48) ** 0.5, 4 * 0.5 ** 0.5])
+    assert trend["per_doubling"].value == pytest.approx(2 ** -0.5)
+    assert trend["per_doubling"].low == pytest.approx(2 ** -0.5) == pytest.approx(trend["per_doubling"].high)
+    assert trend["per_doubling_paper"].value == pytest.approx(2 ** -0.5)
+
+
+def test_the_report_draws_the_width_trend(tmp_path):
+    from moelab.analysis.science_report import science_sections
+
+    page = "".join(science_sections(width_runs(lambda d, s: 3.0 - d / 64 + 0.1 * s), tmp_path))
+    assert "Does the gap close as the model widens?" in page and (tmp_path / "width.png").exists()
+    assert "32, 48, 64" in page  # the widths, in one row
+
+
+def test_a_flat_width_trend_with_seed_scatter_has_an_interval_around_one():
+    trend, = science.width_trend(width_runs(lambda d, s: 2.0 * (1.2 if s else 1 / 1.2)))
+    assert trend["per_doubling"].value == pytest.approx(1.0)
+    assert trend["per_doubling"].low < 1 < trend["per_doubling"].high
+
+
+def test_one_width_has_no_trend():
+    assert science.width_trend(width_runs(lambda d, s: 2.0, widths=(32,))) == []
+
+
 def test_the_stored_sparsity_frontier_keeps_its_published_knees():
     """docs/results.md, "Sparsity frontier": 90% of dense at 62% active [26%, 77%], 50% at 16% [15%, 21%]."""
     import json

@@ -43,6 +43,12 @@ def yerr(e: Estimate) -> list | None:
     return None if math.isnan(e.low) else [[e.value - e.low], [e.high - e.value]]
 
 
+def yerrs(estimates: list[Estimate]) -> list[list[float]]:
+    """matplotlib's asymmetric error bars for a line of estimates; 0 where one has no interval."""
+    return [[e.value - e.low if math.isfinite(e.low) else 0.0 for e in estimates],
+            [e.high - e.value if math.isfinite(e.high) else 0.0 for e in estimates]]
+
+
 def estimate_cells(e: Estimate | None) -> list:
     """An estimate as three table cells: value, low, high ('n/a' where undefined)."""
     if e is None:

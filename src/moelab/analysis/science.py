@@ -359,8 +359,51 @@ def dense_moe_ratios(records: list[dict]) -> list[dict]:
                         "moe_total": m.runs[0]["p_total"],
                         "moe_active_fraction": m.mean("active_fraction"),
                         "moe_active_fraction_paper": float(np.mean([paper_active(b) / paper_total(b) for _, b in pairs])),
+                        "per_seed": ours, "per_seed_paper": paper,
                         "ratio": Group("", [{"r": x} for x in ours]).interval("r"),
                         "ratio_paper": Group("", [{"r": x} for x in paper]).interval("r")})
+    return out
+
+
+WIDTH_FIELDS = re.compile(r"\s*\b(d_model|d_ff|expert_width|n_people)=\S+")  # what a width sweep scales together
+
+
+def _doubling_factor(widths: list[float], ratios: list[float]) -> Estimate:
+    """The factor by which a ratio changes per doubling of d_model: 2 ** b for the least-squares
+    line log2(ratio) = a + b log2(d_model) through every seed's ratio, with a t interval on b
+    (n - 2 degrees of freedom; no interval with fewer than three ratios)."""
+    x, y = np.log2(widths), np.log2(ratios)
+    sxx = float(((x - x.mean()) ** 2).sum())
+    b = float(((x - x.mean()) * (y - y.mean())).sum() / sxx)
+    if len(x) < 3:
+        return Estimate(2 ** b, math.nan, math.nan, LEVEL)
+    residuals = y - (y.mean() + b * (x - x.mean()))
+    half = t_quantile(LEVEL, len(x) - 2) * math.sqrt(float((residuals ** 2).sum()) / (len(x) - 2) / sxx)
+    return Estimate(2 ** b, 2 ** (b - half), 2 ** (b + half), LEVEL)
+
+
+def width_trend(records: list[dict]) -> list[dict]:
+    """Does a MoE's gap to dense close as the model widens? For each MoE configuration measured
+    against dense at two or more widths (the label without d_model, d_ff, expert_width and the base
+    that grows with them): its seed-paired ratios per width (`dense_moe_ratios`) and the factor by
+    which the ratio changes per doubling of d_model, under moelab's count and the paper's. A factor
+    below 1 whose interval stays below 1: the gap closes with width."""
+    by_configuration: dict[tuple[str, str], list[dict]] = {}
+    for r in dense_moe_ratios(records):
+        if r["d_model"]:
+            key = (WIDTH_FIELDS.sub("", r["dense"]).strip(), WIDTH_FIELDS.sub("", r["moe"]).strip())
+            by_configuration.setdefault(key, []).append(r)
+    out = []
+    for (dense, moe), rows in by_configuration.items():
+        rows = sorted(rows, key=lambda r: r["d_model"])
+        if len({r["d_model"] for r in rows}) < 2:
+            continue
+        widths = [r["d_model"] for r in rows for _ in r["per_seed"]]
+        out.append({"dense": dense, "moe": moe, "widths": [r["d_model"] for r in rows],
+                    "ratios": [r["ratio"] for r in rows], "ratios_paper": [r["ratio_paper"] for r in rows],
+                    "points": len(widths),
+                    "per_doubling": _doubling_factor(widths, [x for r in rows for x in r["per_seed"]]),
+                    "per_doubling_paper": _doubling_factor(widths, [x for r in rows for x in r["per_seed_paper"]])})
     return out
 
 

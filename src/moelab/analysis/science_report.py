@@ -15,7 +15,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, FixedLocator, LogLocator, NullFormatter, PercentFormatter
 
 from moelab.analysis import science
-from moelab.analysis.html import estimate_cells, heading, img, note, png, save_png, table, yerr
+from moelab.analysis.html import estimate_cells, heading, img, note, png, save_png, table, yerr, yerrs
 
 PERCENT_TICKS = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005)
 
@@ -256,10 +256,7 @@ def law_figure(rows: list[dict]) -> bytes:
         mine = sorted((r for r in rows if r["kind"] == kind), key=lambda r: -r["active_fraction"])
         x = [r["active_fraction"] for r in mine]
         y = [r["ratio"].value for r in mine]
-        spans = [r["ratio_with_law"] for r in mine]
-        err = [[e.value - e.low if math.isfinite(e.low) else 0.0 for e in spans],
-               [e.high - e.value if math.isfinite(e.high) else 0.0 for e in spans]]
-        ax.errorbar(x, y, yerr=err, color=plt.cm.tab10(i), marker="o", capsize=3, label=kind)
+        ax.errorbar(x, y, yerr=yerrs([r["ratio_with_law"] for r in mine]), color=plt.cm.tab10(i), marker="o", capsize=3, label=kind)
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(PercentFormatter(1.0))
@@ -267,6 +264,27 @@ def law_figure(rows: list[dict]) -> bytes:
     ax.set_ylabel("bits / dense law's bits at the same total")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return png(fig)
+
+
+def width_figure(trends: list[dict]) -> bytes:
+    """Dense over MoE bits per total parameter against d_model (log 2), one line per MoE
+    configuration, with the seeds' t interval at each width; the paper's 1.5 dashed."""
+    fig, ax = plt.subplots(figsize=(7, 4.3))
+    for i, trend in enumerate(trends):
+        ax.errorbar(trend["widths"], [e.value for e in trend["ratios"]], yerr=yerrs(trend["ratios"]), color=plt.cm.tab10(i % 10), marker="o",
+                    capsize=3, label=f"{trend['moe']} ({trend['per_doubling'].value:.2f}x per doubling)")
+    ax.axhline(science.PAPER_RATIO, color="grey", lw=0.8, ls="--", label="Allen-Zhu & Li at 100 exposures (1.5)")
+    ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+    ax.set_xscale("log", base=2)
+    widths = sorted({w for t in trends for w in t["widths"]})
+    ax.set_xticks(widths, [str(w) for w in widths])
+    ax.minorticks_off()
+    ax.set_xlabel("d_model")
+    ax.set_ylabel("dense bits/param over MoE bits/param")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return png(fig)
 
@@ -381,6 +399,21 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
                              r["dense"], r["moe"], r["seeds"], r["moe_active_fraction"], r["moe_active_fraction_paper"],
                              *estimate_cells(r["ratio"]), *estimate_cells(r["ratio_paper"])]
                             for r in sorted(ratios, key=lambda r: r["d_model"] or 0)]))
+    trends = science.width_trend(records)
+    if trends:
+        parts += figure_section(folder, "width.png", width_figure(trends), "Does the gap close as the model widens?",
+                                "dense over MoE bits per total parameter against d_model")
+        parts.append(note("The ratios of the table above, per configuration across widths. Per doubling: the factor by "
+                          "which the ratio changes when d_model doubles, from a least-squares line through every "
+                          "seed's log ratio against log d_model, with a t interval (points - 2 degrees of freedom). "
+                          "Below 1 with the interval below 1: the gap closes with width; an interval spanning 1: no "
+                          "trend these runs can resolve."))
+        parts.append(table(["dense", "MoE", "d_model", "ratio at each width", "points", "per doubling", "low", "high",
+                            "per doubling (paper's count)", "low", "high"],
+                           [[t["dense"], t["moe"], ", ".join(str(w) for w in t["widths"]),
+                             ", ".join(f"{e.value:.2f}" for e in t["ratios"]), t["points"],
+                             *estimate_cells(t["per_doubling"]), *estimate_cells(t["per_doubling_paper"])]
+                            for t in trends]))
     memory = any(science.kind_of(r) in ("pkm", "peer") for r in knowledge)
     law = science.law_ratios(records) if memory else []
     if law:  # memory layers' totals differ: each configuration against the law at its own
