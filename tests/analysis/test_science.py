@@ -97,6 +97,19 @@ def test_the_dense_law_is_the_reference_where_a_ladder_of_dense_sizes_was_run(tm
     assert "dense d_ff=big" in pairs and "dense d_ff=10000" not in pairs  # the law is the reference, not each rung
 
 
+def test_no_law_from_dense_runs_that_share_a_size_or_differ_in_base():
+    """An lr check (three rates at one dense size) and a width sweep (each width on its own base)
+    are not ladders of sizes: no law is fitted through them."""
+    moe = [record("E=32 seed=0", 32, 0.1, 0.2, p_total=570_000)]
+    rates = [record(f"dense lr={lr} seed=0", 0, 1.0, 0.5 + lr, p_total=107_000) for lr in (1e-3, 3e-3, 1e-2)]
+    assert science.dense_reference(moe + rates, 570_000) is None
+    widths = [record(f"dense d_model={d} seed=0", 0, 1.0, 0.6, p_total=p, n_people=n)
+              for d, p, n in ((32, 29_000, 5500), (48, 63_000, 12000), (64, 107_000, 16000))]
+    assert science.dense_reference(moe + widths, 570_000) is None
+    same_base = [dict(r, n_people=16000) for r in widths]
+    assert science.dense_reference(moe + same_base, 570_000).kind == "dense law"
+
+
 def test_with_one_smaller_dense_size_the_law_is_bits_proportional_to_parameters():
     runs = [record("dense small seed=0", 0, 1.0, 0.7, p_total=29_000),
             record("dense small seed=1", 0, 1.0, 0.6, p_total=29_000),

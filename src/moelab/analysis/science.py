@@ -151,6 +151,16 @@ def _law_bits_per_param(ladder: list[np.ndarray], sizes: np.ndarray, total: floa
     return float(np.mean([np.mean(b) / s for b, s in zip(bits, sizes)])), math.nan
 
 
+def _is_a_ladder(ladder: list[Group]) -> bool:
+    """Whether dense configurations make a scaling law: one per size, on one knowledge base at one
+    number of exposures. Dense runs that share a size differ in something else (a learning-rate
+    check), and runs on different bases (a width sweep) lie on different laws."""
+    sizes = [g.mean("p_total") for g in ladder]
+    distinct = all(b > a * (1 + SAME_TOTAL) for a, b in zip(sizes, sizes[1:]))  # sorted by size
+    one_base = len({(r.get("n_people"), r.get("exposures")) for g in ladder for r in g.runs}) <= 1
+    return distinct and one_base
+
+
 def dense_reference(records: list[dict], total: float, n_boot: int = 2000, seed: int = 0) -> DenseReference | None:
     """The dense reference at `total` parameters: the dense law when smaller dense sizes were run,
     else the dense runs of that total; None without either."""
@@ -158,6 +168,8 @@ def dense_reference(records: list[dict], total: float, n_boot: int = 2000, seed:
     same = [g for g in dense if abs(g.mean("p_total") / total - 1) < SAME_TOTAL]
     ladder = sorted((g for g in dense if g.mean("p_total") < total * (1 - SAME_TOTAL)), key=lambda g: g.mean("p_total"))
     ladder = [g for g in ladder if (g.values("bits") > 0).all()]  # a law in logs needs bits above zero
+    if not _is_a_ladder(ladder):
+        ladder = []
     same_values = np.concatenate([g.values("bits_per_param") for g in same]) if same else None
     check = Group("same", [{"r": x} for x in same_values]).interval("r") if same else None
     if not ladder:
