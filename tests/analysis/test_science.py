@@ -219,6 +219,11 @@ def test_a_flat_width_trend_with_seed_scatter_has_an_interval_around_one():
     assert trend["per_doubling"].low < 1 < trend["per_doubling"].high
 
 
+def test_two_ratios_give_the_line_through_them_without_an_interval():
+    (trend,) = science.width_trend(width_runs(lambda d, s: 4 * 32 / d, widths=(32, 64), seeds=(0,)))
+    assert trend["per_doubling"].value == pytest.approx(0.5) and math.isnan(trend["per_doubling"].low)
+
+
 def test_one_width_has_no_trend():
     assert science.width_trend(width_runs(lambda d, s: 2.0, widths=(32,))) == []
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import special
 
-from moelab.analysis.fit import Estimate, t_quantile
+from moelab.analysis.fit import Estimate, LinearFit, t_quantile
 from moelab.config import REASONING_KINDS
 
 LEVEL = 0.95
@@ -385,13 +385,11 @@ def _doubling_factor(widths: list[float], ratios: list[float]) -> Estimate:
     line log2(ratio) = a + b log2(d_model) through every seed's ratio, with a t interval on b
     (n - 2 degrees of freedom; no interval with fewer than three ratios)."""
     x, y = np.log2(widths), np.log2(ratios)
-    sxx = float(((x - x.mean()) ** 2).sum())
-    b = float(((x - x.mean()) * (y - y.mean())).sum() / sxx)
-    if len(x) < 3:
+    if len(x) < 3:  # two ratios at two widths: the line through them
+        b = float((y[1] - y[0]) / (x[1] - x[0]))
         return Estimate(2 ** b, math.nan, math.nan, LEVEL)
-    residuals = y - (y.mean() + b * (x - x.mean()))
-    half = t_quantile(LEVEL, len(x) - 2) * math.sqrt(float((residuals ** 2).sum()) / (len(x) - 2) / sxx)
-    return Estimate(2 ** b, 2 ** (b - half), 2 ** (b + half), LEVEL)
+    b = LinearFit().fit(x, y).coef_interval(1, LEVEL)
+    return Estimate(2 ** b.value, 2 ** b.low, 2 ** b.high, LEVEL)
 
 
 def width_trend(records: list[dict]) -> list[dict]:
@@ -412,8 +410,7 @@ def width_trend(records: list[dict]) -> list[dict]:
             continue
         widths = [r["d_model"] for r in rows for _ in r["per_seed"]]
         out.append({"dense": dense, "moe": moe, "widths": [r["d_model"] for r in rows],
-                    "ratios": [r["ratio"] for r in rows], "ratios_paper": [r["ratio_paper"] for r in rows],
-                    "points": len(widths),
+                    "ratios": [r["ratio"] for r in rows], "points": len(widths),
                     "per_doubling": _doubling_factor(widths, [x for r in rows for x in r["per_seed"]]),
                     "per_doubling_paper": _doubling_factor(widths, [x for r in rows for x in r["per_seed_paper"]])})
     return out

@@ -256,7 +256,8 @@ def law_figure(rows: list[dict]) -> bytes:
         mine = sorted((r for r in rows if r["kind"] == kind), key=lambda r: -r["active_fraction"])
         x = [r["active_fraction"] for r in mine]
         y = [r["ratio"].value for r in mine]
-        ax.errorbar(x, y, yerr=yerrs([r["ratio_with_law"] for r in mine]), color=plt.cm.tab10(i), marker="o", capsize=3, label=kind)
+        ax.errorbar(x, y, yerr=yerrs([r["ratio_with_law"] for r in mine]), color=plt.cm.tab10(i), marker="o",
+                    capsize=3, label=kind)
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(PercentFormatter(1.0))
@@ -273,8 +274,9 @@ def width_figure(trends: list[dict]) -> bytes:
     configuration, with the seeds' t interval at each width; the paper's 1.5 dashed."""
     fig, ax = plt.subplots(figsize=(7, 4.3))
     for i, trend in enumerate(trends):
-        ax.errorbar(trend["widths"], [e.value for e in trend["ratios"]], yerr=yerrs(trend["ratios"]), color=plt.cm.tab10(i % 10), marker="o",
-                    capsize=3, label=f"{trend['moe']} ({trend['per_doubling'].value:.2f}x per doubling)")
+        ax.errorbar(trend["widths"], [e.value for e in trend["ratios"]], yerr=yerrs(trend["ratios"]),
+                    color=plt.cm.tab10(i % 10), marker="o", capsize=3,
+                    label=f"{trend['moe']} ({trend['per_doubling'].value:.2f}x per doubling)")
     ax.axhline(science.PAPER_RATIO, color="grey", lw=0.8, ls="--", label="Allen-Zhu & Li at 100 exposures (1.5)")
     ax.axhline(1.0, color="grey", lw=0.8, ls=":")
     ax.set_xscale("log", base=2)
