@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from moelab.cli import app
 from moelab.sweeps import Store
+from moelab.sweeps.executors import LocalExecutor
 
 SWEEP = """
 name = "engines"
@@ -79,3 +80,15 @@ def test_gpu_shares_need_ray():
 
     with pytest.raises(MoelabError, match="go with --executor ray"):
         make_executor("local", gpus_per_run=0.5)
+
+
+@pytest.mark.parametrize("kill", [False, True])
+def test_closing_the_local_pool_joins_its_manager_thread(kill):
+    # A manager thread still running at exit races the interpreter's exit hook for its wake-up
+    # pipe: a cleanly stopped sweep then printed an "OSError: Bad file descriptor" traceback.
+    executor = LocalExecutor(1)
+    assert executor.pool.submit(abs, -3).result(timeout=60) == 3
+    manager = executor.pool._executor_manager_thread
+    assert manager.is_alive()
+    executor.close(kill=kill)
+    assert not manager.is_alive()

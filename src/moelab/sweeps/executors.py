@@ -140,14 +140,15 @@ class LocalExecutor:
         self.pool = self._new_pool()
 
     def close(self, kill: bool = False) -> None:
-        """Shut the pool down; with `kill`, end the runs in flight now instead of letting them finish."""
+        """Shut the pool down once the runs in flight finish; with `kill`, end them now."""
         processes = list((self.pool._processes or {}).values())  # no public handle before Python 3.14
-        self.pool.shutdown(wait=False, cancel_futures=True)
         if kill:
             for process in processes:
                 process.kill()
-            for process in processes:
-                process.join(timeout=10)
+        # wait=True joins the pool's manager thread. Left running, it races the interpreter's exit
+        # hook, which writes to the thread's wake-up pipe while the thread closes it (CPython 3.11:
+        # an "OSError: Bad file descriptor" traceback after a sweep stopped cleanly).
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def ray_task(cfg: RunConfig, gpus_per_run: float, cluster_gpus: float) -> tuple[dict, RunConfig]:
