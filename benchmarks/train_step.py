@@ -22,11 +22,11 @@ benchmarks/gpu_check.sh), for example about 0.5B active:
     python benchmarks/train_step.py --mfu --device cuda --d-model 1536 --layers 24 --experts 16 \
         --expert-width 1024 --top-k 2 --batch 16 --seq 512 --steps 10
 
-With --compile, train.compile (torch.compile of attention and dense MLPs, experts eager) against
-eager for each d_model:experts shape of --shapes, with the compile time and the steps it takes
-to pay for itself.
+With --compile, train.compile (torch.compile of the step's forward and loss as one graph, routed
+experts eager) against eager for each shape of --profile-shapes, with model FLOP/s against the
+GEMM rate, the compile time and the steps it takes to pay for itself.
 
-    python benchmarks/train_step.py --compile --shapes 40:0,40:32,128:0,128:32
+    python benchmarks/train_step.py --compile --steps 60
 
 With --profile, the shapes whose training steps the science presets pay for (paper-moe's and the
 frontiers'; --profile-shapes picks some): ms per fp32 step, the model's FLOP/s against a 1024^3
@@ -43,6 +43,7 @@ choose_dispatch's path: the grouped GEMM on CPU), interleaved, with the speed-up
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import time
@@ -55,7 +56,7 @@ from moelab.config import DataConfig, MemoryConfig, ModelConfig, MoEConfig, RunC
 from moelab.knowledge import build_knowledge_base
 from moelab.models import Transformer, count_params
 from moelab.models.params import lab_architecture, training_flops_per_token
-from moelab.training import clip_gradients, compile_dense_parts, make_optimizer
+from moelab.training import clip_gradients, compiled_step_losses, make_optimizer, step_losses
 
 
 def make(d_model: int, width: int, n_experts: int, vocab: int) -> Transformer:
@@ -77,10 +78,12 @@ def make_memory(d_model: int, kind: str, slots: int, vocab: int) -> Transformer:
     return Transformer(cfg, vocab)
 
 
-def timed_step(model, optimizer, inputs, targets) -> tuple[float, float]:
+def timed_step(model, optimizer, inputs, targets, losses=None) -> tuple[float, float]:
+    """(forward+backward, optimizer) seconds of one training step; `losses` is the step's loss
+    function (training.step_losses of the model by default, or a compiled one)."""
     start = time.perf_counter()
-    logits, aux = model(inputs)
-    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten()) + aux
+    lm_loss, aux = (losses or functools.partial(step_losses, model))(inputs, targets, False)
+    loss = lm_loss + aux
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if any(p.grad is not None and p.grad.is_sparse for p in model.parameters()):
@@ -92,15 +95,16 @@ def timed_step(model, optimizer, inputs, targets) -> tuple[float, float]:
     return middle - start, time.perf_counter() - middle
 
 
-def interleaved_times(models: dict, optimizers: dict, batches) -> dict:
+def interleaved_times(models: dict, optimizers: dict, batches, losses: dict | None = None) -> dict:
     """Per model, the (forward+backward, optimizer) seconds of every batch, the models taking
-    turns on each batch after one warm-up step each."""
+    turns on each batch after one warm-up step each (`losses`: a loss function per model)."""
+    losses = losses or {}
     times = {key: ([], []) for key in models}
     for key in models:
-        timed_step(models[key], optimizers[key], batches[0].inputs, batches[0].targets)
+        timed_step(models[key], optimizers[key], batches[0].inputs, batches[0].targets, losses.get(key))
     for batch in batches:
         for key in models:
-            compute, update = timed_step(models[key], optimizers[key], batch.inputs, batch.targets)
+            compute, update = timed_step(models[key], optimizers[key], batch.inputs, batch.targets, losses.get(key))
             times[key][0].append(compute)
             times[key][1].append(update)
     return times
@@ -119,9 +123,7 @@ def main() -> None:
     parser.add_argument("--dispatch", action="store_true",
                         help="each MoE shape of --profile-shapes under each model.moe.dispatch, interleaved")
     parser.add_argument("--compile", action="store_true",
-                        help="time torch.compile of attention and dense MLPs against eager instead")
-    parser.add_argument("--shapes", default="40:0,40:32,128:0,128:32",
-                        help="with --compile: d_model:experts pairs (experts of --expert-width, or 4 d_model dense)")
+                        help="each shape of --profile-shapes under train.compile against eager, interleaved")
     parser.add_argument("--mfu", action="store_true",
                         help="tokens/s and model FLOPs utilisation of one large MoE's training step instead")
     parser.add_argument("--layers", type=int, default=24, help="with --mfu")
@@ -143,6 +145,9 @@ def main() -> None:
     if args.dispatch:
         dispatch_table(args)
         return
+    if args.compile:
+        compile_table(args)
+        return
     if args.mfu:
         return model_flops_utilisation(args)
     kb = build_knowledge_base(DataConfig())
@@ -150,8 +155,6 @@ def main() -> None:
     batches = [kb.training_batch(rng.integers(0, kb.n_people, args.batch), rng) for _ in range(args.steps)]
     if args.memory:
         return memory_ladder(args, kb, batches)
-    if args.compile:
-        return compile_table(args, kb, batches)
     ladder = [int(e) for e in args.experts.split(",")]
     models = {e: make(args.d_model, args.expert_width, e, len(kb.vocab)) for e in ladder}
     optimizers = {e: make_optimizer(m, TrainConfig(), torch.device("cpu")) for e, m in models.items()}
@@ -307,34 +310,53 @@ def model_flops_utilisation(args) -> None:
           f"MFU {rate * flops / (args.peak_tflops * 1e12):.1%} of {args.peak_tflops:g} TFLOP/s")
 
 
-def compile_table(args, kb, batches) -> None:
-    """Eager against compiled (train.compile: attention and dense MLPs; experts eager), the same
-    weights, interleaved; compile seconds are the compiled model's first step less the eager one's,
-    compiled cold (dynamo reset and inductor's on-disk caches off for every shape)."""
+def compile_table(args) -> None:
+    """Per shape of --profile-shapes: eager against train.compile (the whole step's forward and
+    loss in one compiled graph; routed experts eager, except the gather path, which traces), and
+    for MoE shapes also model.moe.dispatch = "gather" compiled; the same initial weights, taking
+    turns on every batch. Ms per step, model FLOP/s against the GEMM rate, the speed-up over eager;
+    compile seconds are a compiled step's first call less the eager one's, compiled cold (dynamo
+    reset and inductor's on-disk caches off)."""
+    from moelab.config import load_preset
+    from moelab.provenance import cpu_model
+    from moelab.sweeps.grid import with_fields
+
     torch._inductor.config.fx_graph_cache = False
     torch._inductor.config.autotune_local_cache = False
-    shapes = [tuple(int(v) for v in shape.split(":")) for shape in args.shapes.split(",")]
-    print(f"torch.compile (inductor) of attention and dense MLPs, {batches[0].inputs.numel()} tokens/step, "
-          f"{args.threads} thread(s), median of {args.steps} interleaved steps after the first")
-    print(f"{'d_model':>7} {'E':>4} {'P_total':>9} | {'eager ms':>8} {'compiled ms':>11} {'speed-up':>8} | "
-          f"{'compile s':>9} {'break-even steps':>16}")
-    for d, experts in shapes:
-        width = args.expert_width if experts else 4 * d
-        eager = make(d, width, experts, len(kb.vocab))
-        compiled = make(d, width, experts, len(kb.vocab))
-        compiled.load_state_dict(eager.state_dict())
+    rate = gemm_rate()
+    print(f"{cpu_model()}, {args.threads} thread(s); 1024^3 fp32 GEMM: {rate / 1e9:.0f} GFLOP/s; "
+          f"median of {args.steps} interleaved fp32 steps after the first")
+    for name in args.profile_shapes.split(","):
+        moe = "model.moe.n_experts" in PROFILE_SHAPES[name]
+        fields = PROFILE_SHAPES[name] | ({"model.d_ff": 128, "model.moe.top_k": 1} if moe else {})
+        variants = {"eager": fields, "compiled": fields} | ({"gather, compiled": fields | {"model.moe.dispatch": "gather"}}
+                                                             if moe else {})
+        cfg = with_fields(load_preset("tiny-dense"), fields)
+        kb = build_knowledge_base(cfg.data)
+        torch.manual_seed(0)
+        models = {k: Transformer(with_fields(load_preset("tiny-dense"), v).model, len(kb.vocab)) for k, v in variants.items()}
+        for model in models.values():
+            model.load_state_dict(models["eager"].state_dict())
+        optimizers = {k: make_optimizer(m, cfg.train, torch.device("cpu")) for k, m in models.items()}
         torch._dynamo.reset()
-        compile_dense_parts(compiled)
-        models = {"eager": eager, "compiled": compiled}
-        optimizers = {k: make_optimizer(m, TrainConfig(), torch.device("cpu")) for k, m in models.items()}
-        first = {k: sum(timed_step(m, optimizers[k], batches[0].inputs, batches[0].targets)) for k, m in models.items()}
-        times = interleaved_times(models, optimizers, batches)
-        step = {k: statistics.median(c) + statistics.median(u) for k, (c, u) in times.items()}
-        compile_seconds = first["compiled"] - first["eager"]
-        saved = step["eager"] - step["compiled"]
-        break_even = f"{compile_seconds / saved:>16,.0f}" if saved > 0 else f"{'never':>16}"
-        print(f"{d:>7} {experts:>4} {count_params(eager.cfg, len(kb.vocab)).total:>9,} | {1e3 * step['eager']:>8.2f} "
-              f"{1e3 * step['compiled']:>11.2f} {step['eager'] / step['compiled']:>8.2f} | {compile_seconds:>9.1f} {break_even}")
+        losses = {k: compiled_step_losses(m) if "compiled" in k else None for k, m in models.items()}
+        rng = np.random.default_rng(0)
+        batches = [kb.training_batch(rng.integers(0, kb.n_people, cfg.train.batch_size), rng)
+                   for _ in range(args.steps + 1)]
+        first = {k: sum(timed_step(m, optimizers[k], batches[0].inputs, batches[0].targets, losses[k]))
+                 for k, m in models.items()}
+        times = interleaved_times(models, optimizers, batches[1:], losses)
+        step = {k: statistics.median(a + b for a, b in zip(*t)) for k, t in times.items()}
+        flops = training_flops_per_token(lab_architecture(cfg.model, len(kb.vocab)), batches[0].inputs.shape[1]
+                                         ) * batches[0].inputs.numel()
+        print(f"{name} ({count_params(cfg.model, len(kb.vocab)).total:,} total):", flush=True)
+        for k in models:
+            saved = step["eager"] - step[k]
+            compile_seconds = first[k] - first["eager"]
+            paid = (f"; compiled in {compile_seconds:.1f} s, even after "
+                    f"{compile_seconds / saved:,.0f} steps" if saved > 0 else "; never pays") if losses[k] else ""
+            print(f"    {k:<17} {1e3 * step[k]:7.2f} ms ({flops / step[k] / rate:4.0%} of the GEMM rate), "
+                  f"x{step['eager'] / step[k]:.2f}{paid}", flush=True)
 
 
 def memory_ladder(args, kb, batches) -> None:

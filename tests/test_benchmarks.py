@@ -119,3 +119,18 @@ def test_train_step_profile_mode_names_where_the_time_goes(capsys):
     load("train_step").profile_table(SimpleNamespace(threads=1, profile_shapes="paper-moe 32 experts learned", steps=3))
     out = capsys.readouterr().out
     assert "GFLOP/s" in out and "ms/step" in out and "self time:" in out and "of the GEMM rate" in out
+
+
+@pytest.mark.slow
+def test_train_step_compile_mode_times_eager_compiled_and_gather_compiled(capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from moelab import training
+
+    bench = load("train_step")  # dynamo's eager backend: the tracing, not inductor's minutes of codegen
+    monkeypatch.setattr(bench, "compiled_step_losses", lambda m: training.compiled_step_losses(m, backend="eager"))
+    bench.compile_table(SimpleNamespace(threads=1, profile_shapes="paper-moe 32 experts learned", steps=2))
+    out = capsys.readouterr().out
+    assert out.count("of the GEMM rate") == 3
+    for variant in ("eager ", "compiled ", "gather, compiled "):
+        assert f"    {variant}" in out

@@ -41,15 +41,12 @@ def test_nan_loss_stops_the_run_with_a_reason():
         train(model, kb, cfg.train, seed=0, device=torch.device("cpu"))
 
 
-def loss_curve(dtype: str, compile_backend: str | None = None, **moe) -> np.ndarray:
+def loss_curve(dtype: str, compile: bool = False, **moe) -> np.ndarray:
     from moelab.runs.weights import build
 
     cfg = small_config(**moe)
-    cfg.train.dtype, cfg.train.exposures, cfg.train.log_every = dtype, 12, 10
+    cfg.train.dtype, cfg.train.compile, cfg.train.exposures, cfg.train.log_every = dtype, compile, 12, 10
     kb, model = build(cfg, torch.device("cpu"))
-    if compile_backend:
-        from moelab.training import compile_dense_parts
-        compile_dense_parts(model, compile_backend)
     return np.array([h["loss"] for h in train(model, kb, cfg.train, 0, torch.device("cpu")).history])
 
 
@@ -62,18 +59,41 @@ def test_bf16_and_fp32_loss_curves_agree(moe):
     assert np.all(np.abs(bf16 - fp32) <= 0.05 * fp32) and not np.array_equal(bf16, fp32)
 
 
-def test_compile_wraps_attention_and_dense_mlps_but_not_experts():
-    from moelab.training import compile_dense_parts
+ROUTED = {"dense": {}, "learned top-2": {"n_experts": 4, "top_k": 2, "expert_width": 32},
+          "hash": {"n_experts": 4, "top_k": 1, "expert_width": 32, "router": "hash"},
+          "hash, gather traced": {"n_experts": 4, "top_k": 1, "expert_width": 32, "router": "hash",
+                                  "dispatch": "gather"}}
 
-    model = Transformer(small_config(n_experts=4, top_k=1, expert_width=16, first_dense_layers=1).model, 40)
-    compile_dense_parts(model, backend="eager")
-    compiled = lambda m: m._compiled_call_impl is not None  # noqa: E731
-    assert all(compiled(b.attn) for b in model.blocks)
-    assert compiled(model.blocks[0].ffn) and not compiled(model.blocks[1].ffn)  # the MoE layer stays eager
-    tokens = torch.randint(0, 40, (2, 9))
-    eager = Transformer(model.cfg, 40)
-    eager.load_state_dict(model.state_dict())
-    torch.testing.assert_close(model(tokens)[0], eager(tokens)[0])
+
+@pytest.mark.parametrize("moe", ROUTED.values(), ids=ROUTED.keys())
+def test_the_compiled_step_traces_around_the_experts_and_gives_the_eager_losses_and_gradients(moe):
+    """Dynamo traces the whole step but the routed experts' block paths (fp32 grouped_mm has no
+    fake-tensor kernel: tracing it raises); the gather path it traces too. With the eager backend
+    the traced step's arithmetic is eager's."""
+    from moelab.runs.weights import build
+    from moelab.training import compiled_step_losses, step_losses
+
+    torch._dynamo.reset()
+    kb, model = build(small_config(**moe), torch.device("cpu"))
+    batch = kb.training_batch(np.arange(8), np.random.default_rng(0))
+    results = []
+    for losses in (compiled_step_losses(model, backend="eager"), lambda x, y, bf16: step_losses(model, x, y, bf16)):
+        lm, aux = losses(batch.inputs, batch.targets, False)
+        (lm + aux).backward()
+        results.append([lm, aux] + [p.grad for p in model.parameters() if p.grad is not None])
+        model.zero_grad(set_to_none=True)
+    assert len(results[0]) == len(results[1]) > 2
+    for compiled, eager in zip(*results):
+        assert torch.equal(compiled, eager)
+
+
+@pytest.mark.slow
+def test_a_compiled_run_trains_like_an_eager_one():
+    """train.compile with inductor: fused kernels round differently, so the runs differ in the
+    last bits; over 90 steps of a tiny model every loss record stays within 0.1% of eager's
+    (measured: 1.1e-5 at most, on a 2-core AMD EPYC)."""
+    eager, compiled = loss_curve("fp32"), loss_curve("fp32", compile=True)
+    assert np.all(np.abs(compiled - eager) <= 1e-3 * eager), (eager, compiled)
 
 
 def test_packed_rows_hold_the_same_paragraphs_and_targets():

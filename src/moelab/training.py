@@ -1,6 +1,6 @@
 """The training loop: AdamW (and SparseAdam for memory tables), linear warmup then cosine decay,
-a NaN/inf guard, a step history; bf16 autocast (train.dtype) and torch.compile of the dense parts
-(train.compile) as options.
+a NaN/inf guard, a step history; bf16 autocast (train.dtype) and torch.compile of the step's
+forward and loss (train.compile) as options.
 
 The number of steps follows from the exposures asked for: every person's paragraph is seen
 `exposures` times (one shuffled pass over the people per exposure, a fresh attribute order and
@@ -10,6 +10,7 @@ junk data adds its junk paragraphs to every pass, and the steps grow with them.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -28,7 +29,6 @@ from moelab.evaluation.routing import fact_positions, routing_churn, top1_expert
 from moelab.knowledge import KnowledgeBase
 from moelab.knowledge.base import TrainingBatch
 from moelab.models import Transformer
-from moelab.models.mlp import MLP
 
 
 CHURN_PARAGRAPHS = 64  # probe paragraphs for routing churn
@@ -169,14 +169,22 @@ def clip_gradients(parameters: list[torch.nn.Parameter], max_norm: float) -> tor
     return norm
 
 
-def compile_dense_parts(model: Transformer, backend: str = "inductor") -> None:
-    """torch.compile each block's attention and dense MLP in place. Routed experts stay eager: their
-    dispatch has data-dependent shapes, and fp32 grouped_mm does not trace. Evaluation runs the
-    compiled modules too (same weights; the bit estimator's arithmetic stays fp32)."""
-    for block in model.blocks:
-        block.attn.compile(backend=backend)
-        if isinstance(block.ffn, MLP):
-            block.ffn.compile(backend=backend)
+def step_losses(forward: Callable, inputs: torch.Tensor, targets: torch.Tensor, bf16: bool = False,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training step's forward: the language-model loss (mean cross-entropy over the scored
+    targets, in fp32) and the routers' auxiliary loss, under bf16 autocast when asked."""
+    with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits, aux_loss = forward(inputs)
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100), aux_loss.float()
+
+
+def compiled_step_losses(forward: Callable, backend: str = "inductor") -> Callable:
+    """`step_losses` of `forward` under torch.compile, as one graph from the tokens to the loss
+    (embeddings, norms, residuals, attention, MLPs, routers, the output projection and the
+    cross-entropy; backward through the same graph). Routed experts run eager between its pieces
+    (models/moe.py Experts.forward). Evaluation stays eager. The sums round differently from the
+    eager step's, so compiled runs are runs of their own (train.compile is in the run key)."""
+    return torch.compile(lambda inputs, targets, bf16: step_losses(forward, inputs, targets, bf16), backend=backend)
 
 
 def pack_rows(batch: TrainingBatch, pack: int, eos: int) -> TrainingBatch:
@@ -218,8 +226,6 @@ def train(
     order = people_order(kb.n_people, cfg.exposures, rng, kb.junk_per_exposure, kb.unknown_per_exposure)
     steps = n_steps(cfg, kb.n_people + kb.junk_per_exposure + kb.unknown_per_exposure)
     optimizer = make_optimizer(model, cfg, device)
-    if cfg.compile:
-        compile_dense_parts(model)
     parameters = [p for p in model.parameters() if p.requires_grad]
     rank, ranks = world()
     forward = model
@@ -232,6 +238,7 @@ def train(
             raise MoelabError("memory layers have sparse gradients, which DDP does not average; "
                               "train memory models in one process")
         forward = DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None)
+    losses = compiled_step_losses(forward) if cfg.compile else functools.partial(step_losses, forward)
     sparse_tables = any(layer.sparse for layer in model.memory_modules())
     model.train()
     # Routing churn: a fixed batch of paragraphs (its own random stream, so training's is untouched)
@@ -268,10 +275,7 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_mult"]
 
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bf16"):
-            logits, aux_loss = forward(inputs)
-        lm_loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
-        aux_loss = aux_loss.float()
+        lm_loss, aux_loss = losses(inputs, targets, cfg.dtype == "bf16")
         loss = lm_loss + aux_loss
         loss_value = mean_over_ranks(loss).item()
         if not math.isfinite(loss_value):

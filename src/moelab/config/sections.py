@@ -294,7 +294,7 @@ class TrainConfig:
     memory_lr_mult: float = 1.0  # the memory tables' (PKM values, PEER experts) learning rate is lr times this
     memory_optimizer: MemoryOptimizer = "sparse"  # memory tables: "sparse" (sparse gradients, lazy Adam on the rows read) or "dense" (AdamW)
     dtype: DType = field(default="fp32", metadata=IF_SET)  # "fp32", or "bf16": autocast matrix products, fp32 weights, optimizer state, loss and bits
-    compile: bool = field(default=False, metadata=IF_SET)  # torch.compile attention and dense MLPs (routed experts stay eager)
+    compile: bool = field(default=False, metadata=IF_SET)  # torch.compile the training step's forward and loss as one graph (routed experts eager except `dispatch = "gather"`; evaluation eager)
     pack: int = field(default=1, metadata=IF_SET)  # paragraphs per training row: > 1 puts paragraphs after other text (training.pack_rows)
     checkpoint_minutes: float = field(default=10.0, metadata=NEVER)  # a resumable mid-run checkpoint at most this often (0 = none; checkpoint.py)
 

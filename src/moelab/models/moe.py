@@ -218,7 +218,9 @@ class Router(nn.Module):
             gates = gates / gates.sum(-1, keepdim=True)
         if self.cfg.gate == "unit":
             gates = gates + (1 - gates).detach()  # 1 forward, the score's gradient backward
-        counts = torch.bincount(experts.flatten(), minlength=E)
+        # tokens per expert [E]; a scatter-add, not bincount, whose output size torch.compile cannot know
+        chosen = experts.flatten()
+        counts = torch.zeros(E, dtype=chosen.dtype, device=chosen.device).scatter_add_(0, chosen, torch.ones_like(chosen))
         with torch.no_grad():
             if self.training:  # the bias follows training's loads only: a measurement never moves it
                 self.load += counts
@@ -350,6 +352,18 @@ class Experts(nn.Module):
         return activation(self.mlp, *h.chunk(2, dim=-1)) if self.mlp == "swiglu" else activation(self.mlp, h)
 
     def forward(self, x: torch.Tensor, counts: torch.Tensor, path: str) -> torch.Tensor:
+        if path == "gather":  # static shapes: train.compile traces it with the rest of the step
+            expert = torch.repeat_interleave(torch.arange(counts.numel(), device=x.device), counts,
+                                             output_size=x.shape[0])
+            hidden = torch.bmm(x.unsqueeze(1), self.w_in.index_select(0, expert)).squeeze(1)
+            return torch.bmm(self.act(hidden).unsqueeze(1), self.w_out.index_select(0, expert)).squeeze(1)
+        return self.by_blocks(x, counts, path)
+
+    # Never traced by torch.compile (train.compile compiles the rest of the step around it): the
+    # blocks' sizes are data-dependent and fp32 grouped_mm has no fake-tensor kernel.
+    @torch.compiler.disable
+    def by_blocks(self, x: torch.Tensor, counts: torch.Tensor, path: str) -> torch.Tensor:
+        """The paths that treat each expert's block of rows as a block: grouped_mm, padded, loop."""
         if path == "grouped_mm":
             offsets = counts.cumsum(0).to(torch.int32)
             dtype = compute_dtype(x)
@@ -365,11 +379,6 @@ class Experts(nn.Module):
             buffer = buffer.view(n_experts, capacity, -1)
             out = torch.bmm(self.act(torch.bmm(buffer, self.w_in)), self.w_out)
             return out.view(n_experts * capacity, -1).index_select(0, slot)
-        if path == "gather":
-            expert = torch.repeat_interleave(torch.arange(counts.numel(), device=x.device), counts,
-                                             output_size=x.shape[0])
-            hidden = torch.bmm(x.unsqueeze(1), self.w_in.index_select(0, expert)).squeeze(1)
-            return torch.bmm(self.act(hidden).unsqueeze(1), self.w_out.index_select(0, expert)).squeeze(1)
         # unbind once: indexing w[e] per expert would give each expert a full-size gradient (O(E^2))
         w_in, w_out = self.w_in.unbind(0), self.w_out.unbind(0)
         outputs = [self.act(rows @ w_in[e]) @ w_out[e] for e, rows in enumerate(x.split(counts.tolist()))]
