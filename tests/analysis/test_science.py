@@ -178,26 +178,27 @@ def test_dense_and_moe_are_paired_within_a_width_only():
     assert {r["d_model"] for r in pairs} == {32, 64}
 
 
-def width_runs(ratio_at, widths=(32, 48, 64), seeds=(0, 1)):
-    """Dense and one MoE per width, the MoE's bits per total parameter set so that dense over MoE
-    is ratio_at(d_model, seed) under both counts (no embeddings, norms or routers)."""
+def width_runs(ratio_at, widths=(32, 48, 64), seeds=(0, 1), lrs=("0.01", "0.003", "0.003")):
+    """Dense and one MoE per width, labelled as router-width's runs are (the learning rate chosen
+    per width in the label, d_model not), the MoE's bits per total parameter set so that dense
+    over MoE is ratio_at(d_model, seed) under both counts (no embeddings, norms or routers)."""
     runs = []
-    for d in widths:
+    for d, lr in zip(widths, lrs):
         people = 100 * d
         for s in seeds:
             dense = {"attention": 10, "dense_mlp": 90, "routed_experts": 0, "routed_experts_active": 0, "shared_experts": 0}
             moe = dict(dense, dense_mlp=0, routed_experts=90, routed_experts_active=3)
-            runs.append(record(f"dense d_model={d} d_ff={4 * d} n_people={people} seed={s}", 0, 1.0, 0.5,
+            runs.append(record(f"dense d_ff={4 * d} lr={lr} seed={s}", 0, 1.0, 0.5,
                                d_model=d, n_people=people, seed=s, params=dense))
-            runs.append(record(f"E=32 router=learned d_model={d} d_ff={4 * d} expert_width={d} n_people={people} "
-                               f"seed={s}", 32, 0.13, 0.5 / ratio_at(d, s), d_model=d, n_people=people, seed=s, params=moe))
+            runs.append(record(f"E=32 k=1 w={d} router=learned lr={lr} seed={s}", 32, 0.13, 0.5 / ratio_at(d, s),
+                               d_model=d, n_people=people, seed=s, params=moe))
     return runs
 
 
 def test_the_width_trend_is_the_ratios_change_per_doubling_of_d_model():
     # ratio = 4 * (32 / d) ** 0.5 exactly: the gap shrinks by 1/sqrt(2) per doubling, no scatter
     (trend,) = science.width_trend(width_runs(lambda d, s: 4 * (32 / d) ** 0.5))
-    assert trend["moe"] == "E=32 router=learned" and trend["dense"] == "dense"
+    assert trend["moe"] == "E=32 k=1 router=learned" and trend["dense"] == "dense"
     assert trend["widths"] == [32, 48, 64] and trend["points"] == 6
     assert [r.value for r in trend["ratios"]] == pytest.approx([4, 4 * (32 / 48) ** 0.5, 4 * 0.5 ** 0.5])
     assert trend["per_doubling"].value == pytest.approx(2 ** -0.5)
@@ -226,6 +227,13 @@ def test_two_ratios_give_the_line_through_them_without_an_interval():
 
 def test_one_width_has_no_trend():
     assert science.width_trend(width_runs(lambda d, s: 2.0, widths=(32,))) == []
+
+
+def test_a_learning_rate_varied_at_one_width_makes_no_trend():
+    # two learning rates at each width, both reported: which pairs make the line is ambiguous
+    runs = width_runs(lambda d, s: 2.0, widths=(32, 64), lrs=("0.01", "0.01")) + width_runs(
+        lambda d, s: 3.0, widths=(32, 64), lrs=("0.003", "0.003"))
+    assert science.width_trend(runs) == []
 
 
 def test_the_stored_sparsity_frontier_keeps_its_published_knees():

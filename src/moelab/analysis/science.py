@@ -377,7 +377,9 @@ def dense_moe_ratios(records: list[dict]) -> list[dict]:
     return out
 
 
-WIDTH_FIELDS = re.compile(r"\s*\b(d_model|d_ff|expert_width|n_people)=\S+")  # what a width sweep scales together
+# What a width sweep changes with d_model, as run labels spell it: the widths (an expert's is "w"),
+# the base that grows with them, and the learning rate chosen per width (sweeps.selection).
+WIDTH_FIELDS = re.compile(r"\s*\b(d_model|d_ff|w|expert_width|n_people|lr)=\S+")
 
 
 def _doubling_factor(widths: list[float], ratios: list[float]) -> Estimate:
@@ -394,10 +396,11 @@ def _doubling_factor(widths: list[float], ratios: list[float]) -> Estimate:
 
 def width_trend(records: list[dict]) -> list[dict]:
     """Does a MoE's gap to dense close as the model widens? For each MoE configuration measured
-    against dense at two or more widths (the label without d_model, d_ff, expert_width and the base
-    that grows with them): its seed-paired ratios per width (`dense_moe_ratios`) and the factor by
-    which the ratio changes per doubling of d_model, under moelab's count and the paper's. A factor
-    below 1 whose interval stays below 1: the gap closes with width."""
+    against dense at two or more widths (the labels without WIDTH_FIELDS): its seed-paired ratios
+    per width (`dense_moe_ratios`) and the factor by which the ratio changes per doubling of
+    d_model, under moelab's count and the paper's. A factor below 1 whose interval stays below 1:
+    the gap closes with width. A configuration with two pairs at one width (a learning rate varied
+    by the grid, not chosen per width) has no single trend and is left out."""
     by_configuration: dict[tuple[str, str], list[dict]] = {}
     for r in dense_moe_ratios(records):
         if r["d_model"]:
@@ -406,7 +409,8 @@ def width_trend(records: list[dict]) -> list[dict]:
     out = []
     for (dense, moe), rows in by_configuration.items():
         rows = sorted(rows, key=lambda r: r["d_model"])
-        if len({r["d_model"] for r in rows}) < 2:
+        widths_measured = [r["d_model"] for r in rows]
+        if len(set(widths_measured)) < 2 or len(set(widths_measured)) < len(widths_measured):
             continue
         widths = [r["d_model"] for r in rows for _ in r["per_seed"]]
         out.append({"dense": dense, "moe": moe, "widths": [r["d_model"] for r in rows],
