@@ -18,6 +18,7 @@ from moelab.config import REASONING_KINDS
 LEVEL = 0.95
 PROPORTIONS = {"accuracy", "hallucination_rate", "recall_a_after", "recall_b_after"}  # metrics bounded by [0, 1]
 PROPORTION_FLOOR = 1e-4  # logits of 0 and 1 are infinite: clip to this distance from the bounds
+RATIOS = {"dense_over_moe"}  # ratios of positive quantities: intervals on their logs, so they stay above 0
 
 
 def group_label(label: str) -> str:
@@ -67,7 +68,9 @@ class Group:
 
     def interval(self, key: str) -> Estimate:
         """Mean over seeds with a t interval (the value alone for one seed). Proportions (recall,
-        accuracy) get the t interval of their logits, mapped back, so it stays inside [0, 1]."""
+        accuracy) get the t interval of their logits, mapped back, so it stays inside [0, 1];
+        ratios (RATIOS) that of their logs, so it stays above 0 (two seeds 2x apart would otherwise
+        give a lower bound below zero)."""
         v = self.values(key)
         mean = float(v.mean())
         if len(v) < 2:
@@ -77,6 +80,11 @@ class Group:
             logits = special.logit(np.clip(v, PROPORTION_FLOOR, 1 - PROPORTION_FLOOR))
             half = t * logits.std(ddof=1) / math.sqrt(len(v))
             low, high = special.expit(logits.mean() - half), special.expit(logits.mean() + half)
+            return Estimate(mean, float(min(low, mean)), float(max(high, mean)), LEVEL)
+        if key in RATIOS:
+            logs = np.log(v)
+            half = t * logs.std(ddof=1) / math.sqrt(len(v))
+            low, high = math.exp(logs.mean() - half), math.exp(logs.mean() + half)
             return Estimate(mean, float(min(low, mean)), float(max(high, mean)), LEVEL)
         half = t * v.std(ddof=1) / math.sqrt(len(v))
         return Estimate(mean, float(mean - half), float(mean + half), LEVEL)
@@ -350,8 +358,8 @@ def paper_active(record: dict) -> float:
 def dense_moe_ratios(records: list[dict]) -> list[dict]:
     """For each dense and each MoE configuration of the same width and knowledge base: dense bits
     per total parameter over MoE bits per total parameter, under moelab's accounting (every
-    parameter) and the paper's (`paper_total`), with a t interval over the seeds the two share (the
-    ratio per seed, then pooled)."""
+    parameter) and the paper's (`paper_total`), over the seeds the two share: the ratio per seed,
+    their mean, and a t interval of their logs (RATIOS)."""
     runs = [r for r in knowledge_runs(records) if r.get("params")]
     dense = groups([r for r in runs if is_dense(r)])
     moe = groups([r for r in runs if r["n_experts"]])
@@ -372,8 +380,8 @@ def dense_moe_ratios(records: list[dict]) -> list[dict]:
                         "moe_active_fraction": m.mean("active_fraction"),
                         "moe_active_fraction_paper": float(np.mean([paper_active(b) / paper_total(b) for _, b in pairs])),
                         "per_seed": ours, "per_seed_paper": paper,
-                        "ratio": Group("", [{"r": x} for x in ours]).interval("r"),
-                        "ratio_paper": Group("", [{"r": x} for x in paper]).interval("r")})
+                        "ratio": Group("", [{"dense_over_moe": x} for x in ours]).interval("dense_over_moe"),
+                        "ratio_paper": Group("", [{"dense_over_moe": x} for x in paper]).interval("dense_over_moe")})
     return out
 
 
