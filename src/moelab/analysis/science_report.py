@@ -270,8 +270,9 @@ def law_figure(rows: list[dict]) -> bytes:
 
 
 def width_figure(trends: list[dict]) -> bytes:
-    """Dense over MoE bits per total parameter against d_model (log 2), one line per MoE
-    configuration, with the seeds' t interval at each width; the paper's 1.5 dashed."""
+    """Dense over MoE bits per total parameter (log) against d_model (log 2), one line per MoE
+    configuration, with the seeds' interval at each width; the paper's 1.5 dashed. On log axes
+    the per-doubling fit is a straight line."""
     fig, ax = plt.subplots(figsize=(7, 4.3))
     for i, trend in enumerate(trends):
         ax.errorbar(trend["widths"], [e.value for e in trend["ratios"]], yerr=yerrs(trend["ratios"]),
@@ -280,6 +281,7 @@ def width_figure(trends: list[dict]) -> bytes:
     ax.axhline(science.PAPER_RATIO, color="grey", lw=0.8, ls="--", label="Allen-Zhu & Li at 100 exposures (1.5)")
     ax.axhline(1.0, color="grey", lw=0.8, ls=":")
     ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
     widths = sorted({w for t in trends for w in t["widths"]})
     ax.set_xticks(widths, [str(w) for w in widths])
     ax.minorticks_off()
