@@ -26,7 +26,7 @@ With --compile, train.compile (torch.compile of the step's forward and loss as o
 experts eager) against eager for each shape of --profile-shapes, with model FLOP/s against the
 GEMM rate, the compile time and the steps it takes to pay for itself.
 
-    python benchmarks/train_step.py --compile --steps 60
+    python benchmarks/train_step.py --compile --steps 100
 
 With --profile, the shapes whose training steps the science presets pay for (paper-moe's and the
 frontiers'; --profile-shapes picks some): ms per fp32 step, the model's FLOP/s against a 1024^3
@@ -331,10 +331,11 @@ def compile_table(args) -> None:
         fields = PROFILE_SHAPES[name] | ({"model.d_ff": 128, "model.moe.top_k": 1} if moe else {})
         variants = {"eager": fields, "compiled": fields} | ({"gather, compiled": fields | {"model.moe.dispatch": "gather"}}
                                                              if moe else {})
-        cfg = with_fields(load_preset("tiny-dense"), fields)
+        cfgs = {k: with_fields(load_preset("tiny-dense"), v) for k, v in variants.items()}
+        cfg = cfgs["eager"]
         kb = build_knowledge_base(cfg.data)
         torch.manual_seed(0)
-        models = {k: Transformer(with_fields(load_preset("tiny-dense"), v).model, len(kb.vocab)) for k, v in variants.items()}
+        models = {k: Transformer(c.model, len(kb.vocab)) for k, c in cfgs.items()}
         for model in models.values():
             model.load_state_dict(models["eager"].state_dict())
         optimizers = {k: make_optimizer(m, cfg.train, torch.device("cpu")) for k, m in models.items()}

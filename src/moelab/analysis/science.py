@@ -76,15 +76,12 @@ class Group:
         if len(v) < 2:
             return Estimate(mean, math.nan, math.nan, LEVEL)
         t = t_quantile(LEVEL, len(v) - 1)
-        if key in PROPORTIONS:
-            logits = special.logit(np.clip(v, PROPORTION_FLOOR, 1 - PROPORTION_FLOOR))
-            half = t * logits.std(ddof=1) / math.sqrt(len(v))
-            low, high = special.expit(logits.mean() - half), special.expit(logits.mean() + half)
-            return Estimate(mean, float(min(low, mean)), float(max(high, mean)), LEVEL)
-        if key in RATIOS:
-            logs = np.log(v)
-            half = t * logs.std(ddof=1) / math.sqrt(len(v))
-            low, high = math.exp(logs.mean() - half), math.exp(logs.mean() + half)
+        if key in PROPORTIONS or key in RATIOS:  # the interval on an unbounded scale, mapped back
+            to_scale, back = ((lambda x: special.logit(np.clip(x, PROPORTION_FLOOR, 1 - PROPORTION_FLOOR)), special.expit)
+                              if key in PROPORTIONS else (np.log, np.exp))
+            w = to_scale(v)
+            half = t * w.std(ddof=1) / math.sqrt(len(v))
+            low, high = back(w.mean() - half), back(w.mean() + half)
             return Estimate(mean, float(min(low, mean)), float(max(high, mean)), LEVEL)
         half = t * v.std(ddof=1) / math.sqrt(len(v))
         return Estimate(mean, float(mean - half), float(mean + half), LEVEL)
@@ -417,11 +414,11 @@ def width_trend(records: list[dict]) -> list[dict]:
     out = []
     for (dense, moe), rows in by_configuration.items():
         rows = sorted(rows, key=lambda r: r["d_model"])
-        widths_measured = [r["d_model"] for r in rows]
-        if len(set(widths_measured)) < 2 or len(set(widths_measured)) < len(widths_measured):
+        measured = [r["d_model"] for r in rows]
+        if len(set(measured)) < 2 or len(set(measured)) < len(measured):
             continue
         widths = [r["d_model"] for r in rows for _ in r["per_seed"]]
-        out.append({"dense": dense, "moe": moe, "widths": [r["d_model"] for r in rows],
+        out.append({"dense": dense, "moe": moe, "widths": measured,
                     "ratios": [r["ratio"] for r in rows], "points": len(widths),
                     "per_doubling": _doubling_factor(widths, [x for r in rows for x in r["per_seed"]]),
                     "per_doubling_paper": _doubling_factor(widths, [x for r in rows for x in r["per_seed_paper"]])})

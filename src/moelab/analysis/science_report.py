@@ -389,8 +389,9 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
         ratios = [r for r in ratios if abs(r["dense_total"] - r["moe_total"]) <= 0.01 * r["moe_total"]]
     if ratios:
         parts.append("<h2>Dense against MoE: bits per total parameter</h2>")
-        parts.append(note("Dense bits per total parameter over MoE bits per total parameter, seed by seed, then their "
-                          "mean with a t interval of their logs (it stays above 0), counting every parameter (moelab) and as Allen-Zhu & Li count them "
+        parts.append(note("Dense bits per total parameter over MoE bits per total parameter, seed by seed, then "
+                          "their mean with a t interval of their logs (it stays above 0), counting every parameter "
+                          "(moelab) and as Allen-Zhu & Li count them "
                           "(attention, MLPs and experts; no embeddings, norms or routers). Their Result 9: 1.5 "
                           "at 100 exposures, 1.3 at 1,000, for 32 top-1 experts of d-d-d."
                           + (" With a ladder of dense sizes the law is the reference (above); only the dense model "
