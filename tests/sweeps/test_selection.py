@@ -96,3 +96,41 @@ def test_select_set_refuses_lists_seeds_and_selected_fields(tmp_path):
         spec.write_text(SWEEP + "[select.set]\n" + extra + "\n")
         with pytest.raises(ConfigError, match=message):
             load_sweep(spec)
+
+
+NARROWED = SWEEP.replace('[select]', '''[[grid]]
+"model.moe.n_experts" = [8]
+"seed" = [0]
+select = {"train.lr" = [1e-2, 1e-1]}
+[select]''')
+
+
+def test_a_block_may_narrow_the_candidates_its_configurations_try(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text(NARROWED)
+    sweep = load_sweep(spec)
+    trials = selection_runs(sweep)
+    assert len(trials) == 2 * 3 + 2  # the first block's two configurations try all three rates
+    assert sorted(c.config.train.lr for c in trials if c.config.model.moe.n_experts == 8) == [1e-2, 1e-1]
+    executor = InstantExecutor(scored)
+    run_sweep(sweep, Store(tmp_path / "out"), executor)
+    assert [c.train.lr for c in executor.submitted[len(trials):] if c.model.moe.n_experts == 8] == [1e-1]
+    meta = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    record = next(r for r in meta["selection"] if r["configuration"].startswith("E=8"))
+    assert [c["values"]["train.lr"] for c in record["candidates"]] == [1e-2, 1e-1]
+
+
+@pytest.mark.parametrize("select, message", [
+    ('{"train.lr" = [3e-2]}', "may only narrow"),
+    ('{"train.exposures" = [10]}', "may only narrow"),
+    ('{"train.lr" = []}', "non-empty list"),
+    ('"fast"', "table of candidate lists"),
+])
+def test_a_block_select_outside_the_sweeps_candidates_is_refused(tmp_path, select, message):
+    spec = tmp_path / "s.toml"
+    spec.write_text(NARROWED.replace('select = {"train.lr" = [1e-2, 1e-1]}', f"select = {select}"))
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(spec)
+    spec.write_text(NARROWED.split("[select]")[0])
+    with pytest.raises(ConfigError, match=r"grid 2: select: the sweep has no \[select\] table"):
+        load_sweep(spec)

@@ -11,6 +11,8 @@
     "model.d_model" = [32, 48]
     "model.d_ff" = [64, 96]
     [[grid]]                          # further blocks add their runs (e.g. a dense reference)
+    select = {"train.lr" = [1e-2]}    # optional: this block's configurations try only these of
+                                      # [select]'s candidates (a narrower, cheaper selection)
 
     [select]                          # chosen per configuration (optional)
     "train.lr" = [3e-3, 1e-2, 3e-2]   # every configuration is run at each value ...
@@ -54,6 +56,7 @@ class SweepRun:
     key: str  # hash of the resolved config
     label: str  # the varied fields, e.g. "n_experts=8 top_k=1"
     config: RunConfig
+    candidates: dict[str, list[Any]] = field(default_factory=dict)  # its block's `select`: a subset to try
 
 
 @dataclass
@@ -70,8 +73,11 @@ class Selection:
         """Each candidate as the fields a selection run sets (its seed apart)."""
         return [combination | self.overrides for combination in self.combinations()]
 
-    def combinations(self) -> list[dict[str, Any]]:
-        return [dict(zip(self.fields, values)) for values in itertools.product(*self.fields.values())]
+    def combinations(self, run: SweepRun | None = None) -> list[dict[str, Any]]:
+        """Every candidate combination, or those `run`'s grid block narrowed its selection to."""
+        allowed = run.candidates if run is not None else {}
+        return [dict(zip(self.fields, values)) for values in itertools.product(*self.fields.values())
+                if all(value in allowed.get(path, [value]) for path, value in zip(self.fields, values))]
 
 
 @dataclass
@@ -104,7 +110,7 @@ def selection_runs(sweep: Sweep) -> list[SweepRun]:
     runs: dict[str, SweepRun] = {}
     for run in sweep.runs:
         base_label = run.label.split(" seed=")[0]
-        for combination in sweep.selection.combinations():
+        for combination in sweep.selection.combinations(run):
             for seed in sweep.selection.seeds:
                 cfg = with_fields(run.config, combination | sweep.selection.overrides | {"seed": seed})
                 label = f"{base_label} {_describe(combination | sweep.selection.overrides)} seed={seed} (selection)"
@@ -165,6 +171,11 @@ def _selection(data: dict[str, Any], source: str, runs: list[SweepRun]) -> Selec
         raise ConfigError(f"{where} [select.set] {sorted(set(overrides) & set(fields))[0]!r}: a field is "
                           "either selected over or fixed for the selection runs, not both")
     selection = Selection(fields, seeds, by, overrides)
+    for run in runs:
+        for path, values in run.candidates.items():
+            if path not in fields or not set(values) <= set(fields[path]):
+                raise ConfigError(f"{source} grid select {path!r} = {values!r} (run {run.label}): a block may only "
+                                  f"narrow [select]'s candidates ({_describe(fields)}); name some of those values")
     for run in runs:  # every candidate must make a valid run
         for combination in selection.assignments():
             try:
@@ -261,6 +272,21 @@ def _axes(block: dict[str, Any], where: str) -> list[list[dict[str, Any]]]:
     return axes
 
 
+def _block_candidates(table: Any, where: str, data: dict[str, Any]) -> dict[str, list[Any]]:
+    """A grid block's `select = {...}`: the subset of [select]'s candidates its configurations try."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} select = {table!r}: give a table of candidate lists, "
+                          "e.g. select = {\"train.lr\" = [3e-3, 1e-2]}")
+    if table and not data.get("select"):
+        raise ConfigError(f"{where} select: the sweep has no [select] table whose candidates this block "
+                          "could narrow; add one, or drop the block's select")
+    candidates = flatten(table)
+    for path, values in candidates.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where} select {path!r} = {values!r}: give a non-empty list of candidate values")
+    return candidates
+
+
 def load_sweep_data(data: dict[str, Any], source: str, folder: Path | None) -> Sweep:
     """Expand a parsed sweep file into validated run configs. `source` names it in errors."""
     unknown = set(data) - SWEEP_KEYS
@@ -288,10 +314,12 @@ def load_sweep_data(data: dict[str, Any], source: str, folder: Path | None) -> S
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise ConfigError(f"{source}: name = {name!r}: the sweep's name is also its default folder (runs/NAME); "
                           "use letters, digits, '.', '_' and '-' only, starting with a letter or digit")
-    expanded: list[tuple[RunConfig, dict[str, Any], set[str]]] = []  # config, assignment, varied paths
+    expanded: list[tuple[RunConfig, dict[str, Any], set[str], dict]] = []  # config, assignment, varied, candidates
     for b, block in enumerate(blocks):
         where = f"{source} grid {b + 1}:"
-        axes = _axes(dict(block), where)
+        block = dict(block)
+        candidates = _block_candidates(block.pop("select", {}), where, data)
+        axes = _axes(block, where)
         varied = {path for axis in axes if len(axis) > 1 for path in axis[0]}
         for combo in itertools.product(*axes):
             assignment = {path: value for part in combo for path, value in part.items()}
@@ -302,17 +330,17 @@ def load_sweep_data(data: dict[str, Any], source: str, folder: Path | None) -> S
                 cfg = resolve(from_dict(RunConfig, run_dict))
             except ConfigError as err:
                 raise ConfigError(f"{where} run {_describe(assignment)}: {err}") from None
-            expanded.append((cfg, assignment, varied))
+            expanded.append((cfg, assignment, varied, candidates))
     labels = [run_label(cfg, {p: v for p, v in a.items() if p in varied or p in RECIPE_FIELDS})
-              for cfg, a, varied in expanded]
+              for cfg, a, varied, _ in expanded]
     clashing = {label for label in labels if labels.count(label) > 1}
     runs: dict[str, SweepRun] = {}
-    for (cfg, assignment, _), label in zip(expanded, labels):
+    for (cfg, assignment, _, candidates), label in zip(expanded, labels):
         if label in clashing:  # blocks that differ only in fields each fixes: name those fields too
             label = run_label(cfg, assignment)
         cfg.name = f"{name}/{label.replace(' ', ',')}"
         key = run_key(cfg)
-        runs.setdefault(key, SweepRun(key, label, cfg))
+        runs.setdefault(key, SweepRun(key, label, cfg, candidates))
     if not runs:
         raise ConfigError(f"{source}: the grid expands to no runs")
     selection = _selection(data, source, list(runs.values()))

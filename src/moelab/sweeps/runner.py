@@ -98,7 +98,7 @@ def choose(sweep: Sweep, store: Store) -> tuple[dict[str, dict], list[dict]]:
     selection = sweep.selection
     for config_id, runs in by_configuration.items():
         candidates = []
-        for combination in selection.combinations():
+        for combination in selection.combinations(runs[0]):
             keys = [run_key(with_fields(runs[0].config, combination | selection.overrides | {"seed": seed}))
                     for seed in selection.seeds]
             values = [metrics[k][selection.by] for k in keys if k in metrics]
