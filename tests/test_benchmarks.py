@@ -134,3 +134,21 @@ def test_train_step_compile_mode_times_eager_compiled_and_gather_compiled(capsys
     assert out.count("of the GEMM rate") == 3
     for variant in ("eager ", "compiled ", "gather, compiled "):
         assert f"    {variant}" in out
+
+
+@pytest.mark.slow
+def test_before_after_times_a_commit_against_the_checkout_and_removes_its_worktree():
+    import subprocess
+    import sys
+
+    worktrees = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True).stdout
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "before_after.py"), "--before", "HEAD",
+                           "--rounds", "1", "--exposures", "3", "--skip", "5", "--shapes", "paper-moe dense d-4d-d"],
+                          capture_output=True, text=True, cwd=ROOT / "benchmarks")
+    assert done.returncode == 0, done.stderr[-2000:]
+    for variant in ("before", "now", "now, compiled"):
+        assert f"round 1, paper-moe dense d-4d-d, {variant}: " in done.stdout
+    row = done.stdout.strip().splitlines()[-1].split()
+    assert row[:4] == ["paper-moe", "dense", "d-4d-d", row[3]] and float(row[3]) > 0  # before's ms/step
+    assert subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True,
+                          text=True).stdout == worktrees
