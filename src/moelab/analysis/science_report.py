@@ -546,6 +546,7 @@ def selection_section(selection: list[dict]) -> list[str]:
             chosen = "chosen" if c["values"] == record["chosen"] else ""
             rows.append([record["configuration"], values, c["finished"], na(c[by]), chosen])
     return [heading("Selected per configuration"),
-            note(f"Every configuration ran at every candidate on seed(s) {seeds}; the candidate with the "
+            note(f"Every configuration ran at each of its candidates (all of [select]'s, or those its grid "
+                 f"block narrowed them to) on seed(s) {seeds}; the candidate with the "
                  f"highest mean {by} is used for the runs reported below, which use other seeds."),
             table(["configuration", "candidate", "selection runs finished", f"mean {by}", ""], rows)]
