@@ -30,8 +30,7 @@ import tempfile
 import tomllib
 from pathlib import Path
 
-import tomli_w
-
+from moelab.io import toml_dumps
 from moelab.provenance import cpu_model
 from moelab.sweeps.grid import set_path
 from train_step import PROFILE_SHAPES
@@ -75,7 +74,7 @@ def step_ms(source: Path, cfg: dict, folder: Path, skip: int) -> float:
     """Train `cfg` with the moelab under `source`/src; the median ms between steps after `skip`."""
     folder.mkdir(parents=True)
     path = folder / "config.toml"
-    path.write_bytes(tomli_w.dumps(cfg).encode())
+    path.write_text(toml_dumps(cfg))
     env = os.environ | {"PYTHONPATH": str(source / "src"), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", DRIVER, str(path)], env=env, capture_output=True, text=True)
     if done.returncode != 0:
