@@ -13,7 +13,8 @@ both) stamps every step; the step time is the median interval between stamps aft
 
 Speed-ups are per round (before / now on the same round's runs) and the median over rounds, with
 their range. Runs train a small knowledge base (the step's shape does not depend on the number of
-people), one thread each.
+people), one thread each. Both run in this environment, so the earlier commit's own imports must be
+installed (3e43299, the commit before issue 29, imports tomli-w).
 
     python benchmarks/before_after.py --before 3e43299 --rounds 2
 """
