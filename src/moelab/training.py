@@ -182,8 +182,9 @@ def compiled_step_losses(forward: Callable, backend: str = "inductor") -> Callab
     """`step_losses` of `forward` under torch.compile, as one graph from the tokens to the loss
     (embeddings, norms, residuals, attention, MLPs, routers, the output projection and the
     cross-entropy; backward through the same graph). Routed experts' block paths run eager between
-    its pieces (models/moe.py Experts.by_blocks); the gather path is traced. Evaluation stays eager. The sums round differently from the
-    eager step's, so compiled runs are runs of their own (train.compile is in the run key)."""
+    its pieces (models/moe.py Experts.by_blocks); the gather path is traced. Evaluation stays
+    eager. The sums round differently from the eager step's, so compiled runs are runs of their own
+    (train.compile is in the run key)."""
     return torch.compile(lambda inputs, targets, bf16: step_losses(forward, inputs, targets, bf16), backend=backend)
 
 

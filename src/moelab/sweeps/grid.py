@@ -173,7 +173,7 @@ def _selection(data: dict[str, Any], source: str, runs: list[SweepRun]) -> Selec
     selection = Selection(fields, seeds, by, overrides)
     for run in runs:
         for path, values in run.candidates.items():
-            if path not in fields or not set(values) <= set(fields[path]):
+            if path not in fields or any(value not in fields[path] for value in values):
                 raise ConfigError(f"{source} grid select {path!r} = {values!r} (run {run.label}): a block may only "
                                   f"narrow [select]'s candidates ({_describe(fields)}); name some of those values")
     for run in runs:  # every candidate must make a valid run
