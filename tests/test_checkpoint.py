@@ -91,6 +91,8 @@ def test_a_run_killed_midway_resumes_bit_identical(name, tmp_path, checkpoint_ev
     same_run(whole, resumed)
     assert weights_hash(tmp_path / "whole") == weights_hash(tmp_path / "cut")
     assert resumed["resumed_at_steps"] == [35] and whole["resumed_at_steps"] == []
+    assert [s["from_step"] for s in resumed["training_segments"]] == [0, 35]
+    assert [s["from_step"] for s in whole["training_segments"]] == [0]
     assert not (tmp_path / "cut" / RESUME_FILE).exists()  # finished: the final checkpoint supersedes it
 
 
@@ -106,6 +108,38 @@ def test_a_continued_run_killed_in_phase_b_resumes_bit_identical(tmp_path, check
     same_run(whole, resumed)
     assert resumed["continual"]["bits_a_after"] == whole["continual"]["bits_a_after"]
     assert weights_hash(tmp_path / "a" / "whole") == weights_hash(tmp_path / "b" / "cut")
+
+
+def test_every_segment_of_a_run_records_where_it_ran(tmp_path, checkpoint_every):
+    from moelab.provenance import code_commit, device_name
+    cfg = short(small_config(), exposures=10)
+    checkpoint_every(5)
+    killed_at(cfg, tmp_path / "run", 7)  # checkpoint at step 5
+    killed_at(cfg, tmp_path / "run", 12)  # resumed at 5, a second checkpoint before step 12
+    metrics = execute(cfg, tmp_path / "run")
+    segments = metrics["training_segments"]
+    here = {"device": device_name("cpu"), "git_commit": code_commit()}
+    assert len(segments) == 3 and 5 < segments[2]["from_step"] <= 12
+    assert [s["from_step"] for s in segments[1:]] == metrics["resumed_at_steps"] == [5, segments[2]["from_step"]]
+    assert all({k: s[k] for k in here} == here for s in segments)
+
+
+def test_a_checkpoint_from_before_segments_were_recorded_resumes_with_the_first_unknown(tmp_path, checkpoint_every):
+    import safetensors
+    import safetensors.torch
+    cfg = short(small_config(), exposures=10)
+    checkpoint_every(5)
+    killed_at(cfg, tmp_path / "run", 7)
+    path = tmp_path / "run" / RESUME_FILE
+    with safetensors.safe_open(path, "pt") as f:
+        meta = json.loads(f.metadata()["moelab"])
+        tensors = {name: f.get_tensor(name) for name in f.keys()}
+    del meta["segments"]
+    safetensors.torch.save_file(tensors, path, metadata={"moelab": json.dumps(meta)})
+    resumed = execute(cfg, tmp_path / "run")
+    assert resumed["resumed_at_steps"] == [5]
+    assert [(s["from_step"], s["device"]) for s in resumed["training_segments"]][0] == (0, None)
+    assert resumed["training_segments"][1]["from_step"] == 5 and resumed["training_segments"][1]["device"]
 
 
 @pytest.mark.slow

@@ -13,7 +13,8 @@ depends on.
               layer's first-choice experts at the last history record)
     metadata  the run key; the step reached; the data stream's NumPy generator state and Python's
               random state; the loss history and the losses since its last record; tokens seen
-              and seconds trained; a SHA-256 of every tensor's bytes
+              and seconds trained; the training segments so far (the step each began at, its
+              device, commit and torch); a SHA-256 of every tensor's bytes
 
 The data order is regenerated from the seed (training.people_order) and the step is the position
 in it. Router loads are cleared after every optimizer step, so between steps there are none to keep.
@@ -57,6 +58,10 @@ class LoopState:
     data_rng: dict = field(default_factory=dict)  # the NumPy generator's bit_generator.state
     previous_top1: list[torch.Tensor] | None = None  # the routing-churn reference
     previous_facts: list[torch.Tensor] | None = None  # the fact-churn reference
+    # One entry per stretch of training between a start or resume and a stop: the step it began
+    # at and where it ran ({"from_step", "device", "git_commit", "torch"}). A run resumed on
+    # another machine sums in another order from there on (provenance.py), so the record says so.
+    segments: list[dict] = field(default_factory=list)
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -125,7 +130,7 @@ class Checkpointer:
         meta = {
             "format": FORMAT, "run_key": self.run_key, "step": state.step, "tokens": state.tokens,
             "seconds": state.seconds, "history": state.history, "recent": state.recent,
-            "final_loss": state.final_loss, "data_rng": state.data_rng,
+            "final_loss": state.final_loss, "data_rng": state.data_rng, "segments": state.segments,
             "python_rng": random.getstate(), "optimizers": optimizer_plain,
             "churn_layers": None if state.previous_top1 is None else len(state.previous_top1),
             "fact_layers": None if state.previous_facts is None else len(state.previous_facts),
@@ -166,7 +171,10 @@ class Checkpointer:
         return LoopState(step=meta["step"], tokens=meta["tokens"], seconds=meta["seconds"],
                          history=meta["history"], recent=meta["recent"], final_loss=meta["final_loss"],
                          data_rng=meta["data_rng"], previous_top1=references["churn"],
-                         previous_facts=references["fact"])
+                         previous_facts=references["fact"],
+                         # a checkpoint from before segments were recorded: where its steps ran is unknown
+                         segments=meta.get("segments", [{"from_step": 0, "device": None, "git_commit": None,
+                                                         "torch": None}]))
 
     def _set_aside(self, note: str) -> None:
         self.note = note

@@ -232,6 +232,7 @@ def run_metrics(cfg: RunConfig, train_cfg: TrainConfig, counts: ParamCount, resu
         "tokens_per_second": result.tokens / result.seconds if result.seconds else 0.0,
         "resumed_from_checkpoint": result.resumed,
         "resumed_at_steps": result.resumed_at,
+        "training_segments": result.segments,
         "threads": cfg.train.threads,
         "dtype": train_cfg.dtype,
         "compile": train_cfg.compile,

@@ -29,6 +29,7 @@ from moelab.evaluation.routing import fact_positions, routing_churn, top1_expert
 from moelab.knowledge import KnowledgeBase
 from moelab.knowledge.base import TrainingBatch
 from moelab.models import Transformer
+from moelab.provenance import code_commit, device_name
 
 
 CHURN_PARAGRAPHS = 64  # probe paragraphs for routing churn
@@ -45,6 +46,7 @@ class TrainResult:
     warmup_steps: int = 0  # the warmup actually used (see effective_warmup)
     resumed: bool = False  # loaded from the run folder's checkpoint rather than trained now
     resumed_at: list[int] = field(default_factory=list)  # steps a mid-run checkpoint was resumed from
+    segments: list[dict] = field(default_factory=list)  # where each stretch of training ran (checkpoint.LoopState)
 
 
 def n_steps(cfg: TrainConfig, rows_per_exposure: int) -> int:
@@ -263,7 +265,8 @@ def train(
         rng.bit_generator.state = state.data_rng
         if state.previous_facts is None:  # a checkpoint from before fact churn: measured from here on
             state.previous_facts = fact_top1()
-    resumed_at = [state.step] if state.step else []
+    state.segments.append({"from_step": state.step, "device": device_name(device), "git_commit": code_commit(),
+                           "torch": torch.__version__})
     start = time.perf_counter() - state.seconds
     for step in range(state.step, steps):
         if freeze_step is not None and step >= freeze_step:  # (again after a resume: requires_grad is not saved)
@@ -329,4 +332,5 @@ def train(
                                  f"{step + 1:,}/{steps:,}; the checkpoint is {checkpointer.path}")
     return TrainResult(steps=steps, tokens=state.tokens, seconds=time.perf_counter() - start,
                        final_loss=state.final_loss, history=state.history,
-                       warmup_steps=effective_warmup(steps, cfg), resumed_at=resumed_at)
+                       warmup_steps=effective_warmup(steps, cfg),
+                       resumed_at=[segment["from_step"] for segment in state.segments[1:]], segments=state.segments)

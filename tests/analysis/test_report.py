@@ -35,6 +35,10 @@ def ladder():
 def test_report_files_and_escaping(tmp_path):
     rows = ladder()
     rows[0]["label"] = "<script>alert(1)</script>"
+    rows[1]["label"] = "stopped and resumed"
+    rows[1]["metrics"]["training_segments"] = [
+        {"from_step": 0, "device": None, "git_commit": None, "torch": None},
+        {"from_step": 44_715, "device": "cpu (AMD EPYC, AVX-512)", "git_commit": "abc", "torch": "2.13"}]
     rows.append({"key": "bad", "label": "broken", "status": "failed", "reason": "loss <nan> & worse",
                  "metrics": None, "attempts": 1, "updated": 0.0})
     path = write_report(rows, tmp_path, title="t <i>", description="d & <b>")
@@ -46,6 +50,9 @@ def test_report_files_and_escaping(tmp_path):
         records = list(csv.DictReader(handle))
     assert len(records) == len(rows) and {r["status"] for r in records} == {"done", "failed"}
     assert "Routing diagnostics" in page
+    assert "Runs trained in more than one segment" in page and page.count("from step ") == 2
+    assert ("from step 0: not recorded (commit not recorded); from step 44,715: cpu (AMD EPYC, AVX-512) (abc)"
+            in page)
 
 
 def test_attribution_credits_total_parameters():

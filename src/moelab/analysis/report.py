@@ -12,6 +12,7 @@ import csv
 import html
 import math
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -236,9 +237,17 @@ def write_report(rows: list[dict], folder: str | Path, title: str, description: 
         parts.append(heading(f"Routing diagnostics (per MoE layer, on {counts} training paragraphs)"))
         parts.append(table(["run", "layer", "max violation", "dead experts", "router entropy", "load share"],
                             routing))
-    provenance = sorted({(str(m.get("git_commit")), m.get("versions", {}).get("torch", ""), m.get("device", ""))
-                         for r in rows if (m := r["metrics"])})
+    provenance = Counter((str(m.get("git_commit")), m.get("versions", {}).get("torch", ""), m.get("device", ""))
+                         for r in rows if (m := r["metrics"]))
     if provenance:
         parts.append("<h2>Provenance</h2>")
-        parts.append(table(["git commit", "torch", "device"], [list(p) for p in provenance]))
+        parts.append(table(["git commit", "torch", "device (measured on)", "runs"],
+                           [[*p, n] for p, n in sorted(provenance.items())]))
+        resumed = [[r["label"], "; ".join(f"from step {s['from_step']:,}: {s['device'] or 'not recorded'}"
+                                          f" ({s['git_commit'] or 'commit not recorded'})" for s in segments)]
+                   for r in rows if len(segments := (r["metrics"] or {}).get("training_segments", [])) > 1]
+        if resumed:
+            parts.append("<p>Runs trained in more than one segment (stopped and resumed from a mid-run "
+                         "checkpoint). A segment on another CPU sums in another order from its first step.</p>")
+            parts.append(table(["run", "segments"], resumed))
     return write_page(folder / "report.html", title, parts)

@@ -57,6 +57,7 @@ class Metrics(TypedDict, total=False):
     tokens_per_second: float
     resumed_from_checkpoint: bool
     resumed_at_steps: list[int]
+    training_segments: list[dict[str, Any]]  # where each stretch of training ran: from_step, device, git_commit, torch
     threads: int
     dtype: str
     compile: bool
