@@ -52,6 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from moelab.allocator import reuse_freed_memory
 from moelab.config import DataConfig, MemoryConfig, ModelConfig, MoEConfig, RunConfig, TrainConfig, resolve
 from moelab.knowledge import build_knowledge_base
 from moelab.models import Transformer, count_params
@@ -138,6 +139,7 @@ def main() -> None:
                         help="with --mfu: the device's dense peak (H100/H200 SXM bf16: 989)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    reuse_freed_memory()  # as moelab.training.train runs the step (benchmarks/allocator.py: with and without)
 
     if args.profile:
         profile_table(args)

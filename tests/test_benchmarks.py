@@ -152,3 +152,18 @@ def test_before_after_times_a_commit_against_the_checkout_and_removes_its_worktr
     assert row[:4] == ["paper-moe", "dense", "d-4d-d", row[3]] and float(row[3]) > 0  # before's ms/step
     assert subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True,
                           text=True).stdout == worktrees
+
+
+@pytest.mark.slow
+def test_the_allocator_benchmark_shows_the_faults_removed_and_the_loss_unchanged():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "allocator.py"), "--rounds", "1", "--skip", "5",
+                           "--steps", "10", "--shapes", "frontier dense d_ff 4096"],
+                          capture_output=True, text=True, cwd=ROOT / "benchmarks")
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = done.stdout.strip().splitlines()[-1].split()
+    assert row[:4] == ["frontier", "dense", "d_ff", "4096"] and row[-1] == "yes"  # the same loss in both arms
+    glibc_faults, moelab_faults = float(row[4]), float(row[6])
+    assert glibc_faults > 1000 and moelab_faults < glibc_faults / 10  # a [768, 4096] temporary is 3,072 pages

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from moelab.allocator import reuse_freed_memory
 from moelab.checkpoint import Checkpointer, LoopState, stop_reason
 from moelab.config import TrainConfig
 from moelab.distributed import any_rank, mean_over_ranks, sum_over_ranks_, world
@@ -225,6 +226,7 @@ def train(
     """Train `model` on `kb` in place. `on_step(step, steps, loss)` is called after every step.
     With a `checkpointer`, training continues from its mid-run checkpoint where there is one,
     writes one whenever it is due, and on a stop request writes one and raises RunStopped."""
+    reuse_freed_memory()  # no page faults for the step's large temporaries (allocator.py)
     rng = np.random.default_rng(seed)
     order = people_order(kb.n_people, cfg.exposures, rng, kb.junk_per_exposure, kb.unknown_per_exposure)
     steps = n_steps(cfg, kb.n_people + kb.junk_per_exposure + kb.unknown_per_exposure)
