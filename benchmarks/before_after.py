@@ -3,8 +3,10 @@
 For each of the profile's shapes (train_step.PROFILE_SHAPES: paper-moe's and the frontiers'),
 each version's own `moelab.training.train` runs the same config in a process of its own, the
 earlier commit's from a temporary git worktree, taking turns. Its `on_step` callback (the same in
-both) stamps every step; the step time is the median interval between stamps after the first
---skip steps (start-up, the first steps and compiling stay out). Variants:
+both) stamps every step with the wall clock and the process's CPU time; the step time is the
+median interval between stamps after the first --skip steps (start-up, the first steps and
+compiling stay out), in wall and in CPU time. On a machine that other processes share, the wall
+time includes the time they held the core and the CPU time does not. Variants:
 
     before        the earlier commit, the config as the presets ran it (eager)
     now           this checkout, the same config
@@ -66,13 +68,15 @@ torch.manual_seed(cfg.seed)
 kb = build_knowledge_base(cfg.data)
 model = Transformer(cfg.model, len(kb.vocab))
 stamps = []
-train(model, kb, cfg.train, cfg.seed, torch.device("cpu"), on_step=lambda *_: stamps.append(time.perf_counter()))
+train(model, kb, cfg.train, cfg.seed, torch.device("cpu"),
+      on_step=lambda *_: stamps.append((time.perf_counter(), time.process_time())))
 print(json.dumps(stamps))
 """
 
 
-def step_ms(source: Path, cfg: dict, folder: Path, skip: int) -> float:
-    """Train `cfg` with the moelab under `source`/src; the median ms between steps after `skip`."""
+def step_ms(source: Path, cfg: dict, folder: Path, skip: int) -> dict[str, float]:
+    """Train `cfg` with the moelab under `source`/src; the median wall and CPU ms between steps
+    after `skip`."""
     folder.mkdir(parents=True)
     path = folder / "config.toml"
     path.write_text(toml_dumps(cfg))
@@ -81,7 +85,8 @@ def step_ms(source: Path, cfg: dict, folder: Path, skip: int) -> float:
     if done.returncode != 0:
         raise SystemExit(f"training under {source} failed ({done.returncode}):\n{done.stderr[-2000:]}")
     stamps = json.loads(done.stdout.strip().splitlines()[-1])[skip:]
-    return 1e3 * statistics.median(b - a for a, b in zip(stamps, stamps[1:]))
+    return {clock: 1e3 * statistics.median(b[i] - a[i] for a, b in zip(stamps, stamps[1:]))
+            for i, clock in enumerate(("wall", "CPU"))}
 
 
 def main() -> None:
@@ -98,7 +103,7 @@ def main() -> None:
         raise SystemExit(f"--shapes: unknown {unknown[0]!r}; the shapes are {', '.join(PROFILE_SHAPES)}")
 
     variants = {"before": False, "now": False, "now, compiled": True}
-    times: dict[tuple[str, str], list[float]] = {}
+    times: dict[tuple[str, str], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         before = Path(tmp) / "before"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force", str(before), args.before],
@@ -111,21 +116,24 @@ def main() -> None:
                         cfg = config(PROFILE_SHAPES[shape], args.exposures, compiled)
                         folder = Path(tmp) / f"r{r}" / shape.replace(" ", "_") / variant.replace(", ", "_")
                         times.setdefault((shape, variant), []).append(step_ms(source, cfg, folder, args.skip))
-                        print(f"round {r + 1}, {shape}, {variant}: {times[shape, variant][-1]:.2f} ms/step", flush=True)
+                        last = times[shape, variant][-1]
+                        print(f"round {r + 1}, {shape}, {variant}: {last['wall']:.2f} ms/step ({last['CPU']:.2f} "
+                              "CPU)", flush=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)], capture_output=True)
 
     steps = args.exposures * PEOPLE // 32
-    print(f"\n{cpu_model()}, one thread; {args.before} against this checkout; median ms between fp32 steps "
-          f"{args.skip + 1}-{steps} of a run, median of {args.rounds} round(s); speed-ups with their range over rounds")
-    print(f"{'shape':34} {'before':>8} {'now':>8} {'compiled':>9} | {'now':>16} {'compiled':>16}")
-    for shape in shapes:
-        ms = {v: times[shape, v] for v in variants}
-        ratios = {v: [b / t for b, t in zip(ms["before"], ms[v])] for v in ("now", "now, compiled")}
-        cells = [f"{statistics.median(r):.2f} [{min(r):.2f}, {max(r):.2f}]" for r in ratios.values()]
-        print(f"{shape:34} {statistics.median(ms['before']):>8.2f} {statistics.median(ms['now']):>8.2f} "
-              f"{statistics.median(ms['now, compiled']):>9.2f} | {cells[0]:>16} {cells[1]:>16}")
-
+    for clock in ("wall", "CPU"):  # CPU time leaves out the time other processes held the core
+        print(f"\n{cpu_model()}, one thread; {args.before} against this checkout; median {clock} ms between fp32 "
+              f"steps {args.skip + 1}-{steps} of a run, median of {args.rounds} round(s); speed-ups with their range "
+              "over rounds")
+        print(f"{'shape':34} {'before':>8} {'now':>8} {'compiled':>9} | {'now':>16} {'compiled':>16}")
+        for shape in shapes:
+            ms = {v: [t[clock] for t in times[shape, v]] for v in variants}
+            ratios = {v: [b / t for b, t in zip(ms["before"], ms[v])] for v in ("now", "now, compiled")}
+            cells = [f"{statistics.median(r):.2f} [{min(r):.2f}, {max(r):.2f}]" for r in ratios.values()]
+            print(f"{shape:34} {statistics.median(ms['before']):>8.2f} {statistics.median(ms['now']):>8.2f} "
+                  f"{statistics.median(ms['now, compiled']):>9.2f} | {cells[0]:>16} {cells[1]:>16}")
 
 if __name__ == "__main__":
     main()
