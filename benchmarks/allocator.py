@@ -19,16 +19,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
 
+from before_after import PEOPLE, config
+from moelab.allocator import USER_SETTINGS
 from moelab.io import toml_dumps
 from moelab.provenance import cpu_model
-from moelab.sweeps.grid import set_path
 from train_step import ONE_LAYER, PROFILE_SHAPES
 
-ROOT = Path(__file__).resolve().parent.parent
-PEOPLE = 320  # 10 steps an exposure at batch 32
 SHAPES = PROFILE_SHAPES | {
     "frontier-v3 dense d_ff 1024": ONE_LAYER | {"model.d_ff": 1024},
     "frontier-v3 4 experts w1536 stable": ONE_LAYER | {"model.moe.n_experts": 4, "model.moe.expert_width": 1536,
@@ -61,15 +59,6 @@ print(json.dumps({"faults": (f1 - f0) / n, "system_ms": 1e3 * (s1 - s0) / n, "cp
 """
 
 
-def config(fields: dict, steps: int) -> dict:
-    data = tomllib.loads((ROOT / "src/moelab/presets/tiny-dense.toml").read_text()) | {"name": "allocator"}
-    exposures = -(-steps * 32 // PEOPLE)
-    for path, value in (fields | {"data.n_people": PEOPLE, "train.exposures": exposures,
-                                  "train.threads": 1}).items():
-        set_path(data, path, value)
-    return data
-
-
 def measure(cfg: dict, arm: str, first: int, last: int, folder: Path) -> dict:
     folder.mkdir(parents=True)
     (folder / "config.toml").write_text(toml_dumps(cfg))
@@ -92,9 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = [s for s in shapes if s not in SHAPES]
     if unknown:
         raise SystemExit(f"--shapes: unknown {unknown[0]!r}; the shapes are {', '.join(SHAPES)}")
-    if any(os.environ.get(name) for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES",
-                                             "LD_PRELOAD")):
-        raise SystemExit("unset MALLOC_*_, GLIBC_TUNABLES and LD_PRELOAD: they set the allocator for both arms")
+    if any(os.environ.get(name) for name in USER_SETTINGS):
+        raise SystemExit(f"unset {', '.join(USER_SETTINGS)}: they set the allocator for both arms")
     first, last = args.skip, args.skip + args.steps
     results: dict[tuple[str, str], list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,7 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
             for shape in shapes:
                 for arm in ("glibc", "moelab"):
                     folder = Path(tmp) / f"r{r}" / shape.replace(" ", "_") / arm
-                    row = measure(config(SHAPES[shape], last + 1), arm, first, last, folder)
+                    exposures = -(-(last + 1) * 32 // PEOPLE)  # enough for steps first..last
+                    row = measure(config(SHAPES[shape], exposures, compiled=False), arm, first, last, folder)
                     results.setdefault((shape, arm), []).append(row)
                     print(f"round {r + 1}, {shape}, {arm}: {row['faults']:.0f} faults, {row['wall_ms']:.2f} ms/step",
                           flush=True)

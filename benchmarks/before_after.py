@@ -135,5 +135,6 @@ def main() -> None:
             print(f"{shape:34} {statistics.median(ms['before']):>8.2f} {statistics.median(ms['now']):>8.2f} "
                   f"{statistics.median(ms['now, compiled']):>9.2f} | {cells[0]:>16} {cells[1]:>16}")
 
+
 if __name__ == "__main__":
     main()

@@ -4,12 +4,12 @@ import sys
 
 import pytest
 
-from moelab.allocator import reuse_freed_memory
+from moelab.allocator import USER_SETTINGS, reuse_freed_memory
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_it_applies_on_linux_with_glibc(monkeypatch):
-    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES", "LD_PRELOAD"):
+    for name in USER_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     assert reuse_freed_memory() is True
 

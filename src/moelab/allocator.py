@@ -16,7 +16,6 @@ benchmarks/allocator.py measures faults and step time with and without.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -33,9 +32,8 @@ def reuse_freed_memory() -> bool:
     how to allocate (MALLOC_*_ or GLIBC_TUNABLES, or a preloaded allocator such as jemalloc)."""
     if not sys.platform.startswith("linux") or any(os.environ.get(name) for name in USER_SETTINGS):
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+    try:  # the C library's symbols are the process's own: no library search (a subprocess) per call
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # musl and others have no mallopt
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
