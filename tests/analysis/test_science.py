@@ -47,6 +47,53 @@ def test_frontier_from_seeded_runs():
     assert k90.low <= k90.value <= k90.high and k50.low <= k50.value <= k50.high
 
 
+def with_params(run, attention=1_000, experts=90_000, active_experts=None):
+    """A record with the accounting's parts, so the paper's count applies (no embeddings or routers)."""
+    e = run["n_experts"]
+    active = active_experts if active_experts is not None else experts // e
+    return {**run, "params": {"attention": attention, "dense_mlp": 0, "routed_experts": experts,
+                              "routed_experts_active": active, "shared_experts": 0}}
+
+
+def test_the_ratio_at_three_percent_active_is_interpolated_between_the_configurations_either_side():
+    runs = [record(f"dense seed={s}", 0, 1.0, 1.0 + d) for s, d in enumerate((-0.01, 0.0, 0.01))]
+    for s in range(3):
+        runs.append(with_params(record(f"E=16 seed={s}", 16, 0.1, 0.8 + 0.01 * (s - 1))))
+        runs.append(with_params(record(f"E=64 seed={s}", 64, 0.05, 0.6 + 0.01 * (s - 1))))
+        runs.append(with_params(record(f"E=256 seed={s}", 256, 0.02, 0.2 + 0.1 * (s - 1))))
+    [f] = science.frontiers(runs, n_boot=400)
+    by_count = {t.count: t for t in f.at_target}
+    moelab = by_count["moelab"]  # 5% -> 0.6 and 2% -> 0.2: at 3%, log-linear between them
+    t = math.log(0.03 / 0.05) / math.log(0.02 / 0.05)
+    assert moelab.between == ("E=64", "E=256") and moelab.ratio.value == pytest.approx(0.6 + t * (0.2 - 0.6))
+    assert moelab.ratio.low < moelab.ratio.value < moelab.ratio.high
+    assert [round(x, 2) for x in f.points[-1].seed_ratios] == [0.1, 0.2, 0.3]
+    # the paper's count: attention 1K plus one expert's 90K / E over 91K: 16 -> 7.3%, 64 -> 2.6%, 256 -> 1.5%
+    paper = by_count["paper"]
+    assert paper.between == ("E=16", "E=64")
+    assert f.points[1].paper_fraction == pytest.approx((1_000 + 90_000 // 64) / 91_000)
+    # the sparsest configuration above the target: no bracket, no ratio there
+    [f] = science.frontiers([r for r in runs if not r["label"].startswith("E=256")], n_boot=50)
+    assert [t.count for t in f.at_target] == ["paper"]
+
+
+def test_interpolate_at_is_linear_in_log_fraction_and_nan_outside():
+    assert science.interpolate_at([(0.1, 1.0), (0.01, 0.0)], 10 ** -1.5) == pytest.approx(0.5)
+    assert science.interpolate_at([(0.1, 1.0), (0.01, 0.0)], 0.1) == pytest.approx(1.0)
+    assert math.isnan(science.interpolate_at([(0.1, 1.0), (0.01, 0.0)], 0.005))
+
+
+def test_plateau_exit_is_when_the_loss_first_lies_a_tenth_of_a_nat_below_its_early_plateau():
+    steps = range(100, 10_100, 100)
+    took_off = [{"step": s, "loss": 2.0 if s <= 4_000 else 2.0 - 0.0001 * (s - 4_000)} for s in steps]
+    stalled = [{"step": s, "loss": 2.0 - 0.000005 * s} for s in steps]  # drifts 0.05 nats in the whole run
+    early_fall = [{"step": s, "loss": 5.0 - 0.003 * s if s < 1_000 else 2.0} for s in steps]  # format learning first
+    assert science.plateau_exit(record("a", 4, 0.3, 1.0, history=took_off)) == 5_000
+    assert science.plateau_exit(record("b", 4, 0.3, 1.0, history=stalled)) == math.inf
+    assert science.plateau_exit(record("c", 4, 0.3, 1.0, history=early_fall)) == math.inf  # its plateau is 2.0
+    assert science.plateau_exit(record("d", 4, 0.3, 1.0)) is None
+
+
 def routed(router):
     return {"config": {"model": {"moe": {"router": router}}}}
 
@@ -63,9 +110,12 @@ def test_the_dense_law_is_the_reference_where_a_ladder_of_dense_sizes_was_run(tm
     total = 400_000
     runs.append(record("dense d_ff=big seed=0", 0, 1.0, 0.8 * law(total) / total, p_total=total))
     expected = law(total) / total
+    took_off = [{"step": s, "loss": 2.0 if s <= 400 else 2.0 - 0.001 * (s - 400)} for s in range(100, 1100, 100)]
+    stalled = [{"step": s, "loss": 2.0} for s in range(100, 1100, 100)]
     for s in range(2):
         for e, fraction, share in ((4, 0.3, 0.9), (16, 0.1, 0.6), (256, 0.025, 0.3)):
-            runs.append(record(f"E={e} router=hash seed={s}", e, fraction, share * expected, p_total=total, **routed("hash")))
+            runs.append(record(f"E={e} router=hash seed={s}", e, fraction, share * expected, p_total=total,
+                               history=stalled if e == 256 else took_off, **routed("hash")))
             runs.append(record(f"E={e} seed={s}", e, fraction, share / 2 * expected, p_total=total + 2_000,
                                **routed("learned")))
     reference = science.dense_reference(runs, total, n_boot=300)
@@ -95,6 +145,12 @@ def test_the_dense_law_is_the_reference_where_a_ladder_of_dense_sizes_was_run(tm
     pairs = page[page.index("Dense against MoE"):]
     pairs = pairs[:pairs.index("<h2>")]
     assert "dense d_ff=big" in pairs and "dense d_ff=10000" not in pairs  # the law is the reference, not each rung
+    assert "At 3% active" in page and "E=16 router=hash / E=256 router=hash" in page
+    seeds = page[page.index("<h2>Seed by seed"):]
+    seeds = seeds[:seeds.index("<h2>", 4)]
+    assert (tmp_path / "loss_curves.png").exists()
+    assert seeds.count("<td>never</td>") == 2 and seeds.count("<td>500</td>") == 4  # E=256's two seeds stalled
+    assert seeds.count("a rung of the law") == 6
 
 
 def test_no_law_from_dense_runs_that_share_a_size_or_differ_in_base():

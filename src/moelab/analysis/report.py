@@ -23,7 +23,7 @@ from moelab.analysis import science
 from moelab.analysis import fit
 from moelab.analysis.fit import Estimate, LogLinearFit, pearson, support_problem
 from moelab.analysis.html import heading, img, png, save_png, table, write_page
-from moelab.analysis.science_report import science_sections, selection_section
+from moelab.analysis.science_report import exit_cell, science_sections, selection_section
 from moelab.io import atomic_write
 
 COLUMNS = ["label", "status", "n_experts", "memory_kind", "memory_slots", "top_k", "expert_width", "granularity",
@@ -31,7 +31,7 @@ COLUMNS = ["label", "status", "n_experts", "memory_kind", "memory_slots", "top_k
            "bits_per_active_param", "accuracy", "omniscience_index", "hallucination_rate", "max_violation",
            "dead_experts", "exposures", "steps", "seed", "wall_seconds", "reason", "key",
            "unknown_fraction", "omniscience_threshold", "bits_gained_b", "bits_lost_a", "forgetting",
-           "late_loss_drop"]
+           "late_loss_drop", "plateau_exit_step"]
 
 
 def flatten_run(row: dict) -> dict:
@@ -49,6 +49,8 @@ def flatten_run(row: dict) -> dict:
     record["routing"], record["fact_routing"] = routing, m.get("fact_routing", [])  # per layer; not CSV columns
     drop = science.late_loss_drop(record)  # how far from a plateau the run ended
     record["late_loss_drop"] = "" if drop is None else drop
+    exit_step = science.plateau_exit(record)  # when memorization took off (inf: never)
+    record["plateau_exit_step"] = "" if exit_step is None else exit_step
     record["data_kind"] = m.get("data_kind", "")
     record["n_people"] = m.get("n_people")
     record["d_model"] = m.get("config", {}).get("model", {}).get("d_model")
@@ -219,10 +221,12 @@ def write_report(rows: list[dict], folder: str | Path, title: str, description: 
     parts += science_sections(analysed, folder)
     parts.append("<h2>Runs</h2>")
     headers = ["run", "E", "k", "expert width", "P_total", "P_active", "active fraction", "bits",
-               "bits/param", "bits/active param", "recall", "loss fall, last 10% of steps", "time (s)", "status"]
+               "bits/param", "bits/active param", "recall", "loss fall, last 10% of steps", "left the plateau at step",
+               "time (s)", "status"]
     parts.append(table(headers, [[r["label"], r["n_experts"], r["top_k"], r["expert_width"], r["p_total"],
                                    r["p_active"], r["active_fraction"], r["bits"], r["bits_per_param"],
-                                   r["bits_per_active_param"], r["accuracy"], r["late_loss_drop"], r["wall_seconds"],
+                                   r["bits_per_active_param"], r["accuracy"], r["late_loss_drop"],
+                                   exit_cell(r["plateau_exit_step"]), r["wall_seconds"],
                                    r["status"] + (f": {r['reason']}" if r["reason"] else "")]
                                   for r in records]))
     routing, paragraphs = [], set()

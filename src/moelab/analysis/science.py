@@ -199,6 +199,18 @@ class FrontierPoint:
     n_seeds: int
     ratio: Estimate  # bits per total parameter relative to the dense reference (t interval over seeds)
     ratio_with_reference: Estimate  # the same with the reference's own uncertainty (bootstrap percentiles)
+    seed_ratios: list[float] = field(default_factory=list)  # each seed's ratio: a spread that is bimodal shows here
+    paper_fraction: float | None = None  # active fraction by the paper's count (`paper_active`), where known
+
+
+@dataclass
+class TargetRatio:
+    """Bits per total parameter relative to the reference at one active fraction, interpolated in
+    log active fraction between the two measured configurations either side of it."""
+    fraction: float
+    count: str  # "moelab" (every parameter) or "paper" (`paper_total`, `paper_active`)
+    between: tuple[str, str]  # the configurations either side, denser first
+    ratio: Estimate  # bootstrap percentiles over seeds and the reference's runs
 
 
 @dataclass
@@ -210,6 +222,7 @@ class Frontier:
     curve: list[tuple[float, float]]  # the frontier itself: (active fraction, ratio), dense first
     smallest_fraction: float
     sparsest: FrontierPoint  # the sparsest configuration measured: the verdict at the floor
+    at_target: list[TargetRatio] = field(default_factory=list)  # at TARGET_FRACTION, per count that brackets it
 
 
 def _ratio_curve(dense: float, moe: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -235,6 +248,26 @@ def knee(curve: list[tuple[float, float]], level: float) -> float:
     return math.nan
 
 
+def interpolate_at(points: list[tuple[float, float]], fraction: float) -> float:
+    """The value at `fraction` on the line through (active fraction, value) points, linear in log
+    active fraction between the two measured either side of it; nan outside their range."""
+    points = sorted(points)
+    for (f0, v0), (f1, v1) in zip(points, points[1:]):
+        if f0 <= fraction <= f1:
+            t = 0.0 if f1 == f0 else (math.log(fraction) - math.log(f0)) / (math.log(f1) - math.log(f0))
+            return v0 + t * (v1 - v0)
+    return math.nan
+
+
+def _bracket(fractions: list[float], target: float) -> tuple[int, int] | None:
+    """Indices of the sparsest configuration at or above `target` and the densest below it."""
+    above = [i for i, f in enumerate(fractions) if f >= target]
+    below = [i for i, f in enumerate(fractions) if f < target]
+    if not above or not below:
+        return None
+    return min(above, key=lambda i: fractions[i]), max(below, key=lambda i: fractions[i])
+
+
 def sparse_total(records: list[dict]) -> float | None:
     """The MoE runs' total parameters (their median), which the frontier holds fixed; None without MoE runs."""
     totals = [r["p_total"] for r in knowledge_runs(records) if r["n_experts"]]
@@ -243,13 +276,16 @@ def sparse_total(records: list[dict]) -> float | None:
 
 PAPER_RATIO = 1.5  # Allen-Zhu & Li's Result 9: 32 top-1 experts store 1.5x fewer bits per total parameter than dense
 KNEE_LEVELS = (0.9, 1 / PAPER_RATIO, 0.5)  # 90% and 50% of dense, and within the paper's 1.5x
+TARGET_FRACTION = 0.03  # the regime the lab's question is about: Kimi K2 runs ~3% of its parameters active
 
 
-def frontiers(records: list[dict], levels=KNEE_LEVELS, n_boot: int = 2000, seed: int = 0) -> list[Frontier]:
+def frontiers(records: list[dict], levels=KNEE_LEVELS, n_boot: int = 2000, seed: int = 0,
+              target: float = TARGET_FRACTION) -> list[Frontier]:
     """One frontier per router: bits per total parameter against active fraction at the MoE runs'
     fixed total, relative to the dense reference there (`dense_reference`); knees on the frontier
-    (the best configuration at each sparsity, see `_ratio_curve`) with percentile intervals from
-    resampling seeds within each group and the reference's runs within each dense size."""
+    (the best configuration at each sparsity, see `_ratio_curve`) and the ratio at `target` active
+    (`TargetRatio`, by moelab's count and by the paper's) with percentile intervals from resampling
+    seeds within each group and the reference's runs within each dense size."""
     total = sparse_total(records)
     if total is None:
         return []
@@ -257,12 +293,17 @@ def frontiers(records: list[dict], levels=KNEE_LEVELS, n_boot: int = 2000, seed:
     reference = dense_reference(records, total, n_boot, seed)
     if reference is None:
         return []
+    quantiles = (0.5 - LEVEL / 2, 0.5 + LEVEL / 2)
     out = []
     for router in sorted({router_of(r) for r in sparse}):
         moe = groups([r for r in sparse if router_of(r) == router and abs(r["p_total"] / total - 1) < SAME_TOTAL])
         if len(moe) < 2:
             continue
         fractions = [g.mean("active_fraction") for g in moe]
+        paper = ([float(np.mean([paper_active(r) / paper_total(r) for r in g.runs])) for g in moe]
+                 if all(r.get("params") for g in moe for r in g.runs) else None)
+        counts = {"moelab": fractions, **({"paper": paper} if paper else {})}
+        brackets = {name: b for name, f in counts.items() if (b := _bracket(f, target)) is not None}
         samples = [g.values("bits_per_param") for g in moe]
         denominator = reference.bits_per_param.value
         curve = _ratio_curve(denominator, [(f, s.mean()) for f, s in zip(fractions, samples)])
@@ -281,16 +322,24 @@ def frontiers(records: list[dict], levels=KNEE_LEVELS, n_boot: int = 2000, seed:
         for level in levels:
             draws = np.array(boot[level])
             reached = draws[np.isfinite(draws)]
-            low, high = (np.quantile(reached, [0.5 - LEVEL / 2, 0.5 + LEVEL / 2]) if len(reached) == len(draws)
+            low, high = (np.quantile(reached, quantiles) if len(reached) == len(draws)
                          else (math.nan, math.nan))  # some resamples never cross: no finite interval
             knees[level] = Estimate(knee(curve, level), float(low), float(high), LEVEL)
+        at_target = []
+        for name, (a, b) in brackets.items():
+            f = counts[name]
+            value = interpolate_at([(f[a], samples[a].mean() / denominator), (f[b], samples[b].mean() / denominator)],
+                                   target)
+            draws = [interpolate_at([(f[a], ra), (f[b], rb)], target) for ra, rb in zip(boot_ratios[a], boot_ratios[b])]
+            at_target.append(TargetRatio(target, name, (moe[a].label, moe[b].label),
+                                         Estimate(value, *map(float, np.quantile(draws, quantiles)), LEVEL)))
         points = []
         for i in sorted(range(len(moe)), key=lambda i: -fractions[i]):
             seeds = Group(moe[i].label, [{"r": x} for x in samples[i] / denominator]).interval("r")
-            both = Estimate(seeds.value, *map(float, np.quantile(boot_ratios[i], [0.5 - LEVEL / 2, 0.5 + LEVEL / 2])),
-                            LEVEL)
-            points.append(FrontierPoint(moe[i].label, fractions[i], len(samples[i]), seeds, both))
-        out.append(Frontier(router, reference, points, knees, curve, min(fractions), points[-1]))
+            both = Estimate(seeds.value, *map(float, np.quantile(boot_ratios[i], quantiles)), LEVEL)
+            points.append(FrontierPoint(moe[i].label, fractions[i], len(samples[i]), seeds, both,
+                                        [float(x) for x in samples[i] / denominator], paper[i] if paper else None))
+        out.append(Frontier(router, reference, points, knees, curve, min(fractions), points[-1], at_target))
     return out
 
 
@@ -438,6 +487,25 @@ def late_loss_drop(record: dict, tail: float = 0.1) -> float | None:
     if len(late) < 2 or late[0]["loss"] <= 0:
         return None
     return (late[0]["loss"] - late[-1]["loss"]) / late[0]["loss"]
+
+
+PLATEAU_EXIT_DROP = 0.1  # nats a token: ~100x the noise of a history record's loss on the frontier's runs
+EARLY = 0.1  # the flat stretch before memorization is looked for in the first tenth of a run
+
+
+def plateau_exit(record: dict, drop: float = PLATEAU_EXIT_DROP, early: float = EARLY) -> float | None:
+    """When memorization took off: the first history step at which the training loss lay `drop`
+    nats a token below the lowest loss of the run's first `early` of steps. That early stretch is
+    the long flat one where a run has learned the text's format and how often each value occurs
+    but no fact yet (Allen-Zhu & Li's knowledge curves stay flat there before recall climbs); a run
+    that leaves it late has fewer steps left to store facts. math.inf when the loss never fell that
+    far (a run that stalled); None without a history."""
+    history = [r for r in record.get("history") or [] if "loss" in r]
+    if not history:
+        return None
+    end = history[-1]["step"]
+    plateau = min(r["loss"] for r in history if r["step"] <= early * end or r is history[0])
+    return next((float(r["step"]) for r in history if r["loss"] <= plateau - drop), math.inf)
 
 
 # ---------------------------------------------------------------------------------------------

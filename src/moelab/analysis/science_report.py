@@ -334,6 +334,118 @@ def token_id_section(records: list[dict]) -> list[str]:
                    "busiest expert's share of the predictions"], rows)]
 
 
+def exit_cell(step) -> str | float:
+    """A `plateau_exit` step for a table: "never" for a run whose loss never left the plateau."""
+    return "never" if step == math.inf else step
+
+
+def target_section(fronts: list[science.Frontier]) -> list[str]:
+    """Each router's bits per total parameter relative to the reference at TARGET_FRACTION active,
+    by each parameter count whose measured configurations bracket it; the sparsest point where none do."""
+    target = science.TARGET_FRACTION
+    rows = [[f.router, t.count, " / ".join(t.between), *estimate_cells(t.ratio)] for f in fronts for t in f.at_target]
+    rows += [[f.router, count, f"not reached: sparsest is {f.sparsest.label} at {fraction:.1%}", "n/a", "n/a", "n/a"]
+             for f in fronts for count, fraction in (("moelab", f.sparsest.active_fraction),
+                                                     ("paper", f.sparsest.paper_fraction))
+             if fraction is not None and count not in {t.count for t in f.at_target}]
+    if not rows:
+        return []
+    return [heading(f"At {target:.0%} active"),
+            note(f"Bits per total parameter relative to the reference at {target:.0%} active, the regime the "
+                 "question is about, interpolated in log active fraction between the two configurations either "
+                 "side of it (their means over seeds); by moelab's count (every parameter a token reads, routers "
+                 "included) and by the paper's (attention and experts). The interval resamples seeds and the "
+                 "reference's runs."),
+            table(["router", "count", "between", "ratio to dense", "95% low", "95% high"], rows)]
+
+
+def _loss_history(record: dict) -> list[tuple[float, float]]:
+    return [(h["step"], h["loss"]) for h in record.get("history") or [] if "loss" in h]
+
+
+def loss_curves_figure(fronts: list[science.Frontier], records: list[dict]) -> bytes:
+    """Training loss against step for every run of the frontier, one panel per router with a
+    history, one colour per configuration (all its seeds), the dense runs in grey: when each seed
+    left the plateau shows here."""
+    knowledge = science.knowledge_runs(records)
+    panels = []
+    for f in fronts:
+        by_label = {p.label: [r for r in knowledge if r["n_experts"] and science.router_of(r) == f.router
+                              and science.group_label(r["label"]) == p.label and _loss_history(r)]
+                    for p in f.points}
+        if any(by_label.values()):
+            panels.append((f, by_label))
+    dense = [r for r in knowledge if science.is_dense(r) and _loss_history(r)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), sharey=True, squeeze=False,
+                             layout="constrained")
+    for ax, (f, by_label) in zip(axes[0], panels):
+        for n, r in enumerate(dense):
+            ax.plot(*zip(*_loss_history(r)), color="grey", lw=0.7, label="dense" if n == 0 else None)
+        for i, p in enumerate(f.points):  # denser first
+            colour = plt.cm.viridis(i / max(1, len(f.points) - 1))
+            for n, r in enumerate(by_label[p.label]):
+                ax.plot(*zip(*_loss_history(r)), color=colour, lw=0.8,
+                        label=f"{r['n_experts']} experts ({p.active_fraction:.1%} active)" if n == 0 else None)
+        ax.set_title(f"{f.router} router", fontsize=9)
+        plateau = max(min(loss for _, loss in _loss_history(r)[:max(2, len(_loss_history(r)) // 10)])
+                      for r in dense + [r for rs in by_label.values() for r in rs])
+        ax.set_ylim(top=plateau + 0.15)  # the first steps' loss (the vocabulary's entropy) would flatten the rest
+        ax.set_xlabel("step")
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("training loss (nats a token)")
+    return png(fig, dpi=100)
+
+
+def seeds_section(fronts: list[science.Frontier], records: list[dict], folder: Path) -> list[str]:
+    """Every run of the frontier seed by seed: what it stored, how much of the base, and when its
+    loss left the plateau before memorization (`science.plateau_exit`), with the loss curves."""
+    labels = {(f.router, p.label) for f in fronts for p in f.points}
+    runs = sorted((r for r in science.knowledge_runs(records)
+                   if (r["n_experts"] and (science.router_of(r), science.group_label(r["label"])) in labels)
+                   or science.is_dense(r)), key=lambda r: (not science.is_dense(r), science.router_of(r),
+                                                           -r["active_fraction"], r["label"]))
+    if not any(_loss_history(r) for r in runs if not science.is_dense(r)):
+        return []
+    reference = fronts[0].reference
+    drop = science.PLATEAU_EXIT_DROP
+    parts = figure_section(folder, "loss_curves.png", loss_curves_figure(fronts, records), "Seed by seed",
+                           "training loss against step for each run of the frontier, by router")
+    parts.append(note(f"Left the plateau: the first step at which the training loss lay {drop} nats a token below "
+                      f"its lowest value in the run's first {science.EARLY:.0%} of steps, the flat stretch where the "
+                      "format is learned and no fact yet; never: it did not get there. A run that leaves late has "
+                      "fewer steps left to store facts, so seeds of one configuration can differ several-fold. "
+                      "Loss fall: over the last 10% of steps, with the learning rate decayed; a stalled run is "
+                      "flat too, so only the bits tell a stalled run from a full one."))
+    parts.append(table(["run", "router", "P_total", "active fraction", "bits", "share of base", "bits/param",
+                        f"vs {reference.kind}", "left the plateau at step", "loss fall, last 10% of steps",
+                        "final loss"],
+                       [[r["label"], "dense" if science.is_dense(r) else science.router_of(r), r["p_total"],
+                         r["active_fraction"], r["bits"], _share(r), r["bits_per_param"], _versus(r, reference),
+                         na(exit_cell(science.plateau_exit(r))), na(science.late_loss_drop(r)), _final_loss(r)]
+                        for r in runs]))
+    return parts
+
+
+def _versus(record: dict, reference: science.DenseReference):
+    """A run's bits per parameter over the reference's at the frontier's total; a smaller dense
+    model is a rung of the law, not a point to compare with it."""
+    if science.is_dense(record) and abs(record["p_total"] / reference.total - 1) >= science.SAME_TOTAL:
+        return "a rung of the law"
+    return record["bits_per_param"] / reference.bits_per_param.value
+
+
+def _share(record: dict):
+    information = record.get("information_bits")
+    return record["bits"] / information if isinstance(information, int | float) and information > 0 else "n/a"
+
+
+def _final_loss(record: dict):
+    losses = [h["loss"] for h in record.get("history") or [] if "loss" in h]
+    return losses[-1] if losses else "n/a"
+
+
 def science_sections(records: list[dict], folder: Path) -> list[str]:
     """Report sections for what a sweep varies: seeds, a fixed-total frontier, exposures, load
     balance over training, a reasoning task."""
@@ -364,10 +476,14 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
         parts.append(table(["router", "knee (ratio to dense)", "active fraction", "95% low", "95% high"],
                            [[f.router, f"{level:.0%}" + (" (the paper's 1.5x)" if level == 1 / science.PAPER_RATIO else ""),
                              *estimate_cells(k)] for f in fronts for level, k in f.knees.items()]))
-        parts.append(table(["router", "configuration", "active fraction", "seeds", "bits/param vs dense",
-                            "low (seeds)", "high (seeds)", "low (seeds and reference)", "high (seeds and reference)"],
-                           [[f.router, p.label, p.active_fraction, p.n_seeds, *estimate_cells(p.ratio),
-                             *estimate_cells(p.ratio_with_reference)[1:]] for f in fronts for p in f.points]))
+        parts.append(table(["router", "configuration", "active fraction", "(paper's count)", "seeds",
+                            "bits/param vs dense", "low (seeds)", "high (seeds)", "low (seeds and reference)",
+                            "high (seeds and reference)", "each seed"],
+                           [[f.router, p.label, p.active_fraction, na(p.paper_fraction), p.n_seeds,
+                             *estimate_cells(p.ratio), *estimate_cells(p.ratio_with_reference)[1:],
+                             ", ".join(f"{x:.2f}" for x in p.seed_ratios)] for f in fronts for p in f.points]))
+        parts += target_section(fronts)
+        parts += seeds_section(fronts, records, folder)
     parts += token_id_section(records)
     total = science.sparse_total(records)
     reference = science.dense_reference(records, total) if total is not None else None
