@@ -120,6 +120,21 @@ def test_a_block_may_narrow_the_candidates_its_configurations_try(tmp_path):
     assert [c["values"]["train.lr"] for c in record["candidates"]] == [1e-2, 1e-1]
 
 
+def test_a_block_narrowed_to_one_candidate_fixes_it_without_selection_runs(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text(NARROWED.replace('select = {"train.lr" = [1e-2, 1e-1]}', 'select = {"train.lr" = [1e-1]}'))
+    sweep = load_sweep(spec)
+    trials = selection_runs(sweep)
+    assert len(trials) == 2 * 3 and all(c.config.model.moe.n_experts != 8 for c in trials)
+    executor = InstantExecutor(scored)
+    run_sweep(sweep, Store(tmp_path / "out"), executor)
+    assert [c.train.lr for c in executor.submitted[len(trials):] if c.model.moe.n_experts == 8] == [1e-1]
+    meta = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    record = next(r for r in meta["selection"] if r["configuration"].startswith("E=8"))
+    assert record["fixed"] and record["chosen"] == {"train.lr": 1e-1} and record["candidates"][0]["finished"] == 0
+    assert len(meta["keys"]) == len(trials) + len(meta["reported"])
+
+
 @pytest.mark.parametrize("select, message", [
     ('{"train.lr" = [3e-2]}', "may only narrow"),
     ('{"train.exposures" = [10]}', "may only narrow"),

@@ -653,16 +653,18 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
 def selection_section(selection: list[dict]) -> list[str]:
     """Each configuration's candidates (mean of the selection metric over the selection seeds),
     the one chosen, and on which seeds: the reported runs use other seeds."""
-    seeds = ", ".join(str(x) for x in selection[0]["seeds"])
+    chosen_on = [r for r in selection if not r.get("fixed")]
+    seeds = ", ".join(str(x) for x in chosen_on[0]["seeds"]) if chosen_on else "none"
     by = selection[0]["by"]
     rows = []
     for record in selection:
         for c in record["candidates"]:
             values = " ".join(f"{k.split('.')[-1]}={v}" for k, v in c["values"].items())
-            chosen = "chosen" if c["values"] == record["chosen"] else ""
+            chosen = "fixed by its block" if record.get("fixed") else "chosen" if c["values"] == record["chosen"] else ""
             rows.append([record["configuration"], values, c["finished"], na(c[by]), chosen])
     return [heading("Selected per configuration"),
             note(f"Every configuration ran at each of its candidates (all of [select]'s, or those its grid "
                  f"block narrowed them to) on seed(s) {seeds}; the candidate with the "
-                 f"highest mean {by} is used for the runs reported below, which use other seeds."),
+                 f"highest mean {by} is used for the runs reported below, which use other seeds. A block "
+                 "narrowed to one candidate fixes that value: no selection runs."),
             table(["configuration", "candidate", "selection runs finished", f"mean {by}", ""], rows)]

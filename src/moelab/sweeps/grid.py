@@ -12,7 +12,8 @@
     "model.d_ff" = [64, 96]
     [[grid]]                          # further blocks add their runs (e.g. a dense reference)
     select = {"train.lr" = [1e-2]}    # optional: this block's configurations try only these of
-                                      # [select]'s candidates (a narrower, cheaper selection)
+                                      # [select]'s candidates (a narrower, cheaper selection);
+                                      # one candidate is a fixed value: no selection runs
 
     [select]                          # chosen per configuration (optional)
     "train.lr" = [3e-3, 1e-2, 3e-2]   # every configuration is run at each value ...
@@ -73,6 +74,10 @@ class Selection:
         """Each candidate as the fields a selection run sets (its seed apart)."""
         return [combination | self.overrides for combination in self.combinations()]
 
+    def fixed(self, run: SweepRun) -> bool:
+        """Whether `run`'s block narrowed the candidates to one: nothing to choose, so no selection runs."""
+        return len(self.combinations(run)) == 1
+
     def combinations(self, run: SweepRun | None = None) -> list[dict[str, Any]]:
         """Every candidate combination, or those `run`'s grid block narrowed its selection to."""
         allowed = run.candidates if run is not None else {}
@@ -109,6 +114,8 @@ def selection_runs(sweep: Sweep) -> list[SweepRun]:
     """Phase one: every configuration at every candidate combination, on the selection seeds."""
     runs: dict[str, SweepRun] = {}
     for run in sweep.runs:
+        if sweep.selection.fixed(run):
+            continue
         base_label = run.label.split(" seed=")[0]
         for combination in sweep.selection.combinations(run):
             for seed in sweep.selection.seeds:

@@ -97,6 +97,12 @@ def choose(sweep: Sweep, store: Store) -> tuple[dict[str, dict], list[dict]]:
     choices, records = {}, []
     selection = sweep.selection
     for config_id, runs in by_configuration.items():
+        if selection.fixed(runs[0]):  # one candidate: its block fixed the value, nothing ran to choose it
+            [choices[config_id]] = selection.combinations(runs[0])
+            records.append({"configuration": runs[0].label.split(" seed=")[0], "by": selection.by,
+                            "seeds": [], "chosen": choices[config_id], "fixed": True,
+                            "candidates": [{"values": choices[config_id], "keys": [], "finished": 0, selection.by: None}]})
+            continue
         candidates = []
         for combination in selection.combinations(runs[0]):
             keys = [run_key(with_fields(runs[0].config, combination | selection.overrides | {"seed": seed}))
