@@ -190,6 +190,12 @@ PROFILE_SHAPES = {  # name: fields over tiny-dense (the run presets' own values)
     "frontier-v3 256 experts w24 hash": ONE_LAYER | {"model.moe.n_experts": 256, "model.moe.expert_width": 24,
                                                      "model.moe.router": "hash", "model.moe.aux_loss_weight": 0.0,
                                                      "model.moe.z_loss_weight": 0.0},
+    "memory-frontier-v2 PKM n_keys 128": ONE_LAYER | {"model.d_ff": 128, "model.memory.kind": "pkm",
+                                                      "model.memory.n_keys": 128, "model.memory.top_k": 8,
+                                                      "model.memory.key_dim": 16, "model.memory.heads": 2},
+    "memory-frontier-v2 PKM n_keys 256": ONE_LAYER | {"model.d_ff": 128, "model.memory.kind": "pkm",
+                                                      "model.memory.n_keys": 256, "model.memory.top_k": 8,
+                                                      "model.memory.key_dim": 16, "model.memory.heads": 2},
 }
 
 
