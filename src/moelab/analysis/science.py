@@ -493,19 +493,28 @@ PLATEAU_EXIT_DROP = 0.1  # nats a token: ~100x the noise of a history record's l
 EARLY = 0.1  # the flat stretch before memorization is looked for in the first tenth of a run
 
 
-def plateau_exit(record: dict, drop: float = PLATEAU_EXIT_DROP, early: float = EARLY) -> float | None:
-    """When memorization took off: the first history step at which the training loss lay `drop`
-    nats a token below the lowest loss of the run's first `early` of steps. That early stretch is
-    the long flat one where a run has learned the text's format and how often each value occurs
-    but no fact yet (Allen-Zhu & Li's knowledge curves stay flat there before recall climbs); a run
-    that leaves it late has fewer steps left to store facts. math.inf when the loss never fell that
-    far (a run that stalled); None without a history."""
+def plateau_loss(record: dict, early: float = EARLY) -> float | None:
+    """The loss of the flat stretch before memorization: the lowest training loss of the run's
+    first `early` of steps (its first history record at least); None without a history. There a
+    run has learned the text's format and how often each value occurs but no fact yet (Allen-Zhu &
+    Li's knowledge curves stay flat there before recall climbs)."""
     history = [r for r in record.get("history") or [] if "loss" in r]
     if not history:
         return None
     end = history[-1]["step"]
-    plateau = min(r["loss"] for r in history if r["step"] <= early * end or r is history[0])
-    return next((float(r["step"]) for r in history if r["loss"] <= plateau - drop), math.inf)
+    return min(r["loss"] for r in history if r["step"] <= early * end or r is history[0])
+
+
+def plateau_exit(record: dict, drop: float = PLATEAU_EXIT_DROP, early: float = EARLY) -> float | None:
+    """When memorization took off: the first history step at which the training loss lay `drop`
+    nats a token below `plateau_loss`; a run that leaves the plateau late has fewer steps left to
+    store facts. math.inf when the loss never fell that far (a run that stalled); None without a
+    history."""
+    plateau = plateau_loss(record, early)
+    if plateau is None:
+        return None
+    return next((float(r["step"]) for r in record["history"] if "loss" in r and r["loss"] <= plateau - drop),
+                math.inf)
 
 
 # ---------------------------------------------------------------------------------------------

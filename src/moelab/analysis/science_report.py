@@ -387,8 +387,7 @@ def loss_curves_figure(fronts: list[science.Frontier], records: list[dict]) -> b
                 ax.plot(*zip(*_loss_history(r)), color=colour, lw=0.8,
                         label=f"{r['n_experts']} experts ({p.active_fraction:.1%} active)" if n == 0 else None)
         ax.set_title(f"{f.router} router", fontsize=9)
-        plateau = max(min(loss for _, loss in _loss_history(r)[:max(2, len(_loss_history(r)) // 10)])
-                      for r in dense + [r for rs in by_label.values() for r in rs])
+        plateau = max(science.plateau_loss(r) for r in dense + [r for rs in by_label.values() for r in rs])
         ax.set_ylim(top=plateau + 0.15)  # the first steps' loss (the vocabulary's entropy) would flatten the rest
         ax.set_xlabel("step")
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))
@@ -442,8 +441,8 @@ def _share(record: dict):
 
 
 def _final_loss(record: dict):
-    losses = [h["loss"] for h in record.get("history") or [] if "loss" in h]
-    return losses[-1] if losses else "n/a"
+    history = _loss_history(record)
+    return history[-1][1] if history else "n/a"
 
 
 def science_sections(records: list[dict], folder: Path) -> list[str]:
