@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 
 from moelab.analysis import science
@@ -164,6 +165,24 @@ def test_no_law_from_dense_runs_that_share_a_size_or_differ_in_base():
     assert science.dense_reference(moe + widths, 570_000) is None
     same_base = [dict(r, n_people=16000) for r in widths]
     assert science.dense_reference(moe + same_base, 570_000).kind == "dense law"
+
+
+def test_the_law_is_capped_at_the_knowledge_base_where_its_model_would_hold_more_than_there_is():
+    """A ladder at 1 bit per parameter says a 4M dense model stores 4M bits; the base holds 1M, so
+    the reference is 0.25 bits/param and an MoE that stores 0.2 scores 0.8, not 0.2."""
+    runs = [record(f"dense d_ff={p} seed={s}", 0, 1.0, 1.0 + 0.01 * s, p_total=p)
+            for p in (10_000, 20_000, 40_000) for s in (0, 1)]
+    runs += [record(f"E={e} seed={s}", e, f, 0.2 * share, p_total=4_000_000)
+             for e, f, share in ((16, 0.1, 1.0), (256, 0.01, 0.5)) for s in (0, 1)]
+    reference = science.dense_reference(runs, 4_000_000, n_boot=200)
+    assert reference.capped and reference.bits_per_param.value == pytest.approx(0.25)
+    assert reference.uncapped.value == pytest.approx(1.0, rel=0.02) and reference.bits_per_param.high == pytest.approx(0.25)
+    assert "capped at the knowledge base's information (1,000,000 bits" in reference.describe()
+    assert reference.draw(np.random.default_rng(0)) == pytest.approx(0.25)
+    [f] = science.frontiers(runs, n_boot=200)
+    assert [p.ratio.value for p in f.points] == [pytest.approx(0.8), pytest.approx(0.4)]
+    small = science.dense_reference(runs, 100_000, n_boot=200)  # 100K bits of the base's 1M: no cap
+    assert not small.capped and small.bits_per_param.value == pytest.approx(1.0, rel=0.02)
 
 
 def test_with_one_smaller_dense_size_the_law_is_bits_proportional_to_parameters():

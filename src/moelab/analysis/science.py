@@ -114,7 +114,9 @@ class DenseReference:
     comparison): bits against parameters over a ladder of smaller dense models at the same
     knowledge base and exposures, log bits = a + b log P fitted when there are three sizes or more
     (bits proportional to P, the paper's law, with fewer), evaluated at P. Without a ladder: the
-    dense runs of total P themselves. Intervals resample the runs within each dense size."""
+    dense runs of total P themselves. Intervals resample the runs within each dense size. The law
+    is capped at the knowledge base's information: no model stores more than there is, so where
+    the law's model would hold the whole base, a sparse model that holds it too scores 1."""
 
     kind: str  # "dense law" or "same-total dense"
     total: float
@@ -124,12 +126,18 @@ class DenseReference:
     check: Estimate | None = None  # with a law: the same-total dense runs' measured bits per param
     runs_bits: list[np.ndarray] = field(default_factory=list, repr=False)  # each size's runs: bits (law)
     same_bits_per_param: np.ndarray | None = field(default=None, repr=False)  # same-total runs (no law)
+    ceiling: float = math.inf  # the knowledge base's information per parameter at `total`
+    uncapped: Estimate | None = None  # the law before the cap, where the cap binds
+
+    @property
+    def capped(self) -> bool:
+        return self.uncapped is not None
 
     def draw(self, rng: np.random.Generator) -> float:
         """One bootstrap draw of `bits_per_param`: runs resampled within each dense size."""
         if self.kind == "same-total dense":
             return float(rng.choice(self.same_bits_per_param, len(self.same_bits_per_param)).mean())
-        return _law_bits_per_param(self.runs_bits, np.array(self.sizes), self.total, rng)[0]
+        return min(_law_bits_per_param(self.runs_bits, np.array(self.sizes), self.total, rng)[0], self.ceiling)
 
     def describe(self) -> str:
         sizes = ", ".join(f"{s:,.0f}" for s in self.sizes)
@@ -138,6 +146,9 @@ class DenseReference:
         law = (f"log bits = a + b log P fitted over dense sizes {sizes} (b = {self.slope.format('.2f')})"
                if self.slope is not None else f"bits proportional to parameters, from dense sizes {sizes}")
         text = f"the dense law ({law}) at {self.total:,.0f} parameters: {self.bits_per_param.format('.3f')} bits/param"
+        if self.capped:
+            text += (f", capped at the knowledge base's information ({self.ceiling * self.total:,.0f} bits; the law "
+                     f"uncapped: {self.uncapped.format('.3f')})")
         if self.check is not None:
             text += f"; the dense run{'s' if math.isfinite(self.check.low) else ''} of that total measured {self.check.format('.3f')}"
         return text
@@ -189,7 +200,11 @@ def dense_reference(records: list[dict], total: float, n_boot: int = 2000, seed:
     estimate = Estimate(value, *map(float, np.quantile(draws[:, 0], level)), LEVEL)
     slope_estimate = (Estimate(slope, *map(float, np.quantile(draws[:, 1], level)), LEVEL)
                       if math.isfinite(slope) else None)
-    return DenseReference("dense law", total, estimate, [float(s) for s in sizes], slope_estimate, check, bits)
+    known = [r.get("information_bits") for g in ladder for r in g.runs]  # the ladder shares one base
+    ceiling = float(np.mean(known)) / total if all(isinstance(v, int | float) for v in known) else math.inf
+    capped = Estimate(*(min(x, ceiling) for x in (estimate.value, estimate.low, estimate.high)), LEVEL)
+    return DenseReference("dense law", total, capped, [float(s) for s in sizes], slope_estimate, check, bits,
+                          ceiling=ceiling, uncapped=estimate if estimate.value > ceiling else None)
 
 
 @dataclass
@@ -355,11 +370,10 @@ def kind_of(record: dict) -> str:
 
 def law_ratios(records: list[dict], n_boot: int = 2000, seed: int = 0) -> list[dict]:
     """Each sparse configuration (routed experts or a memory layer) against the dense law at its
-    own total: its bits over what the law says a dense model of that total stores, capped at the
-    knowledge base's information (no model stores more than there is, so where the law's model
-    would hold the whole base, a ratio of 1 means the sparse one holds it too). A t interval over
-    seeds, and one that also resamples the law's runs; `base_share` is the share of the knowledge
-    base stored. Empty without a ladder of smaller dense sizes."""
+    own total: its bits over what the law says a dense model of that total stores (capped at the
+    knowledge base's information, `DenseReference`). A t interval over seeds, and one that also
+    resamples the law's runs; `base_share` is the share of the knowledge base stored. Empty
+    without a ladder of smaller dense sizes."""
     out = []
     sparse = groups([r for r in knowledge_runs(records) if not is_dense(r)])
     rng = np.random.default_rng(seed)
@@ -370,14 +384,13 @@ def law_ratios(records: list[dict], n_boot: int = 2000, seed: int = 0) -> list[d
             continue
         known = [r.get("information_bits") for r in g.runs]
         information = float(np.mean(known)) if all(isinstance(v, int | float) for v in known) else math.inf
-        law_bits = min(reference.bits_per_param.value * total, information)
+        law_bits = reference.bits_per_param.value * total
         bits = g.values("bits")
-        draws = [rng.choice(bits, len(bits)).mean() / min(reference.draw(rng) * total, information)
-                 for _ in range(n_boot)]
+        draws = [rng.choice(bits, len(bits)).mean() / (reference.draw(rng) * total) for _ in range(n_boot)]
         level = (0.5 - LEVEL / 2, 0.5 + LEVEL / 2)
         out.append({"label": g.label, "kind": kind_of(g.runs[0]), "seeds": len(g.runs), "p_total": total,
                     "active_fraction": g.mean("active_fraction"), "law_bits": law_bits,
-                    "law_capped": law_bits == information,
+                    "law_capped": reference.capped,
                     "ratio": Group(g.label, [{"r": b / law_bits} for b in bits]).interval("r"),
                     "ratio_with_law": Estimate(float(bits.mean() / law_bits), *map(float, np.quantile(draws, level)),
                                                LEVEL),

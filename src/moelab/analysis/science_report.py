@@ -492,10 +492,12 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
                           "and exposures, not with one dense model of equal total. Here the law is " + reference.describe()
                           + ". Where a dense model of that total was also run, it is a check on the law."))
         check = reference.check
-        parts.append(table(["at total", "dense sizes", "law: bits/param", "low", "high", "law exponent b", "low", "high",
-                            "measured at that total", "low", "high", "measured / law"],
+        parts.append(table(["at total", "dense sizes", "law: bits/param", "low", "high", "before the base's cap",
+                            "law exponent b", "low", "high", "measured at that total", "low", "high", "measured / law"],
                            [[reference.total, ", ".join(f"{x:,.0f}" for x in reference.sizes),
-                             *estimate_cells(reference.bits_per_param), *estimate_cells(reference.slope),
+                             *estimate_cells(reference.bits_per_param),
+                             reference.uncapped.value if reference.capped else "not capped",
+                             *estimate_cells(reference.slope),
                              *estimate_cells(check),
                              check.value / reference.bits_per_param.value if check is not None else "n/a"]]))
     ratios = science.dense_moe_ratios(records)
