@@ -167,6 +167,13 @@ def _law_bits_per_param(ladder: list[np.ndarray], sizes: np.ndarray, total: floa
     return float(np.mean([np.mean(b) / s for b, s in zip(bits, sizes)])), math.nan
 
 
+def _information(runs: list[dict]) -> float:
+    """The knowledge base's information in bits, the mean over `runs` (which share one base);
+    infinite where a run does not record it, so that nothing is capped by an unknown base."""
+    known = [r.get("information_bits") for r in runs]
+    return float(np.mean(known)) if known and all(isinstance(v, int | float) for v in known) else math.inf
+
+
 def _is_a_ladder(ladder: list[Group]) -> bool:
     """Whether dense configurations make a scaling law: one per size, on one knowledge base at one
     number of exposures. Dense runs that share a size differ in something else (a learning-rate
@@ -200,8 +207,7 @@ def dense_reference(records: list[dict], total: float, n_boot: int = 2000, seed:
     estimate = Estimate(value, *map(float, np.quantile(draws[:, 0], level)), LEVEL)
     slope_estimate = (Estimate(slope, *map(float, np.quantile(draws[:, 1], level)), LEVEL)
                       if math.isfinite(slope) else None)
-    known = [r.get("information_bits") for g in ladder for r in g.runs]  # the ladder shares one base
-    ceiling = float(np.mean(known)) / total if all(isinstance(v, int | float) for v in known) else math.inf
+    ceiling = _information([r for g in ladder for r in g.runs]) / total
     capped = Estimate(*(min(x, ceiling) for x in (estimate.value, estimate.low, estimate.high)), LEVEL)
     return DenseReference("dense law", total, capped, [float(s) for s in sizes], slope_estimate, check, bits,
                           ceiling=ceiling, uncapped=estimate if estimate.value > ceiling else None)
@@ -382,8 +388,7 @@ def law_ratios(records: list[dict], n_boot: int = 2000, seed: int = 0) -> list[d
         reference = dense_reference(records, total, n_boot, seed)
         if reference is None or reference.kind != "dense law":
             continue
-        known = [r.get("information_bits") for r in g.runs]
-        information = float(np.mean(known)) if all(isinstance(v, int | float) for v in known) else math.inf
+        information = _information(g.runs)
         law_bits = reference.bits_per_param.value * total
         bits = g.values("bits")
         draws = [rng.choice(bits, len(bits)).mean() / (reference.draw(rng) * total) for _ in range(n_boot)]
