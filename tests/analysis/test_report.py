@@ -204,3 +204,26 @@ def test_runs_with_fact_routing_get_a_figure_of_bits_against_their_spread(tmp_pa
     page = write_report(rows, tmp_path, title="routers").read_text()
     assert "Routers: knowledge against how the facts are routed" in page
     assert (tmp_path / "fact_routing.png").stat().st_size > 5_000
+
+
+def test_the_frontier_figure_names_points_by_expert_count_and_stars_the_ratio_at_three_percent(monkeypatch):
+    from moelab.analysis import science, science_report
+    from tests.analysis.test_science import record
+
+    assert science_report.point_name("E=64 k=1 w=96 router=hash lr=0.01") == "E=64"
+    assert science_report.point_name("E=64 k=2 w=96 router=stable") == "E=64 k=2"
+    assert science_report.point_name("pkm n_keys=128") == "pkm n_keys=128"  # nothing to shorten: kept whole
+    runs = [record(f"dense seed={s}", 0, 1.0, 1.0 + d) for s, d in enumerate((-0.01, 0.0, 0.01))]
+    for s in range(2):
+        runs += [record(f"E=64 k=1 w=96 seed={s}", 64, 0.05, 0.6), record(f"E=256 k=1 w=24 seed={s}", 256, 0.02, 0.2)]
+    names, stars = [], []
+    real_annotate, real_errorbar = science_report.plt.Axes.annotate, science_report.plt.Axes.errorbar
+    monkeypatch.setattr(science_report.plt.Axes, "annotate",
+                        lambda self, text, *a, **k: names.append(text) or real_annotate(self, text, *a, **k))
+    monkeypatch.setattr(science_report.plt.Axes, "errorbar",
+                        lambda self, x, y, *a, **k: (stars.append((x, y)) if k.get("marker") == "*" else None)
+                        or real_errorbar(self, x, y, *a, **k))
+    science_report.frontier_figure([science.frontiers(runs, n_boot=50)])
+    assert names == ["E=64", "E=256"]
+    [(x, y)] = stars
+    assert x == science.TARGET_FRACTION and 0.2 < y < 0.6

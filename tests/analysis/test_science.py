@@ -131,6 +131,9 @@ def test_the_dense_law_is_the_reference_where_a_ladder_of_dense_sizes_was_run(tm
     both = fronts["hash"].sparsest.ratio_with_reference
     assert both.low < 0.3 < both.high  # the reference's own uncertainty is in this interval
     assert 0.025 < fronts["hash"].knees[0.5].value < 0.1 < fronts["learned"].knees[0.5].value
+    measured = {f.router: f for f in science.frontiers(runs, n_boot=300, law=False)}  # the dense run of 400K stores 0.8x the law
+    assert measured["hash"].reference.kind == "same-total dense"
+    assert measured["hash"].sparsest.ratio.value == pytest.approx(0.3 / 0.8, rel=0.03)
 
     for r in runs:  # parameter groups, for the paper's count in the dense-against-MoE pairs
         moe = r["n_experts"] > 0
@@ -147,6 +150,10 @@ def test_the_dense_law_is_the_reference_where_a_ladder_of_dense_sizes_was_run(tm
     pairs = pairs[:pairs.index("<h2>")]
     assert "dense d_ff=big" in pairs and "dense d_ff=10000" not in pairs  # the law is the reference, not each rung
     assert "At 3% active" in page and "E=16 router=hash / E=256 router=hash" in page
+    at_target = page[page.index("At 3% active"):]
+    at_target = at_target[:at_target.index("<h2>", 4)]
+    assert at_target.count("<td>dense law</td>") == 4 and at_target.count("<td>same-total dense</td>") == 4  # 2 routers, 2 counts
+    assert "extrapolates 10.0x past its widest rung" in page
     seeds = page[page.index("<h2>Seed by seed"):]
     seeds = seeds[:seeds.index("<h2>", 4)]
     assert (tmp_path / "loss_curves.png").exists()

@@ -184,14 +184,15 @@ def _is_a_ladder(ladder: list[Group]) -> bool:
     return distinct and one_base
 
 
-def dense_reference(records: list[dict], total: float, n_boot: int = 2000, seed: int = 0) -> DenseReference | None:
-    """The dense reference at `total` parameters: the dense law when smaller dense sizes were run,
-    else the dense runs of that total; None without either."""
+def dense_reference(records: list[dict], total: float, n_boot: int = 2000, seed: int = 0,
+                    law: bool = True) -> DenseReference | None:
+    """The dense reference at `total` parameters: the dense law when smaller dense sizes were run
+    (and `law`), else the dense runs of that total; None without either."""
     dense = groups([r for r in knowledge_runs(records) if is_dense(r)])
     same = [g for g in dense if abs(g.mean("p_total") / total - 1) < SAME_TOTAL]
     ladder = sorted((g for g in dense if g.mean("p_total") < total * (1 - SAME_TOTAL)), key=lambda g: g.mean("p_total"))
     ladder = [g for g in ladder if (g.values("bits") > 0).all()]  # a law in logs needs bits above zero
-    if not _is_a_ladder(ladder):
+    if not law or not _is_a_ladder(ladder):
         ladder = []
     same_values = np.concatenate([g.values("bits_per_param") for g in same]) if same else None
     check = Group("same", [{"r": x} for x in same_values]).interval("r") if same else None
@@ -301,9 +302,10 @@ TARGET_FRACTION = 0.03  # the regime the lab's question is about: Kimi K2 runs ~
 
 
 def frontiers(records: list[dict], levels=KNEE_LEVELS, n_boot: int = 2000, seed: int = 0,
-              target: float = TARGET_FRACTION) -> list[Frontier]:
+              target: float = TARGET_FRACTION, law: bool = True) -> list[Frontier]:
     """One frontier per router: bits per total parameter against active fraction at the MoE runs'
-    fixed total, relative to the dense reference there (`dense_reference`); knees on the frontier
+    fixed total, relative to the dense reference there (`dense_reference`; with `law` False, the
+    dense runs of that total even where a ladder makes a law); knees on the frontier
     (the best configuration at each sparsity, see `_ratio_curve`) and the ratio at `target` active
     (`TargetRatio`, by moelab's count and by the paper's) with percentile intervals from resampling
     seeds within each group and the reference's runs within each dense size."""
@@ -311,7 +313,7 @@ def frontiers(records: list[dict], levels=KNEE_LEVELS, n_boot: int = 2000, seed:
     if total is None:
         return []
     sparse = [r for r in knowledge_runs(records) if r["n_experts"]]
-    reference = dense_reference(records, total, n_boot, seed)
+    reference = dense_reference(records, total, n_boot, seed, law)
     if reference is None:
         return []
     quantiles = (0.5 - LEVEL / 2, 0.5 + LEVEL / 2)

@@ -22,41 +22,63 @@ PERCENT_TICKS = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005)
 ROUTER_COLOURS = {"learned": "black", "hash": "tab:blue"}
 
 
-def frontier_figure(frontiers: list[science.Frontier]) -> bytes:
+def point_name(label: str) -> str:
+    """A frontier point's name on the figure: its expert count (and top-k where not 1); the
+    colour already says the router, and whole labels overlap."""
+    keep = [t for t in label.split() if t.startswith("E=") or (t.startswith("k=") and t != "k=1")]
+    return " ".join(keep) or label
+
+
+def frontier_figure(panels: list[list[science.Frontier]]) -> bytes:
     """Bits per total parameter over the dense reference against active fraction (log axis,
-    sparser to the right): one line per router, filled markers on its frontier."""
-    fig, ax = plt.subplots(figsize=(9.5, 4.5), layout="constrained")
+    sparser to the right), one panel per reference (the dense law; the dense run of the same
+    total, where there is one): one line per router, filled markers on its frontier, and a star
+    for each router's ratio interpolated at the target fraction (3% active, moelab's count)."""
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9.5, 4.2 * len(panels)), sharex=True, squeeze=False,
+                             layout="constrained")
     colours = plt.get_cmap("tab10")
-    ax.errorbar(1.0, 1.0, marker="s", color="grey", linestyle="none", label=f"{frontiers[0].reference.kind}")
-    for n, f in enumerate(frontiers):
-        colour = ROUTER_COLOURS.get(f.router, colours(n + 2))
-        ax.plot(*zip(*f.curve), color=colour, lw=1, label=f"{f.router} router: frontier (best per sparsity)")
-        on_frontier = {fraction for fraction, _ in f.curve}
-        for p in f.points:
-            e = p.ratio_with_reference
-            ax.errorbar(p.active_fraction, e.value, yerr=yerr(e), marker="o", capsize=3, color=colour,
-                        linestyle="none", markerfacecolor=colour if p.active_fraction in on_frontier else "white")
-            ax.annotate(p.label, (p.active_fraction, e.value), fontsize=7, xytext=(4, 4), textcoords="offset points")
-        for level, style in ((0.9, "--"), (0.5, ":")):
-            k = f.knees.get(level)
-            if k is not None and not math.isnan(k.value):
-                ax.axvline(k.value, color=colour, ls=style, lw=1)
-                if not math.isnan(k.low):
-                    ax.axvspan(k.low, k.high, color=colour, alpha=0.08)
-    for level, colour in ((0.9, "tab:orange"), (0.5, "tab:red")):
-        ax.axhline(level, color=colour, ls="--", lw=1, label=f"{level:.0%} of dense")
-    ax.axhline(1 / 1.5, color="tab:green", ls="-.", lw=1, label="1/1.5: the paper's MoE ratio")
-    ax.set_xscale("log")
-    fractions = [1.0, *(p.active_fraction for f in frontiers for p in f.points)]
+    fractions = [1.0, science.TARGET_FRACTION, *(p.active_fraction for f in panels[0] for p in f.points)]
+    for ax, frontiers in zip(axes[:, 0], panels):
+        reference = frontiers[0].reference
+        ax.errorbar(1.0, 1.0, marker="s", color="grey", linestyle="none", label=reference.kind)
+        for n, f in enumerate(frontiers):
+            colour = ROUTER_COLOURS.get(f.router, colours(n + 2))
+            ax.plot(*zip(*f.curve), color=colour, lw=1, label=f"{f.router} router: frontier (best per sparsity)")
+            on_frontier = {fraction for fraction, _ in f.curve}
+            # alternate right and left of the points: routers share sparsities
+            offset, align = ((4, 4), "left") if n % 2 == 0 else ((-4, 4), "right")
+            for p in f.points:
+                e = p.ratio_with_reference
+                ax.errorbar(p.active_fraction, e.value, yerr=yerr(e), marker="o", capsize=3, color=colour,
+                            linestyle="none", markerfacecolor=colour if p.active_fraction in on_frontier else "white")
+                ax.annotate(point_name(p.label), (p.active_fraction, e.value), fontsize=7, color=colour,
+                            xytext=offset, textcoords="offset points", ha=align)
+            for t in f.at_target:
+                if t.count == "moelab":
+                    ax.errorbar(t.fraction, t.ratio.value, yerr=yerr(t.ratio), marker="*", markersize=11, capsize=3,
+                                color=colour, linestyle="none", label=f"{f.router} at {t.fraction:.0%} (interpolated)")
+            for level, style in ((0.9, "--"), (0.5, ":")):
+                k = f.knees.get(level)
+                if k is not None and not math.isnan(k.value):
+                    ax.axvline(k.value, color=colour, ls=style, lw=1)
+                    if not math.isnan(k.low):
+                        ax.axvspan(k.low, k.high, color=colour, alpha=0.08)
+        for level, colour in ((0.9, "tab:orange"), (0.5, "tab:red")):
+            ax.axhline(level, color=colour, ls="--", lw=1, label=f"{level:.0%} of dense")
+        ax.axhline(1 / 1.5, color="tab:green", ls="-.", lw=1, label="1/1.5: the paper's MoE ratio")
+        ax.axvline(science.TARGET_FRACTION, color="grey", lw=2, alpha=0.4,
+                   label=f"{science.TARGET_FRACTION:.0%} active (Kimi K2's regime)")
+        ax.set_xscale("log")
+        ax.set_ylabel(f"bits per total parameter\n/ {reference.kind}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax = axes[-1, 0]
     ticks = [t for t in PERCENT_TICKS if min(fractions) / 1.5 <= t <= 1.0]
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0 if min(fractions) >= 0.01 else 1))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.invert_xaxis()
-    ax.set_xlabel("active fraction (sparser to the right)")
-    ax.set_ylabel(f"bits per total parameter / {frontiers[0].reference.kind}")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.invert_xaxis()  # shared: every panel turns
+    ax.set_xlabel("active fraction, moelab's count (sparser to the right)")
     return png(fig, dpi=110)
 
 
@@ -339,15 +361,20 @@ def exit_cell(step) -> str | float:
     return "never" if step == math.inf else step
 
 
-def target_section(fronts: list[science.Frontier]) -> list[str]:
-    """Each router's bits per total parameter relative to the reference at TARGET_FRACTION active,
+def target_section(panels: list[list[science.Frontier]]) -> list[str]:
+    """Each router's bits per total parameter relative to each reference at TARGET_FRACTION active,
     by each parameter count whose measured configurations bracket it; the sparsest point where none do."""
     target = science.TARGET_FRACTION
-    rows = [[f.router, t.count, " / ".join(t.between), *estimate_cells(t.ratio)] for f in fronts for t in f.at_target]
-    rows += [[f.router, count, f"not reached: sparsest is {f.sparsest.label} at {fraction:.1%}", "n/a", "n/a", "n/a"]
-             for f in fronts for count, fraction in (("moelab", f.sparsest.active_fraction),
-                                                     ("paper", f.sparsest.paper_fraction))
-             if fraction is not None and count not in {t.count for t in f.at_target}]
+    rows = []
+    for fronts in panels:
+        kind = fronts[0].reference.kind
+        rows += [[kind, f.router, t.count, " / ".join(t.between), *estimate_cells(t.ratio)]
+                 for f in fronts for t in f.at_target]
+        rows += [[kind, f.router, count, f"not reached: sparsest is {f.sparsest.label} at {fraction:.1%}",
+                  "n/a", "n/a", "n/a"]
+                 for f in fronts for count, fraction in (("moelab", f.sparsest.active_fraction),
+                                                         ("paper", f.sparsest.paper_fraction))
+                 if fraction is not None and count not in {t.count for t in f.at_target}]
     if not rows:
         return []
     return [heading(f"At {target:.0%} active"),
@@ -356,7 +383,7 @@ def target_section(fronts: list[science.Frontier]) -> list[str]:
                  "side of it (their means over seeds); by moelab's count (every parameter a token reads, routers "
                  "included) and by the paper's (attention and experts). The interval resamples seeds and the "
                  "reference's runs."),
-            table(["router", "count", "between", "ratio to dense", "95% low", "95% high"], rows)]
+            table(["reference", "router", "count", "between", "ratio to dense", "95% low", "95% high"], rows)]
 
 
 def _loss_history(record: dict) -> list[tuple[float, float]]:
@@ -463,25 +490,34 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
                              for g in configurations]))
     fronts = science.frontiers(records)
     if fronts:
-        save_png(folder, "frontier.png", figure := frontier_figure(fronts))
         reference = fronts[0].reference
+        panels = [fronts]
+        if reference.kind == "dense law" and reference.check is not None:
+            panels.append(science.frontiers(records, law=False))  # the measured dense model of the same total
+        save_png(folder, "frontier.png", figure := frontier_figure(panels))
         parts.append("<h2>Sparsity frontier at fixed total parameters</h2>")
         parts.append(img(figure, "bits per total parameter relative to dense against active fraction"))
-        parts.append(note(f"Reference: {reference.describe()}. Knees: where the frontier (the best configuration "
+        parts.append(note(f"Reference: {reference.describe()}. "
+                          + ("The frontier is also given against the dense run of the same total (lower panel, "
+                             "rows marked same-total dense): a direct measurement where the law extrapolates "
+                             f"{reference.total / max(reference.sizes):.1f}x past its widest rung. "
+                             if len(panels) > 1 else "")
+                          + "Knees: where the frontier (the best configuration "
                           "at each sparsity) falls below 90%, 67% (Allen-Zhu & Li's 1.5x fewer bits per total "
                           "parameter) and 50% of the reference, interpolated in log active fraction. A knee of n/a was not reached down to the sparsest configuration measured; an "
                           "interval of n/a means some resamples never cross that level. Intervals resample seeds "
                           "within each configuration and the reference's runs within each dense size."))
-        parts.append(table(["router", "knee (ratio to dense)", "active fraction", "95% low", "95% high"],
-                           [[f.router, f"{level:.0%}" + (" (the paper's 1.5x)" if level == 1 / science.PAPER_RATIO else ""),
-                             *estimate_cells(k)] for f in fronts for level, k in f.knees.items()]))
-        parts.append(table(["router", "configuration", "active fraction", "(paper's count)", "seeds",
+        parts.append(table(["reference", "router", "knee (ratio to dense)", "active fraction", "95% low", "95% high"],
+                           [[f.reference.kind, f.router,
+                             f"{level:.0%}" + (" (the paper's 1.5x)" if level == 1 / science.PAPER_RATIO else ""),
+                             *estimate_cells(k)] for fs in panels for f in fs for level, k in f.knees.items()]))
+        parts.append(table(["reference", "router", "configuration", "active fraction", "(paper's count)", "seeds",
                             "bits/param vs dense", "low (seeds)", "high (seeds)", "low (seeds and reference)",
                             "high (seeds and reference)", "each seed"],
-                           [[f.router, p.label, p.active_fraction, na(p.paper_fraction), p.n_seeds,
+                           [[f.reference.kind, f.router, p.label, p.active_fraction, na(p.paper_fraction), p.n_seeds,
                              *estimate_cells(p.ratio), *estimate_cells(p.ratio_with_reference)[1:],
-                             ", ".join(f"{x:.2f}" for x in p.seed_ratios)] for f in fronts for p in f.points]))
-        parts += target_section(fronts)
+                             ", ".join(f"{x:.2f}" for x in p.seed_ratios)] for fs in panels for f in fs for p in f.points]))
+        parts += target_section(panels)
         parts += seeds_section(fronts, records, folder)
     parts += token_id_section(records)
     total = science.sparse_total(records)
