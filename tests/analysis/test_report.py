@@ -227,3 +227,20 @@ def test_the_frontier_figure_names_points_by_expert_count_and_stars_the_ratio_at
     assert names == ["E=64", "E=256"]
     [(x, y)] = stars
     assert x == science.TARGET_FRACTION and 0.2 < y < 0.6
+
+
+def test_the_law_figure_draws_a_point_where_the_law_is_capped_hollow(monkeypatch):
+    from moelab.analysis import science, science_report
+    from tests.analysis.test_science import record
+
+    runs = [record(f"dense d_ff={p} seed={s}", 0, 1.0, 1.0 + 0.01 * s, p_total=p)
+            for p in (10_000, 20_000, 40_000) for s in (0, 1)]
+    runs += [record(f"pkm N={n} seed={s}", 0, a, b, p_total=p, memory_kind="pkm")
+             for n, p, a, b in ((1000, 160_000, 0.1, 0.5), (9000, 4_000_000, 0.005, 0.2)) for s in (0, 1)]
+    faces = {}
+    real_errorbar = science_report.plt.Axes.errorbar
+    monkeypatch.setattr(science_report.plt.Axes, "errorbar",
+                        lambda self, x, y, *a, **k: (faces.setdefault(x, k.get("markerfacecolor")),
+                                                     real_errorbar(self, x, y, *a, **k))[1])
+    science_report.law_figure(science.law_ratios(runs, n_boot=50))
+    assert faces == {0.1: "tab:green", 0.005: "white"}  # 4M parameters: the law's model would hold the whole base

@@ -27,7 +27,7 @@ def test_knee_interpolates_in_log_active_fraction():
 
 
 def test_the_frontier_keeps_only_configurations_no_sparser_one_beats():
-    curve = science._ratio_curve(2.0, [(0.5, 1.8), (0.3, 1.0), (0.29, 1.6), (0.2, 1.2), (0.1, 0.6)])
+    curve = science.frontier_curve(2.0, [(0.5, 1.8), (0.3, 1.0), (0.29, 1.6), (0.2, 1.2), (0.1, 0.6)])
     assert curve == [(1.0, 1.0), (0.5, 0.9), (0.29, 0.8), (0.2, 0.6), (0.1, 0.3)]  # (0.3, 0.5) is beaten
     assert science.knee(curve, 0.5) == pytest.approx(10 ** (math.log10(0.2) + math.log10(0.5) / 3))
 

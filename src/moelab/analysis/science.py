@@ -247,7 +247,7 @@ class Frontier:
     at_target: list[TargetRatio] = field(default_factory=list)  # at TARGET_FRACTION, per count that brackets it
 
 
-def _ratio_curve(dense: float, moe: list[tuple[float, float]]) -> list[tuple[float, float]]:
+def frontier_curve(dense: float, moe: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """The frontier: (active fraction, bits-per-param ratio to dense), dense first, by descending
     fraction, keeping only configurations that no sparser one beats. A configuration that stores
     less than a sparser one is not the way to reach its sparsity, so it does not set the knee."""
@@ -306,7 +306,7 @@ def frontiers(records: list[dict], levels=KNEE_LEVELS, n_boot: int = 2000, seed:
     """One frontier per router: bits per total parameter against active fraction at the MoE runs'
     fixed total, relative to the dense reference there (`dense_reference`; with `law` False, the
     dense runs of that total even where a ladder makes a law); knees on the frontier
-    (the best configuration at each sparsity, see `_ratio_curve`) and the ratio at `target` active
+    (the best configuration at each sparsity, see `frontier_curve`) and the ratio at `target` active
     (`TargetRatio`, by moelab's count and by the paper's) with percentile intervals from resampling
     seeds within each group and the reference's runs within each dense size."""
     total = sparse_total(records)
@@ -329,14 +329,14 @@ def frontiers(records: list[dict], levels=KNEE_LEVELS, n_boot: int = 2000, seed:
         brackets = {name: b for name, f in counts.items() if (b := _bracket(f, target)) is not None}
         samples = [g.values("bits_per_param") for g in moe]
         denominator = reference.bits_per_param.value
-        curve = _ratio_curve(denominator, [(f, s.mean()) for f, s in zip(fractions, samples)])
+        curve = frontier_curve(denominator, [(f, s.mean()) for f, s in zip(fractions, samples)])
         rng = np.random.default_rng(seed)
         boot = {level: [] for level in levels}
         boot_ratios: list[list[float]] = [[] for _ in moe]
         for _ in range(n_boot):
             d = reference.draw(rng)
             means = [rng.choice(s, len(s)).mean() for s in samples]
-            c = _ratio_curve(d, list(zip(fractions, means)))
+            c = frontier_curve(d, list(zip(fractions, means)))
             for level in levels:
                 boot[level].append(knee(c, level))
             for i, m in enumerate(means):

@@ -270,24 +270,46 @@ def fact_routing_figure(records: list[dict]) -> bytes:
     return png(fig)
 
 
+KIND_COLOURS = {**ROUTER_COLOURS, "stable": "tab:red", "pkm": "tab:green", "peer": "tab:purple"}
+
+
 def law_figure(rows: list[dict]) -> bytes:
-    """Bits relative to the dense law at each run's own total against active fraction (log), one
-    line per kind of sparsity (a router, or a memory layer), with the seeds-and-law interval."""
-    fig, ax = plt.subplots(figsize=(7, 4.3))
+    """Bits relative to the dense law at each run's own total against active fraction (log axis,
+    sparser to the right, as on the frontier), one colour per kind of sparsity (a router, or a
+    memory layer), with the seeds-and-law interval. A hollow marker: the law is capped there, so
+    the ratio is the share of the knowledge base stored."""
+    fig, ax = plt.subplots(figsize=(10, 4.5), layout="constrained")
     for i, kind in enumerate(sorted({r["kind"] for r in rows})):
-        mine = sorted((r for r in rows if r["kind"] == kind), key=lambda r: -r["active_fraction"])
-        x = [r["active_fraction"] for r in mine]
-        y = [r["ratio"].value for r in mine]
-        ax.errorbar(x, y, yerr=yerrs([r["ratio_with_law"] for r in mine]), color=plt.cm.tab10(i), marker="o",
-                    capsize=3, label=kind)
-    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        colour = KIND_COLOURS.get(kind, plt.cm.tab10(i))
+        mine = [r for r in rows if r["kind"] == kind]
+        # the line is the kind's frontier (the best at each sparsity), as on the frontier figure:
+        # configurations need not order by fraction (StableMoE's 256 experts read more router
+        # weights than its 64)
+        if len(mine) > 1:  # one configuration is a point, not a frontier
+            curve = science.frontier_curve(1.0, [(r["active_fraction"], r["ratio"].value) for r in mine])
+            ax.plot(*zip(*curve), color=colour, lw=1, label=f"{kind} (frontier from dense)")
+        else:
+            ax.plot([], [], marker="o", color=colour, linestyle="none", label=kind)
+        for r in mine:
+            ax.errorbar(r["active_fraction"], r["ratio"].value, yerr=yerr(r["ratio_with_law"]), color=colour,
+                        marker="o", capsize=3, linestyle="none",
+                        markerfacecolor="white" if r["law_capped"] else colour)
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--", label="the dense law")
+    ax.axhline(1 / science.PAPER_RATIO, color="tab:green", ls="-.", lw=1, label="1/1.5: the paper's MoE ratio")
+    ax.axvline(science.TARGET_FRACTION, color="grey", lw=2, alpha=0.4,
+               label=f"{science.TARGET_FRACTION:.0%} active (Kimi K2's regime)")
+    ax.plot([], [], marker="o", color="grey", markerfacecolor="white", linestyle="none",
+            label="law capped at the base: the ratio is the share stored")
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.set_xlabel("active fraction (moelab's count)")
+    fractions = [1.0, science.TARGET_FRACTION, *(r["active_fraction"] for r in rows)]
+    ax.xaxis.set_major_locator(FixedLocator([t for t in PERCENT_TICKS if min(fractions) / 1.5 <= t <= 1.0]))
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0 if min(fractions) >= 0.01 else 1))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.invert_xaxis()
+    ax.set_xlabel("active fraction, moelab's count (sparser to the right)")
     ax.set_ylabel("bits / dense law's bits at the same total")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return png(fig)
 
 
