@@ -379,17 +379,23 @@ def test_memory_runs_are_set_against_the_dense_law_at_their_own_totals(tmp_path)
     base (1e6 bits): it stores 90% of the base, so 0.9 of the capped law."""
     runs = [record(f"dense d_ff={p} seed={s}", 0, 1.0, 1.0 + 0.01 * s, p_total=p)
             for p in (10_000, 20_000, 40_000) for s in (0, 1)]
-    runs += [record(f"pkm N={n} seed={s}", 0, a, b * (1 + 0.01 * s), p_total=p, memory_kind="pkm")
+    took_off = [{"step": s, "loss": 2.0 if s <= 400 else 2.0 - 0.001 * (s - 400)} for s in range(100, 1100, 100)]
+    stalled = [{"step": s, "loss": 2.0} for s in range(100, 1100, 100)]
+    runs += [record(f"pkm N={n} seed={s}", 0, a, b * (1 + 0.01 * s), p_total=p, memory_kind="pkm",
+                    history=[] if n == 1000 else [took_off, stalled][s])
              for n, p, a, b in ((1000, 160_000, 0.1, 0.5), (9000, 4_000_000, 0.005, 0.9e6 / 4e6)) for s in (0, 1)]
     rows = {r["label"]: r for r in science.law_ratios(runs, n_boot=200)}
     small, large = rows["pkm N=1000"], rows["pkm N=9000"]
     assert small["kind"] == "pkm" and small["ratio"].value == pytest.approx(0.505, rel=0.02)
     assert not small["law_capped"] and large["law_capped"] and large["law_bits"] == 1e6
     assert large["ratio"].value == pytest.approx(0.9045, rel=1e-3) and large["base_share"] == pytest.approx(0.9045, rel=1e-3)
+    assert small["plateau_exits"] == [None, None] and small["loss_fall"] is None  # no histories
+    assert large["plateau_exits"] == [500, math.inf] and large["loss_fall"] > 0  # one seed took off, one stalled
     rows = [{"key": str(i), "label": r["label"], "status": "done", "reason": None, "config": {},
              "metrics": {**r, "routing": []}} for i, r in enumerate(runs)]
     page = write_report(rows, tmp_path, "t").read_text()
     assert "against the dense law at their own totals" in page and (tmp_path / "dense_law.png").exists()
+    assert "<td>500, never</td>" in page and "<td>n/a, n/a</td>" in page
 
 
 def test_late_loss_drop_measures_the_distance_from_a_plateau():

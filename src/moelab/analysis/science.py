@@ -380,8 +380,10 @@ def law_ratios(records: list[dict], n_boot: int = 2000, seed: int = 0) -> list[d
     """Each sparse configuration (routed experts or a memory layer) against the dense law at its
     own total: its bits over what the law says a dense model of that total stores (capped at the
     knowledge base's information, `DenseReference`). A t interval over seeds, and one that also
-    resamples the law's runs; `base_share` is the share of the knowledge base stored. Empty
-    without a ladder of smaller dense sizes."""
+    resamples the law's runs; `base_share` is the share of the knowledge base stored;
+    `plateau_exits` (each seed's `plateau_exit`) and `loss_fall` (`late_loss_drop`, the mean over
+    seeds) say how far from a plateau the configuration ended. Empty without a ladder of smaller
+    dense sizes."""
     out = []
     sparse = groups([r for r in knowledge_runs(records) if not is_dense(r)])
     rng = np.random.default_rng(seed)
@@ -401,7 +403,9 @@ def law_ratios(records: list[dict], n_boot: int = 2000, seed: int = 0) -> list[d
                     "ratio": Group(g.label, [{"r": b / law_bits} for b in bits]).interval("r"),
                     "ratio_with_law": Estimate(float(bits.mean() / law_bits), *map(float, np.quantile(draws, level)),
                                                LEVEL),
-                    "base_share": float(bits.mean() / information) if math.isfinite(information) else None})
+                    "base_share": float(bits.mean() / information) if math.isfinite(information) else None,
+                    "plateau_exits": [plateau_exit(r) for r in g.runs],  # how far from a plateau each point is
+                    "loss_fall": mean_or_none(late_loss_drop(r) for r in g.runs)})
     return out
 
 

@@ -383,6 +383,11 @@ def exit_cell(step) -> str | float:
     return "never" if step == math.inf else step
 
 
+def _exit_text(step) -> str:
+    """A `plateau_exit` step within a list of seeds: "never", "n/a" without a history, or the step."""
+    return "n/a" if step is None else "never" if step == math.inf else f"{step:,.0f}"
+
+
 def target_section(panels: list[list[science.Frontier]]) -> list[str]:
     """Each router's bits per total parameter relative to each reference at TARGET_FRACTION active,
     by each parameter count whose measured configurations bracket it; the sparsest point where none do."""
@@ -603,14 +608,18 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
         parts.append(note("Each configuration's bits over the dense law's at its own total (fitted over the dense "
                           "ladder), the law capped at the knowledge base's information: where a dense model of that "
                           "total would store the whole base, a ratio of 1 means the sparse one does too. Intervals: "
-                          "seeds (t), and seeds with the law's runs resampled (bootstrap)."))
+                          "seeds (t), and seeds with the law's runs resampled (bootstrap). How far from a plateau: "
+                          "the step each seed's loss left the pre-memorization plateau, and the loss's fall over the "
+                          "last 10% of steps (a stalled run is flat too: the share of the base tells them apart)."))
         parts.append(table(["configuration", "kind", "seeds", "P_total", "active fraction", "law's bits",
                             "law capped at the base", "ratio", "low (seeds)", "high (seeds)", "low (and law)",
-                            "high (and law)", "share of the base stored"],
+                            "high (and law)", "share of the base stored", "left the plateau at step (each seed)",
+                            "loss fall, last 10% of steps"],
                            [[r["label"], r["kind"], r["seeds"], r["p_total"], r["active_fraction"], r["law_bits"],
                              "yes" if r["law_capped"] else "no", *estimate_cells(r["ratio"]),
                              *estimate_cells(r["ratio_with_law"])[1:],
-                             na(r["base_share"])] for r in law]))
+                             na(r["base_share"]), ", ".join(_exit_text(x) for x in r["plateau_exits"]),
+                             na(r["loss_fall"])] for r in law]))
     routers = science.router_table(records)
     if any(r["churn"] is not None for r in routers):
         parts += figure_section(folder, "churn.png", churn_figure(records),
