@@ -244,3 +244,18 @@ def test_the_law_figure_draws_a_point_where_the_law_is_capped_hollow(monkeypatch
                                                      real_errorbar(self, x, y, *a, **k))[1])
     science_report.law_figure(science.law_ratios(runs, n_boot=50))
     assert faces == {0.1: "tab:green", 0.005: "white"}  # 4M parameters: the law's model would hold the whole base
+
+
+def test_a_rate_chosen_at_an_end_of_the_grid_is_flagged():
+    from moelab.analysis.science_report import grid_edge, selection_section
+
+    def record(chosen, rates, fixed=False):
+        return {"configuration": "pkm", "by": "bits", "seeds": [100], "fixed": fixed, "chosen": {"train.lr": chosen},
+                "candidates": [{"values": {"train.lr": lr}, "finished": 1, "bits": 1.0, "keys": []} for lr in rates]}
+
+    assert grid_edge(record(3e-3, [3e-3, 1e-2])) == "the lowest lr"
+    assert grid_edge(record(3e-2, [1e-3, 3e-3, 3e-2])) == "the highest lr"
+    assert grid_edge(record(3e-3, [1e-3, 3e-3, 1e-2])) is None
+    assert grid_edge(record(3e-3, [3e-3], fixed=True)) is None
+    page = "".join(selection_section([record(3e-3, [3e-3, 1e-2]), record(3e-3, [1e-3, 3e-3, 1e-2])]))
+    assert page.count("the best may lie beyond") == 1

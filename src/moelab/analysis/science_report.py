@@ -718,9 +718,29 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
     return parts
 
 
+def grid_edge(record: dict) -> str | None:
+    """Where a selection chose the smallest or largest of a numeric field's candidates, the best
+    may lie beyond the grid: that end, e.g. "the lowest lr"; None inside the grid, or where a
+    block fixed the value."""
+    candidates = record["candidates"]
+    if record.get("fixed") or len(candidates) < 2:
+        return None
+    for field, value in record["chosen"].items():
+        values = [c["values"].get(field) for c in candidates]
+        if not all(isinstance(v, int | float) for v in values) or len(set(values)) < 2:
+            continue
+        name = field.split(".")[-1]
+        if value == min(values):
+            return f"the lowest {name}"
+        if value == max(values):
+            return f"the highest {name}"
+    return None
+
+
 def selection_section(selection: list[dict]) -> list[str]:
     """Each configuration's candidates (mean of the selection metric over the selection seeds),
-    the one chosen, and on which seeds: the reported runs use other seeds."""
+    the one chosen (flagged where it is at an end of the grid), and on which seeds: the reported
+    runs use other seeds."""
     chosen_on = [r for r in selection if not r.get("fixed")]
     seeds = ", ".join(str(x) for x in chosen_on[0]["seeds"]) if chosen_on else "none"
     by = selection[0]["by"]
@@ -729,6 +749,8 @@ def selection_section(selection: list[dict]) -> list[str]:
         for c in record["candidates"]:
             values = " ".join(f"{k.split('.')[-1]}={v}" for k, v in c["values"].items())
             chosen = "fixed by its block" if record.get("fixed") else "chosen" if c["values"] == record["chosen"] else ""
+            if chosen == "chosen" and (edge := grid_edge(record)):
+                chosen += f" ({edge} tried: the best may lie beyond)"
             rows.append([record["configuration"], values, c["finished"], na(c[by]), chosen])
     return [heading("Selected per configuration"),
             note(f"Every configuration ran at each of its candidates (all of [select]'s, or those its grid "
