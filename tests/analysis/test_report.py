@@ -259,3 +259,20 @@ def test_a_rate_chosen_at_an_end_of_the_grid_is_flagged():
     assert grid_edge(record(3e-3, [3e-3], fixed=True)) is None
     page = "".join(selection_section([record(3e-3, [3e-3, 1e-2]), record(3e-3, [1e-3, 3e-3, 1e-2])]))
     assert page.count("the best may lie beyond") == 1
+
+
+def test_the_headline_figure_draws_memory_layer_runs(monkeypatch):
+    """Memory runs are neither dense nor MoE; they get their own markers, and a figure of memory
+    runs alone draws (it raised on an empty legend before)."""
+    from moelab.analysis import report
+
+    runs = [row(i, 0, total, 11_000, 0.1 * total, label=f"pkm N={n}") for i, (n, total) in
+            enumerate([(2500, 91_000), (16384, 538_000)])]
+    for r in runs:
+        r["metrics"]["memory_kind"] = "pkm"
+    labels = []
+    real_scatter = report.plt.Axes.scatter
+    monkeypatch.setattr(report.plt.Axes, "scatter",
+                        lambda self, *a, **k: labels.append(k.get("label")) or real_scatter(self, *a, **k))
+    report.headline_figure([flatten_run(r) for r in runs])
+    assert "memory layer: pkm" in labels

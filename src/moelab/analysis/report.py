@@ -126,6 +126,10 @@ def headline_figure(records: list[dict]) -> bytes:
             if dense:
                 ax.scatter([r[x_key] for r in dense], [r[y_key] for r in dense], marker="o", s=50,
                            facecolors="none", edgecolors="black", label="dense")
+            for i, kind in enumerate(sorted({science.kind_of(r) for r in done if science.is_memory(r)})):
+                memory = [r for r in done if science.is_memory(r) and science.kind_of(r) == kind]
+                ax.scatter([r[x_key] for r in memory], [r[y_key] for r in memory], marker="D", s=45,
+                           color=plt.cm.Dark2(i % 8), label=f"memory layer: {kind}")
             routers = sorted({science.router_of(r) for r in done if r["n_experts"]})
             for i, e in enumerate(experts):
                 runs = [r for r in done if r["n_experts"] == e]
@@ -153,7 +157,8 @@ def headline_figure(records: list[dict]) -> bytes:
                 ax.set_ylabel(y_label)
             ax.grid(alpha=0.3, which="both")
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
+    if labels:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
     fig.suptitle("Knowledge follows total or active parameters?", fontsize=13)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return png(fig, dpi=110)

@@ -36,6 +36,11 @@ def is_dense(r: dict) -> bool:
     return not r["n_experts"] and r.get("memory_kind", "none") in ("none", "")
 
 
+def is_memory(r: dict) -> bool:
+    """A run with a memory layer (PKM or PEER) in place of a feed-forward."""
+    return r.get("memory_kind", "none") not in ("none", "", None)
+
+
 def knowledge_runs(records: list[dict]) -> list[dict]:
     """Finished runs on one knowledge base (reasoning runs store no knowledge, and continued runs,
     trained on two, have their own section: both are left out)."""
