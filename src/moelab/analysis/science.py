@@ -30,15 +30,15 @@ def _is_reasoning(r: dict) -> bool:
     return r.get("data_kind") in REASONING_KINDS  # a task with no knowledge to store
 
 
-def is_dense(r: dict) -> bool:
-    """A run with neither routed experts nor memory layers (records from before memory layers
-    have no memory_kind)."""
-    return not r["n_experts"] and r.get("memory_kind", "none") in ("none", "")
-
-
 def is_memory(r: dict) -> bool:
-    """A run with a memory layer (PKM or PEER) in place of a feed-forward."""
+    """A run with a memory layer (PKM or PEER) in place of a feed-forward (records from before
+    memory layers have no memory_kind)."""
     return r.get("memory_kind", "none") not in ("none", "", None)
+
+
+def is_dense(r: dict) -> bool:
+    """A run with neither routed experts nor memory layers."""
+    return not r["n_experts"] and not is_memory(r)
 
 
 def knowledge_runs(records: list[dict]) -> list[dict]:

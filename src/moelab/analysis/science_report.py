@@ -22,6 +22,17 @@ PERCENT_TICKS = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005)
 ROUTER_COLOURS = {"learned": "black", "hash": "tab:blue"}
 
 
+def active_fraction_axis(ax, fractions: list[float]) -> None:
+    """A log active-fraction x axis, sparser to the right, with percent ticks down to the
+    sparsest of `fractions`: the frontier and the dense-law figures read alike."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator([t for t in PERCENT_TICKS if min(fractions) / 1.5 <= t <= 1.0]))
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0 if min(fractions) >= 0.01 else 1))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.invert_xaxis()
+    ax.set_xlabel("active fraction, moelab's count (sparser to the right)")
+
+
 def point_name(label: str) -> str:
     """A frontier point's name on the figure: its expert count (and top-k where not 1); the
     colour already says the router, and whole labels overlap."""
@@ -68,17 +79,10 @@ def frontier_figure(panels: list[list[science.Frontier]]) -> bytes:
         ax.axhline(1 / 1.5, color="tab:green", ls="-.", lw=1, label="1/1.5: the paper's MoE ratio")
         ax.axvline(science.TARGET_FRACTION, color="grey", lw=2, alpha=0.4,
                    label=f"{science.TARGET_FRACTION:.0%} active (Kimi K2's regime)")
-        ax.set_xscale("log")
         ax.set_ylabel(f"bits per total parameter\n/ {reference.kind}")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax = axes[-1, 0]
-    ticks = [t for t in PERCENT_TICKS if min(fractions) / 1.5 <= t <= 1.0]
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0 if min(fractions) >= 0.01 else 1))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.invert_xaxis()  # shared: every panel turns
-    ax.set_xlabel("active fraction, moelab's count (sparser to the right)")
+    active_fraction_axis(axes[-1, 0], fractions)  # the panels share it
     return png(fig, dpi=110)
 
 
@@ -300,13 +304,7 @@ def law_figure(rows: list[dict]) -> bytes:
                label=f"{science.TARGET_FRACTION:.0%} active (Kimi K2's regime)")
     ax.plot([], [], marker="o", color="grey", markerfacecolor="white", linestyle="none",
             label="law capped at the base: the ratio is the share stored")
-    ax.set_xscale("log")
-    fractions = [1.0, science.TARGET_FRACTION, *(r["active_fraction"] for r in rows)]
-    ax.xaxis.set_major_locator(FixedLocator([t for t in PERCENT_TICKS if min(fractions) / 1.5 <= t <= 1.0]))
-    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0 if min(fractions) >= 0.01 else 1))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.invert_xaxis()
-    ax.set_xlabel("active fraction, moelab's count (sparser to the right)")
+    active_fraction_axis(ax, [1.0, science.TARGET_FRACTION, *(r["active_fraction"] for r in rows)])
     ax.set_ylabel("bits / dense law's bits at the same total")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -548,7 +546,8 @@ def science_sections(records: list[dict], folder: Path) -> list[str]:
         parts += seeds_section(fronts, records, folder)
     parts += token_id_section(records)
     total = science.sparse_total(records)
-    reference = science.dense_reference(records, total) if total is not None else None
+    reference = (fronts[0].reference if fronts  # the frontier's own, at the same total: not bootstrapped twice
+                 else science.dense_reference(records, total) if total is not None else None)
     if reference is not None and reference.kind == "dense law":
         parts.append("<h2>The dense law as the reference</h2>")
         parts.append(note("Allen-Zhu & Li compare a sparse model with the dense scaling law at the same knowledge base "
