@@ -1,6 +1,8 @@
 """Per-configuration selection: every candidate on the selection seeds, the best one reported."""
 
 import json
+import threading
+from concurrent.futures import Future
 import math
 import pytest
 
@@ -149,3 +151,49 @@ def test_a_block_select_outside_the_sweeps_candidates_is_refused(tmp_path, selec
     spec.write_text(NARROWED.split("[select]")[0])
     with pytest.raises(ConfigError, match=r"grid 2: select: the sweep has no \[select\] table"):
         load_sweep(spec)
+
+
+class HoldingExecutor(InstantExecutor):
+    """Settles runs at once, except the first one submitted: its result comes only once `hold`
+    more runs have been submitted (or after a few seconds, so a driver that waits for it cannot
+    hang the test). Records, per submission, whether that first run was still in flight."""
+
+    def __init__(self, outcome, hold: int, capacity: int = 2):
+        super().__init__(outcome, capacity)
+        self.hold, self.held, self.while_held = hold, None, []
+
+    def submit(self, cfg, out_dir):
+        if self.held is None:
+            self.submitted.append(cfg)
+            self.held = (Future(), self.outcome(cfg, out_dir))
+            threading.Timer(3.0, self.release).start()
+            return self.held[0]
+        self.while_held.append(not self.held[0].done())
+        future = super().submit(cfg, out_dir)
+        if len(self.submitted) == 1 + self.hold:
+            self.release()
+        return future
+
+    def release(self):
+        if not self.held[0].done():
+            self.held[0].set_result(self.held[1])
+
+
+@pytest.mark.slow
+def test_a_configuration_whose_selection_ended_reports_while_another_is_still_selecting(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text(SWEEP)
+    executor = HoldingExecutor(scored, hold=7)  # one MoE selection run, submitted first, runs long
+    keys = run_sweep(load_sweep(spec), Store(tmp_path / "out"), executor)
+    slow = executor.submitted[0]
+    assert slow.model.moe.n_experts == 4 and slow.seed == 100
+    later = executor.submitted[1:]
+    kinds = [("dense" if c.model.moe.n_experts == 0 else "moe", "selection" if c.seed == 100 else "reported")
+             for c in later]
+    assert kinds == [("moe", "selection")] * 2 + [("dense", "selection")] * 3 + [("dense", "reported")] * 2 \
+        + [("moe", "reported")] * 2
+    assert executor.while_held[:7] == [True] * 7  # both dense reported runs began beside the slow one
+    assert {c.train.lr for c in later if c.model.moe.n_experts == 4 and c.seed != 100} == {1e-1}
+    meta = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert len(meta["reported"]) == 4 and set(meta["keys"]) == set(keys) and len(keys) == 10
+    assert all(r["chosen"] is not None for r in meta["selection"])

@@ -3,7 +3,10 @@ process pool by default, or Ray), record each result as it arrives. Rerunning th
 Ctrl-C or a killed driver keeps every finished run and redoes only the rest.
 
 Runs start longest first (by planned steps times a cost per step that grows with the model), so
-the last minutes of a sweep are not one long run alone on one core. Workers report their step and
+the last minutes of a sweep are not one long run alone on one core. With a selection, each
+configuration's reported runs join the queue (behind the selection runs still waiting) as soon as
+its own selection runs have all settled, so a core is not left idle while the last selection
+runs of other configurations finish. Workers report their step and
 loss in `progress.json` in their run folder; the driver reads those files to show each running
 run and to estimate the time left from steps (a Ray cluster without a shared filesystem shows
 runs without their steps).
@@ -87,9 +90,11 @@ def read_progress(store: Store, run: SweepRun) -> RunProgress:
         return RunProgress(run.label, 0, planned_steps(run.config), None)
 
 
-def choose(sweep: Sweep, store: Store) -> tuple[dict[str, dict], list[dict]]:
+def choose(sweep: Sweep, store: Store, settled: set[str] | None = None) -> tuple[dict[str, dict], list[dict]]:
     """Each configuration's best candidate by the mean of `selection.by` over its finished
-    selection runs, and a record of every candidate for the report and sweep.json."""
+    selection runs, and a record of every candidate for the report and sweep.json. With
+    `settled` (the selection runs that are done or failed), only the configurations whose
+    selection runs are all in it are chosen and recorded."""
     metrics = {r["key"]: r["metrics"] for r in store.rows() if r["metrics"]}
     by_configuration: dict[str, list[SweepRun]] = {}
     for run in sweep.runs:
@@ -110,6 +115,8 @@ def choose(sweep: Sweep, store: Store) -> tuple[dict[str, dict], list[dict]]:
             values = [metrics[k][selection.by] for k in keys if k in metrics]
             candidates.append({"values": combination, "keys": keys, "finished": len(values),
                                selection.by: sum(values) / len(values) if values else None})
+        if settled is not None and not all(k in settled for c in candidates for k in c["keys"]):
+            continue  # still being selected
         scored = [c for c in candidates if c[selection.by] is not None]
         best = max(scored, key=lambda c: c[selection.by]) if scored else None
         if best is not None:
@@ -124,7 +131,8 @@ def run_sweep(sweep: Sweep, store: Store, executor=None, retry_failed: bool = Fa
               on_progress: Callable[[Progress], None] | None = None, reuse: list[Store] = ()) -> list[str]:
     """Run every unfinished run of `sweep` on `executor` (default: a local pool); results land
     in `store` as they finish, and `sweep.json` in the store's folder lists them. With a
-    selection, the selection runs come first, then the grid's runs at the chosen values. A run
+    selection, the selection runs come first, then the grid's runs at the chosen values (a
+    configuration's as soon as its own selection has ended). A run
     finished under the same key in a store of `reuse` is adopted instead of trained.
     Returns the keys of every run of the sweep (selection runs included)."""
     owned = executor is None
@@ -135,8 +143,21 @@ def run_sweep(sweep: Sweep, store: Store, executor=None, retry_failed: bool = Fa
             run_runs(sweep.runs, store, executor, retry_failed, on_progress, reuse)
             return [r.key for r in sweep.runs]
         trial = selection_runs(sweep)
-        store.write_sweep_meta(sweep, [r.key for r in trial])
-        run_runs(trial, store, executor, retry_failed, on_progress, reuse)
+        trial_keys = [r.key for r in trial]
+        store.write_sweep_meta(sweep, trial_keys)
+        decided: list[str] = []  # reported runs already queued
+
+        def newly_decided() -> list[SweepRun]:
+            """The reported runs of configurations whose selection has just ended."""
+            settled = {k for k, s in store.statuses(trial_keys).items() if s in ("done", "failed")}
+            choices, records = choose(sweep, store, settled)
+            new = [r for r in chosen_runs(sweep, choices) if r.key not in decided]
+            if new:
+                decided.extend(r.key for r in new)
+                store.write_sweep_meta(sweep, trial_keys + decided, reported=decided, selection=records)
+            return new
+
+        run_runs(trial, store, executor, retry_failed, on_progress, reuse, more=newly_decided)
         choices, records = choose(sweep, store)
         final = chosen_runs(sweep, choices)
         keys = [r.key for r in trial] + [r.key for r in final]
@@ -149,23 +170,43 @@ def run_sweep(sweep: Sweep, store: Store, executor=None, retry_failed: bool = Fa
 
 
 def run_runs(runs: list[SweepRun], store: Store, executor, retry_failed: bool = False,
-             on_progress: Callable[[Progress], None] | None = None, reuse: list[Store] = ()) -> None:
+             on_progress: Callable[[Progress], None] | None = None, reuse: list[Store] = (),
+             more: Callable[[], list[SweepRun]] | None = None) -> None:
     """Run every unfinished run of `runs` on `executor`, longest first (after adopting those
-    another store of `reuse` finished)."""
-    keys = [r.key for r in runs]
-    for run in runs:
-        store.add(run.key, run.label, run.config)
-    store.recover(keys, retry_failed)
-    store.reuse(list(reuse), keys)
-    statuses = store.statuses(keys)
-    queue = sorted((r for r in runs if statuses[r.key] == "pending"), key=lambda r: -estimated_cost(r.config))
-    done = sum(s == "done" for s in statuses.values())
-    failed = sum(s == "failed" for s in statuses.values())
-    best = max((r["metrics"]["bits_per_param"] for r in store.rows(keys) if r["metrics"]), default=None)
-    by_key = {r.key: r for r in runs}
-    steps_of = {r.key: planned_steps(r.config) for r in runs}
-    settled_steps = sum(steps_of[k] for k, s in statuses.items() if s in ("done", "failed"))
-    start, steps_at_start = time.perf_counter(), settled_steps
+    another store of `reuse` finished). `more`, asked at the start and after each run settles,
+    returns runs to add behind those queued."""
+    keys: list[str] = []
+    queue: list[SweepRun] = []
+    by_key: dict[str, SweepRun] = {}
+    steps_of: dict[str, int] = {}
+    done = failed = settled_steps = steps_at_start = 0  # steps_at_start: settled before this driver ran any
+    best: float | None = None
+
+    def admit(new: list[SweepRun]) -> None:
+        """Register runs, adopt those already finished, and queue the rest, longest first."""
+        nonlocal done, failed, settled_steps, steps_at_start, best
+        new = [r for r in new if r.key not in by_key]
+        new_keys = [r.key for r in new]
+        for run in new:
+            store.add(run.key, run.label, run.config)
+        store.recover(new_keys, retry_failed)
+        store.reuse(list(reuse), new_keys)
+        statuses = store.statuses(new_keys)
+        keys.extend(new_keys)
+        by_key.update((r.key, r) for r in new)
+        steps_of.update((r.key, planned_steps(r.config)) for r in new)
+        queue.extend(sorted((r for r in new if statuses[r.key] == "pending"), key=lambda r: -estimated_cost(r.config)))
+        done += sum(s == "done" for s in statuses.values())
+        failed += sum(s == "failed" for s in statuses.values())
+        already = sum(steps_of[k] for k, s in statuses.items() if s in ("done", "failed"))
+        settled_steps, steps_at_start = settled_steps + already, steps_at_start + already
+        best = max([r["metrics"]["bits_per_param"] for r in store.rows(new_keys) if r["metrics"]]
+                   + ([] if best is None else [best]), default=None)
+
+    admit(runs)
+    if more is not None:
+        admit(more())
+    start = time.perf_counter()
     in_flight: dict[Future, str] = {}
     breaks: dict[str, int] = {}  # pool breaks each run was in flight for
     stopping_since: float | None = None  # when this driver began stopping on a request
@@ -232,6 +273,8 @@ def run_runs(runs: list[SweepRun], store: Store, executor, retry_failed: bool = 
                 for future in wait(in_flight).done:
                     settle(future)
                 executor.reset()
+            if finished and more is not None:
+                admit(more())
             if stopping_since is not None and not in_flight:
                 break
     except BaseException:  # Ctrl-C, or a bug in the driver: stop the runs, keep them pending
