@@ -2,6 +2,7 @@
 
 import io
 import json
+import pytest
 from pathlib import Path
 
 from rich.console import Console
@@ -57,3 +58,28 @@ def test_a_log_gets_plain_lines_with_each_running_run():
     assert "1/3 runs finished" in text and "50% of steps" in text and "time left 2m05s" in text
     assert "E=[8] k=1 50/100 loss 1.234" in text and "best 0.800 bits/param" in text
     assert duration(None) == "estimating" and duration(3725) == "1h02m"
+
+
+def test_the_time_left_counts_only_the_steps_this_driver_trained(tmp_path, monkeypatch):
+    """A run resumed half way has steps from an earlier driver; they are no evidence of this one's speed."""
+    spec = tmp_path / "s.toml"
+    spec.write_text(SWEEP.split("[[grid]]")[0])
+    sweep = load_sweep(spec)
+    [run] = sweep.runs
+    steps = planned_steps(run.config)
+    store = Store(tmp_path / "out")
+    store.run_dir(run.key).mkdir(parents=True, exist_ok=True)
+    progress = store.run_dir(run.key) / "progress.json"
+    progress.write_text(json.dumps({"step": steps // 2, "steps": steps, "loss": 2.0}))  # where it stopped
+
+    def resumed(cfg, out_dir):
+        progress.write_text(json.dumps({"step": steps // 2 + steps // 10, "steps": steps, "loss": 1.9}))
+        return "done", {"bits_per_param": 0.5}
+
+    clock = iter([0.0] + [100.0] * 100)
+    monkeypatch.setattr("moelab.sweeps.runner.time.perf_counter", lambda: next(clock))
+    seen = []
+    run_sweep(sweep, store, executor=InstantExecutor(resumed), on_progress=seen.append)
+    [running] = [p for p in seen if p.active]
+    left, trained = steps - running.steps_done, steps // 10
+    assert running.eta_seconds == pytest.approx(left * 100.0 / trained)  # not left * 100 / (steps // 2 + trained)

@@ -179,7 +179,8 @@ def run_runs(runs: list[SweepRun], store: Store, executor, retry_failed: bool = 
     queue: list[SweepRun] = []
     by_key: dict[str, SweepRun] = {}
     steps_of: dict[str, int] = {}
-    done = failed = settled_steps = steps_at_start = 0  # steps_at_start: settled before this driver ran any
+    done = failed = settled_steps = 0
+    steps_at_start = 0  # steps this driver did not train: adopted, settled or resumed from before it
     best: float | None = None
 
     def admit(new: list[SweepRun]) -> None:
@@ -264,6 +265,7 @@ def run_runs(runs: list[SweepRun], store: Store, executor, retry_failed: bool = 
                 raise KeyboardInterrupt  # runs that did not stop in time are stopped now
             while queue and len(in_flight) < executor.capacity and stopping_since is None:
                 run = queue.pop(0)
+                steps_at_start += read_progress(store, run).step  # a resumed run's steps from before
                 store.mark_running(run.key)
                 in_flight[executor.submit(run.config, str(store.run_dir(run.key)))] = run.key
             report()
